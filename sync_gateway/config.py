@@ -1,0 +1,56 @@
+"""Settings from the environment (prefix ``SYNC_``), validated once at start-up.
+
+Secrets (CouchDB password, admin token, connector passwords) come only from the environment and are held
+as ``SecretStr`` so they never show up in a repr or a log line.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["ingest", "project", "api"]
+ALL_ROLES: tuple[Role, ...] = ("ingest", "project", "api")
+
+
+class Settings(BaseSettings):
+    """Everything a gateway process needs to know; one instance per process."""
+
+    model_config = SettingsConfigDict(env_prefix="SYNC_", extra="ignore")
+
+    couch_url: str = "http://127.0.0.1:5984"
+    couch_user: str = "admin"
+    couch_password: SecretStr = SecretStr("")
+    admin_token: SecretStr = SecretStr("")
+
+    roles: list[Role] = Field(default_factory=lambda: list(ALL_ROLES))
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+
+    system_db_prefix: str = "sync_"
+    connector: str = "staging"
+    connector_options: dict[str, Any] = Field(default_factory=dict)
+    handlers: dict[str, str] = Field(default_factory=lambda: {"default": "server_wins"})
+
+    max_doc_bytes: int = 512 * 1024
+    ingest_batch_size: int = 500
+    project_batch_size: int = 200
+    feed_read_timeout_s: float = 60.0
+    user_scan_interval_s: float = 2.0
+    retry_max_delay_s: float = 30.0
+
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+
+    @field_validator("roles", mode="before")
+    @classmethod
+    def _split_roles(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def db(self, name: str) -> str:
+        """Name of a system database: ``events`` → ``sync_events``."""
+        return f"{self.system_db_prefix}{name}"

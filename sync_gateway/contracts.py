@@ -1,0 +1,175 @@
+"""The only module plugins import: the data they receive and the protocols they implement.
+
+Two extension points, each loaded through an entry point group:
+
+* ``sync_gateway.erp_connectors``: a factory ``(options: Mapping[str, Any]) -> ErpConnector``.
+* ``sync_gateway.conflict_handlers``: a factory ``() -> ConflictHandler``.
+
+Everything here is plain data (frozen dataclasses of JSON-like values) so plugins stay independent of
+CouchDB, HTTP and the gateway's internals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+JSON = Any
+
+TRANSACTION_TYPES: tuple[str, ...] = (
+    "sales_order",
+    "inventory_movement",
+    "delivery_confirmation",
+    "service_report",
+    "work_order_update",
+)
+
+# ---------------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A binary attachment of a transaction (e.g. a signature PNG)."""
+
+    content_type: str
+    data: bytes
+    digest: str = ""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One immutable entry of the event log.
+
+    ``event_id`` is derived from (source_db, doc_id, rev), so the same change appended twice is one event.
+    Connectors use it as their idempotency key.
+    """
+
+    event_id: str
+    kind: str  # "transaction.accepted", "transaction.rejected", "conflict.resolved", ...
+    doc_type: str
+    user: str
+    device_id: str | None
+    source_db: str
+    doc_id: str
+    rev: str
+    device_time: str | None
+    server_time: str
+    payload: Mapping[str, JSON]
+    attachments: Mapping[str, Attachment] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------- connectors
+
+
+@dataclass(frozen=True)
+class PushOutcome:
+    """What happened to one event of a pushed batch.
+
+    ``ok``: the ERP holds it (``erp_ref`` names the ERP record, e.g. a sale number). ``already`` counts as ok.
+    ``transient``: try again later. ``permanent``: the ERP refuses it; it is dead-lettered with ``message``.
+    """
+
+    event_id: str
+    status: Literal["ok", "transient", "permanent"]
+    erp_ref: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class MasterDoc:
+    """One ERP master record as the mirror stores it: ``<type>:<key>`` and a version that grows."""
+
+    doc_id: str
+    doc_type: str
+    erp_version: str
+    body: Mapping[str, JSON]
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class PullBatch:
+    docs: Sequence[MasterDoc]
+    cursor: str | None
+    more: bool = False
+
+
+@dataclass(frozen=True)
+class Health:
+    ok: bool
+    detail: str = ""
+
+
+@runtime_checkable
+class ErpConnector(Protocol):
+    """Moves events into an ERP and master data out of it.
+
+    ``push`` must be idempotent per ``event_id``: pushing an event the ERP already holds returns ``ok``
+    with the existing reference and creates nothing. A failure of the whole batch (ERP down) may be raised
+    as ``TransientConnectorError``; a failure of single events is reported in their ``PushOutcome``.
+    """
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def push(self, events: Sequence[Event]) -> Sequence[PushOutcome]: ...
+
+    async def pull(self, cursor: str | None, limit: int) -> PullBatch: ...
+
+    async def health(self) -> Health: ...
+
+
+# ---------------------------------------------------------------------------------------------- conflicts
+
+
+@dataclass(frozen=True)
+class Version:
+    """One competing version of a document: a leaf revision, or an edit from another user database."""
+
+    rev: str
+    doc: Mapping[str, JSON]
+    source_db: str = ""
+    user: str = ""
+    deleted: bool = False
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Everything a handler may look at. ``ancestor`` is the common base when the history has it.
+
+    ``kind``: ``revision`` (CouchDB leaves), ``stale_base`` (an edit based on an old ``erp_version``;
+    ``current`` holds the ERP's current version) or ``business`` (a rule failed; ``reasons`` say which).
+    ``server_time`` is the gateway's clock when the conflict was detected, for clock-skew checks.
+    """
+
+    kind: Literal["revision", "stale_base", "business"]
+    doc_type: str
+    doc_id: str
+    versions: Sequence[Version]
+    ancestor: Mapping[str, JSON] | None = None
+    current: Mapping[str, JSON] | None = None
+    reasons: Sequence[str] = ()
+    server_time: str = ""
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """A handler's answer: a winner document, or ``defer`` to the review queue with a reason."""
+
+    outcome: Literal["resolved", "defer"]
+    winner: Mapping[str, JSON] | None = None
+    reason: str = ""
+    flags: Sequence[str] = ()
+
+
+@runtime_checkable
+class ConflictHandler(Protocol):
+    """Settles a conflict or defers it. Must be pure and deterministic: the same conflict, with its
+    versions in any order, gives the same resolution."""
+
+    name: str
+
+    def resolve(self, conflict: Conflict) -> Resolution: ...
