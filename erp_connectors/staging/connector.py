@@ -1,0 +1,202 @@
+"""The staging connector: pushes events into the staging tables idempotently, one DB transaction a batch."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
+
+from erp_connectors.staging import tables as t
+from sync_gateway.contracts import Event, Health, PullBatch, PushOutcome
+from sync_gateway.errors import TransientConnectorError
+
+
+class _Refused(Exception):
+    """This one event cannot be staged (bad or missing data): a permanent outcome."""
+
+
+class StagingConnector:
+    name = "staging"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engine: Engine | None = None
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._start_sync)
+
+    def _start_sync(self) -> None:
+        if self.url.startswith("sqlite:///") and not self.url.startswith("sqlite:///:memory:"):
+            Path(self.url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(self.url, future=True)
+        if engine.dialect.name == "sqlite":
+            event.listen(engine, "connect", _sqlite_pragmas)
+        t.metadata.create_all(engine)
+        self._engine = engine
+
+    async def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            raise TransientConnectorError("staging connector is not started")
+        return self._engine
+
+    async def health(self) -> Health:
+        try:
+            await asyncio.to_thread(self._ping)
+        except SQLAlchemyError as exc:
+            return Health(ok=False, detail=f"staging database unreachable: {type(exc).__name__}")
+        return Health(ok=True, detail=self.engine.dialect.name)
+
+    def _ping(self) -> None:
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    async def pull(self, cursor: str | None, limit: int) -> PullBatch:
+        """The staging database holds no master data yet: nothing to pull."""
+        return PullBatch(docs=[], cursor=cursor)
+
+    # ------------------------------------------------------------------------------------------ push
+
+    async def push(self, events: Sequence[Event]) -> Sequence[PushOutcome]:
+        return await asyncio.to_thread(self._push_sync, list(events))
+
+    def _push_sync(self, events: list[Event]) -> list[PushOutcome]:
+        try:
+            try:
+                with self.engine.begin() as conn:
+                    return [self._stage(conn, ev) for ev in events]
+            except IntegrityError:
+                # one event spoiled the batch: stage each in its own transaction to isolate it
+                outcomes = []
+                for ev in events:
+                    with self.engine.begin() as conn:
+                        outcomes.append(self._stage(conn, ev, isolated=True))
+                return outcomes
+        except OperationalError as exc:
+            raise TransientConnectorError(f"staging database: {exc.orig}") from exc
+
+    def _stage(self, conn: Connection, ev: Event, *, isolated: bool = False) -> PushOutcome:
+        table = t.TABLES.get(ev.doc_type)
+        if table is None:
+            return PushOutcome(ev.event_id, "permanent", message=f"no staging table for {ev.doc_type!r}")
+        existing = _existing_ref(conn, table, ev)
+        if existing is not None:
+            return PushOutcome(ev.event_id, "ok", erp_ref=existing)
+        try:
+            row = _row(ev)
+        except _Refused as exc:
+            return PushOutcome(ev.event_id, "permanent", message=str(exc))
+        try:
+            new_id = conn.execute(table.insert().values(**row)).inserted_primary_key[0]  # type: ignore[index]
+        except IntegrityError as exc:
+            if not isolated:
+                raise
+            return PushOutcome(ev.event_id, "permanent", message=f"staging refused: {exc.orig}")
+        _insert_lines(conn, ev, int(new_id))
+        return PushOutcome(ev.event_id, "ok", erp_ref=f"{t.REF_PREFIX[ev.doc_type]}-{int(new_id):06d}")
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def _existing_ref(conn: Connection, table: Table, ev: Event) -> str | None:
+    found = conn.execute(
+        select(table.c.id).where(
+            (table.c.event_id == ev.event_id) | (table.c.transaction_id == ev.doc_id)
+        )
+    ).first()
+    if found is None:
+        return None
+    return f"{t.REF_PREFIX[ev.doc_type]}-{int(found[0]):06d}"
+
+
+def _money(value: Any, field: str) -> Decimal:
+    try:
+        return Decimal(str(value))
+    except (InvalidOperation, ValueError) as exc:
+        raise _Refused(f"{field}: {value!r} is not an amount") from exc
+
+
+def _row(ev: Event) -> dict[str, Any]:
+    p: Mapping[str, Any] = ev.payload
+    base: dict[str, Any] = {
+        "event_id": ev.event_id,
+        "transaction_id": ev.doc_id,
+        "user_name": ev.user,
+        "device_id": ev.device_id,
+        "device_time": ev.device_time,
+        "received_at": datetime.now(UTC),
+        "payload": json.dumps(dict(p), sort_keys=True),
+    }
+    try:
+        if ev.doc_type == "sales_order":
+            total = sum(
+                (_money(line["unit_price"], "unit_price") * Decimal(str(line["quantity"])) for line in p["lines"]),
+                Decimal(0),
+            )
+            return {**base, "customer": p["customer"], "currency": p["currency"], "order_date": p["order_date"],
+                    "work_order": p.get("work_order"), "total": total}
+        if ev.doc_type == "inventory_movement":
+            return {**base, "sku": p["sku"], "quantity": float(p["quantity"]), "unit": p["unit"],
+                    "from_location": p["from_location"], "to_location": p["to_location"],
+                    "reason": p["reason"], "work_order": p.get("work_order")}
+        if ev.doc_type == "delivery_confirmation":
+            signature = ev.attachments.get("signature.png")
+            if signature is None or not signature.data:
+                raise _Refused("delivery confirmation has no signature.png")
+            position = p.get("position") or {}
+            return {**base, "customer": p["customer"], "shipment_ref": p.get("shipment_ref"),
+                    "recipient_name": p["recipient_name"], "delivered_at": p["delivered_at"],
+                    "latitude": position.get("lat"), "longitude": position.get("lon"),
+                    "signature_png": signature.data,
+                    "signature_sha256": hashlib.sha256(signature.data).hexdigest()}
+        if ev.doc_type == "service_report":
+            return {**base, "work_order": p["work_order"], "customer": p["customer"],
+                    "technician": p["technician"], "started_at": p["started_at"], "ended_at": p["ended_at"],
+                    "hours": float(p["hours"]), "summary": p["summary"]}
+        if ev.doc_type == "work_order_update":
+            changes = p["changes"]
+            return {**base, "work_order": p["work_order"], "base_erp_version": p["base_erp_version"],
+                    "new_status": changes.get("status"), "notes": changes.get("notes")}
+    except KeyError as exc:
+        raise _Refused(f"missing field {exc.args[0]!r}") from exc
+    raise _Refused(f"unsupported type {ev.doc_type!r}")
+
+
+def _insert_lines(conn: Connection, ev: Event, new_id: int) -> None:
+    p = ev.payload
+    if ev.doc_type == "sales_order":
+        rows = [
+            {"order_id": new_id, "line_no": i + 1, "sku": line["sku"], "quantity": float(line["quantity"]),
+             "unit": line["unit"], "unit_price": _money(line["unit_price"], "unit_price")}
+            for i, line in enumerate(p["lines"])
+        ]
+        conn.execute(t.sales_order_line.insert(), rows)
+        return
+    items = p.get("lines") if ev.doc_type == "delivery_confirmation" else p.get("materials")
+    if items:
+        conn.execute(t.item_line.insert(), [
+            {"transaction_id": ev.doc_id, "line_no": i + 1, "sku": item["sku"],
+             "quantity": float(item["quantity"]), "unit": item["unit"]}
+            for i, item in enumerate(items)
+        ])

@@ -1,0 +1,1 @@
+"""The admin REST API: health, users, events, dead letters; OpenAPI at /docs."""

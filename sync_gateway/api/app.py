@@ -1,0 +1,64 @@
+"""The FastAPI app factory: admin routes, health probes and the OpenAPI docs served without a CDN."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from sync_gateway import __version__
+from sync_gateway.api.errors import install_error_handlers
+from sync_gateway.api.routes import router
+
+if TYPE_CHECKING:
+    from sync_gateway.runtime import Gateway
+
+_SWAGGER_DIR = Path(__file__).resolve().parents[2] / "node_modules" / "swagger-ui-dist"
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="Sync gateway admin API",
+        version=__version__,
+        description="Admin API of the offline-first ERP sync gateway. Authenticate with "
+        "`Authorization: Bearer <SYNC_ADMIN_TOKEN>`. Errors carry a stable `error.code`.",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.gateway = gateway
+    install_error_handlers(app)
+    app.include_router(router)
+
+    @app.get("/health", tags=["probes"], summary="Liveness: the process answers")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["probes"], summary="Readiness: CouchDB reachable and workers alive")
+    async def ready() -> JSONResponse:
+        couch_ok = await gateway.api_couch.ping()
+        workers = gateway.workers_alive()
+        body: dict[str, Any] = {"couchdb": couch_ok, "workers": workers}
+        if gateway.connector is not None:
+            health = await gateway.connector.health()
+            body["connector"] = {"name": gateway.connector.name, "ok": health.ok, "detail": health.detail}
+        ok = couch_ok and all(workers.values()) and body.get("connector", {}).get("ok", True)
+        body["status"] = "ready" if ok else "not_ready"
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    if (_SWAGGER_DIR / "swagger-ui-bundle.js").exists():
+        app.mount("/static/swagger", StaticFiles(directory=_SWAGGER_DIR), name="swagger")
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs() -> HTMLResponse:
+            return get_swagger_ui_html(
+                openapi_url="/openapi.json", title="Sync gateway admin API",
+                swagger_js_url="/static/swagger/swagger-ui-bundle.js",
+                swagger_css_url="/static/swagger/swagger-ui.css",
+                swagger_favicon_url="/static/swagger/favicon-32x32.png",
+            )
+
+    return app

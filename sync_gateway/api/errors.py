@@ -1,0 +1,66 @@
+"""The one table from error classes to HTTP status, and the JSON shape every error response has:
+``{"error": {"code": "<stable code>", "message": "<what to do>"}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sync_gateway import errors as e
+
+STATUS_BY_ERROR: list[tuple[type[e.SyncGatewayError], int]] = [
+    (e.NotFound, 404),
+    (e.StateConflict, 409),
+    (e.InvalidRequest, 400),
+    (e.SchemaValidationError, 422),
+    (e.ApiError, 400),
+    (e.CouchUnavailable, 503),
+    (e.TransientConnectorError, 503),
+    (e.DocumentNotFound, 404),
+    (e.RevisionConflict, 409),
+    (e.SyncGatewayError, 500),
+]
+
+_HTTP_CODES = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+               413: "too_large", 415: "unsupported_media_type"}
+
+
+def status_for(exc: e.SyncGatewayError) -> int:
+    for cls, status in STATUS_BY_ERROR:
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, **extra}}
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(e.SyncGatewayError)
+    async def _gateway_error(_request: Request, exc: e.SyncGatewayError) -> JSONResponse:
+        extra: dict[str, Any] = {}
+        if isinstance(exc, e.SchemaValidationError):
+            extra["reasons"] = exc.reasons
+        return JSONResponse(error_body(exc.code, str(exc), **extra), status_code=status_for(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        reasons = [
+            {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": str(err.get("msg"))}
+            for err in exc.errors()
+        ]
+        return JSONResponse(
+            error_body("invalid_request", "the request does not match the API schema; see reasons", reasons=reasons),
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        return JSONResponse(error_body(code, str(exc.detail)), status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))

@@ -1,0 +1,98 @@
+"""Admin routes: users and their sync status, the event log, dead letters."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from sync_gateway.api.auth import require_admin
+from sync_gateway.api.status import user_sync_status
+from sync_gateway.errors import InvalidRequest, NotFound
+from sync_gateway.eventlog.store import public_event
+from sync_gateway.runtime import Gateway
+
+router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+GatewayDep = Annotated[Gateway, Depends(_gateway)]
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, examples=["tech.anna"])
+    password: str = Field(min_length=8, max_length=256)
+    roles: list[str] = Field(default_factory=list, examples=[["field_technician"]])
+    attributes: dict[str, Any] = Field(default_factory=dict, examples=[{"territory": "north", "van": "VAN-01"}])
+
+
+@router.get("/users", summary="List provisioned users")
+async def list_users(gw: GatewayDep) -> dict[str, Any]:
+    return {"users": await gw.registry.list()}
+
+
+@router.post("/users", status_code=201, summary="Provision a user: database, CouchDB user, security, rules")
+async def add_user(body: NewUser, gw: GatewayDep) -> dict[str, Any]:
+    return await gw.registry.provision(body.name, body.password, roles=body.roles, attributes=body.attributes)
+
+
+@router.get("/users/{name}", summary="One user's registry record")
+async def get_user(name: str, gw: GatewayDep) -> dict[str, Any]:
+    return await gw.registry.get(name)
+
+
+@router.get("/users/{name}/status", summary="Per-user sync status: last change, checkpoint lag, receipts")
+async def user_status(name: str, gw: GatewayDep) -> dict[str, Any]:
+    return await user_sync_status(gw, name)
+
+
+@router.get("/events", summary="The event log, filtered and paged (keyset cursor)")
+async def list_events(
+    gw: GatewayDep,
+    user: str | None = None,
+    type: Annotated[str | None, Query(description="transaction type")] = None,
+    since: Annotated[str | None, Query(description="server time, ISO-8601, inclusive")] = None,
+    until: Annotated[str | None, Query(description="server time, ISO-8601, exclusive")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    try:
+        page = await gw.events.query(user=user, doc_type=type, since=since, until=until, limit=limit,
+                                     cursor=cursor)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), code="invalid_cursor") from exc
+    return {"events": page.events, "next_cursor": page.next_cursor}
+
+
+@router.get("/events/{event_id}", summary="One event")
+async def get_event(event_id: str, gw: GatewayDep) -> dict[str, Any]:
+    doc = await gw.events.get(event_id) if event_id.startswith("ev-") else None
+    if doc is None:
+        raise NotFound(f"no event {event_id!r}", code="event_not_found")
+    return public_event(doc)
+
+
+@router.get("/dead-letters", summary="Events the ERP refused, waiting for an admin")
+async def list_dead_letters(
+    gw: GatewayDep, status: Annotated[str | None, Query(pattern="^(open|retry_requested|resolved)$")] = None,
+) -> dict[str, Any]:
+    return {"dead_letters": await gw.dead_letters.list(status=status)}
+
+
+@router.get("/dead-letters/{item_id}", summary="One dead letter with its history")
+async def get_dead_letter(item_id: str, gw: GatewayDep) -> dict[str, Any]:
+    doc = await gw.dead_letters.get(item_id)
+    return {k: v for k, v in doc.items() if not k.startswith("_")} | {"id": doc["_id"]}
+
+
+@router.post("/dead-letters/{item_id}/retry", status_code=202,
+             summary="Ask the projector to push a dead-lettered event again")
+async def retry_dead_letter(item_id: str, gw: GatewayDep, admin: Annotated[str, Depends(require_admin)]) -> Any:
+    return await gw.dead_letters.request_retry(item_id, by=admin)

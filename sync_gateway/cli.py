@@ -1,0 +1,211 @@
+"""The ``sync-gateway`` command.
+
+    sync-gateway run [--roles ingest,project,api]      run the gateway against SYNC_COUCH_URL
+    sync-gateway dev                                    embedded pouchdb-server + gateway + demo user
+    sync-gateway users add NAME --password … [--role R] [--attr key=value]
+    sync-gateway users list
+    sync-gateway connectors check NAME
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+
+from sync_gateway.config import Settings
+from sync_gateway.couch.client import CouchClient
+from sync_gateway.errors import SyncGatewayError
+from sync_gateway.logging import configure_logging
+from sync_gateway.users import UserRegistry
+
+
+def _settings(**overrides: Any) -> Settings:
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SystemExit(f"invalid settings: {exc}") from exc
+
+
+async def _with_registry(settings: Settings) -> tuple[CouchClient, UserRegistry]:
+    couch = CouchClient(settings.couch_url, settings.couch_user, settings.couch_password.get_secret_value())
+    await couch.ensure_db("_users")
+    await couch.ensure_db(settings.db("registry"))
+    return couch, UserRegistry(couch, settings.db("registry"))
+
+
+async def _users_add(settings: Settings, args: argparse.Namespace) -> int:
+    password = args.password if args.password is not None else os.environ.get(args.password_env or "", None)
+    attributes = dict(item.split("=", 1) for item in args.attr)
+    couch, registry = await _with_registry(settings)
+    try:
+        record = await registry.provision(args.name, password, roles=args.role or None,
+                                          attributes=attributes or None)
+    finally:
+        await couch.close()
+    print(json.dumps(record, indent=2))
+    return 0
+
+
+async def _users_list(settings: Settings) -> int:
+    couch, registry = await _with_registry(settings)
+    try:
+        for user in await registry.list():
+            print(f"{user['name']:<24} {user['db']:<40} roles={','.join(user.get('roles', []))}")
+    finally:
+        await couch.close()
+    return 0
+
+
+async def _connectors_check(settings: Settings, name: str) -> int:
+    from sync_gateway.plugins import load_connector
+
+    connector = load_connector(name, settings.connector_options)
+    problems: list[str] = []
+    try:
+        await connector.start()
+        health = await connector.health()
+        if not health.ok:
+            problems.append(health.detail)
+        check = getattr(sys.modules[type(connector).__module__.rsplit(".", 1)[0]], "check", None)
+        if check is not None:
+            problems.extend(await check(settings.connector_options))
+    except SyncGatewayError as exc:
+        problems.append(str(exc))
+    finally:
+        await connector.close()
+    for problem in problems:
+        print(f"problem: {problem}")
+    print(f"connector {name}: {'OK' if not problems else f'{len(problems)} problem(s)'}")
+    return 0 if not problems else 1
+
+
+async def _run(settings: Settings) -> int:
+    from sync_gateway.runtime import Gateway
+
+    gateway = Gateway(settings)
+    await gateway.run()
+    return 0
+
+
+def _dev_secrets(data_dir: Path) -> dict[str, str]:
+    """Secrets for the embedded stack: the environment wins, otherwise generated once and kept (0600)."""
+    path = data_dir / "dev-secrets.json"
+    stored = json.loads(path.read_text()) if path.exists() else {}
+    values = {
+        "couch_password": os.environ.get("SYNC_COUCH_PASSWORD") or stored.get("couch_password")
+        or secrets.token_urlsafe(18),
+        "admin_token": os.environ.get("SYNC_ADMIN_TOKEN") or stored.get("admin_token") or secrets.token_urlsafe(24),
+        "demo_password": os.environ.get("SYNC_DEMO_PASSWORD") or stored.get("demo_password")
+        or secrets.token_urlsafe(12),
+    }
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(values))
+    path.chmod(0o600)
+    return values
+
+
+async def _dev(args: argparse.Namespace) -> int:
+    from sync_gateway.devserver import PROJECT_ROOT, PouchServer
+    from sync_gateway.runtime import Gateway
+
+    data_dir = PROJECT_ROOT / ".data"
+    secret = _dev_secrets(data_dir)
+    server = PouchServer(data_dir / "couch", "admin", secret["couch_password"], port=args.couch_port)
+    server.start()
+    try:
+        settings = _settings(
+            couch_url=server.url, couch_user="admin", couch_password=SecretStr(secret["couch_password"]),
+            admin_token=SecretStr(secret["admin_token"]), api_port=args.api_port,
+            connector_options={"url": f"sqlite:///{data_dir / 'staging.db'}"},
+        )
+        couch, registry = await _with_registry(settings)
+        try:
+            await registry.provision("demo", secret["demo_password"], roles=["field_technician"],
+                                     attributes={"territory": "north", "van": "VAN-01"})
+        finally:
+            await couch.close()
+        api = f"http://{settings.api_host}:{settings.api_port}"
+        print(
+            "\nSync gateway running (Ctrl-C stops everything).\n"
+            f"  CouchDB API (point PouchDB here): {server.url}/userdb-{b'demo'.hex()}\n"
+            f"  demo device login:               demo / {secret['demo_password']}\n"
+            f"  admin API:                       {api}/api  (Authorization: Bearer {secret['admin_token']})\n"
+            f"  API docs:                        {api}/docs\n"
+            f"  staging tables (SQLite):         {data_dir / 'staging.db'}\n"
+            f"  secrets kept in {data_dir / 'dev-secrets.json'} (override with SYNC_* environment variables)\n",
+            flush=True,
+        )
+        await Gateway(settings).run()
+    finally:
+        server.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sync-gateway", description="Offline-first ERP sync gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the gateway (settings from SYNC_* environment variables)")
+    run.add_argument("--roles", help="comma-separated subset of ingest,project,api (default: all)")
+    dev = sub.add_parser("dev", help="embedded pouchdb-server, the gateway with all roles, and a demo user")
+    dev.add_argument("--couch-port", type=int, default=5984)
+    dev.add_argument("--api-port", type=int, default=8000)
+    users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
+    add = users.add_parser("add", help="provision a user (idempotent: also repairs and updates)")
+    add.add_argument("name")
+    add.add_argument("--password", help="the user's password (or use --password-env)")
+    add.add_argument("--password-env", help="name of an environment variable holding the password")
+    add.add_argument("--role", action="append", default=[], help="a role (repeatable)")
+    add.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE", help="an attribute (repeatable)")
+    users.add_parser("list", help="list users")
+    connectors = sub.add_parser("connectors", help="ERP connectors").add_subparsers(
+        dest="connectors_command", required=True)
+    check = connectors.add_parser("check", help="verify connectivity, modules and mapping of a connector")
+    check.add_argument("name")
+    return parser
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM shuts down as cleanly as Ctrl-C
+    for item in getattr(args, "attr", []) or []:
+        if "=" not in item:
+            raise SystemExit(f"--attr expects KEY=VALUE, got {item!r}")
+    try:
+        if args.command == "dev":
+            configure_logging("INFO", "console")
+            return asyncio.run(_dev(args))
+        overrides: dict[str, Any] = {}
+        if getattr(args, "roles", None):
+            overrides["roles"] = args.roles
+        settings = _settings(**overrides)
+        configure_logging(settings.log_level, settings.log_format)
+        if args.command == "run":
+            return asyncio.run(_run(settings))
+        if args.command == "users":
+            if args.users_command == "add":
+                return asyncio.run(_users_add(settings, args))
+            return asyncio.run(_users_list(settings))
+        return asyncio.run(_connectors_check(settings, args.name))
+    except KeyboardInterrupt:
+        return 130
+    except SyncGatewayError as exc:
+        print(f"error ({exc.code}): {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,421 @@
+"""Async CouchDB 3 client over httpx.
+
+Transient failures (connection refused, timeouts, 5xx) are retried with capped exponential backoff, so a
+worker survives a CouchDB restart. ``retries=None`` retries forever (workers), an integer bounds it (API).
+Sequences are opaque JSON values (``Seq``): stored and passed back, never compared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import random
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import structlog
+
+from sync_gateway.couch.capabilities import ServerCapabilities
+from sync_gateway.errors import (
+    CouchError,
+    CouchUnavailable,
+    DocumentNotFound,
+    RevisionConflict,
+    Unauthorized,
+)
+
+log = structlog.get_logger(__name__)
+
+Seq = Any  # opaque: an int on pouchdb-server, a string on CouchDB
+Doc = dict[str, Any]
+
+class _Default(enum.Enum):
+    token = 0
+
+
+_DEFAULT = _Default.token
+
+_HEADERS = {"Accept": "application/json", "Accept-Encoding": "identity"}
+
+
+@dataclass(frozen=True)
+class ChangesBatch:
+    results: list[dict[str, Any]]
+    last_seq: Seq
+
+
+@dataclass(frozen=True)
+class BulkResult:
+    """Outcome of one document of a ``_bulk_docs`` call, matched by id (results may come back reordered)."""
+
+    id: str
+    rev: str | None
+    error: str | None = None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def conflict(self) -> bool:
+        return self.error == "conflict"
+
+
+def _quote(part: str) -> str:
+    return quote(part, safe="")
+
+
+def doc_path(db: str, doc_id: str) -> str:
+    """URL path of a document; design and local docs keep their slash."""
+    for prefix in ("_design/", "_local/"):
+        if doc_id.startswith(prefix):
+            return f"/{_quote(db)}/{prefix}{_quote(doc_id[len(prefix) :])}"
+    return f"/{_quote(db)}/{_quote(doc_id)}"
+
+
+class CouchClient:
+    """One connection pool to one CouchDB server, authenticated as the gateway's admin."""
+
+    def __init__(
+        self,
+        url: str,
+        user: str,
+        password: str,
+        *,
+        timeout: float = 30.0,
+        retries: int | None = 5,
+        max_delay: float = 30.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.url = url.rstrip("/")
+        self._retries = retries
+        self._max_delay = max_delay
+        self._http = httpx.AsyncClient(
+            base_url=self.url,
+            auth=httpx.BasicAuth(user, password) if user else None,
+            headers=_HEADERS,
+            timeout=httpx.Timeout(timeout, connect=5.0),
+            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
+            transport=transport,
+        )
+        self._caps: ServerCapabilities | None = None
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def __aenter__(self) -> CouchClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------------------------------ transport
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        content: bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        retries: int | _Default | None = _DEFAULT,
+        timeout: float | None = None,
+        expect: Iterable[int] = (),
+    ) -> httpx.Response:
+        """Send one request, retrying transient failures; raise the matching CouchError otherwise.
+
+        Status codes in ``expect`` are returned instead of raised (e.g. 404 for "maybe missing", 409).
+        """
+        max_tries = self._retries if isinstance(retries, _Default) else retries
+        attempt = 0
+        encoded = _encode_params(params)
+        while True:
+            try:
+                kwargs: dict[str, Any] = {"params": encoded, "headers": headers}
+                if json_body is not None:
+                    kwargs["content"] = json.dumps(json_body, separators=(",", ":")).encode()
+                    kwargs["headers"] = {"Content-Type": "application/json", **(headers or {})}
+                elif content is not None:
+                    kwargs["content"] = content
+                if timeout is not None:
+                    kwargs["timeout"] = httpx.Timeout(timeout, connect=5.0)
+                response = await self._http.request(method, path, **kwargs)
+            except (httpx.TransportError, httpx.TimeoutException) as exc:
+                error: CouchError = CouchUnavailable(f"{method} {_redact(path)}: {type(exc).__name__}")
+                cause: BaseException | None = exc
+            else:
+                status = response.status_code
+                if status < 400 or status in expect:
+                    return response
+                if status < 500:
+                    raise _error_for(method, path, response)
+                error, cause = CouchUnavailable(f"{method} {_redact(path)}: HTTP {status}", status), None
+            attempt += 1
+            if max_tries is not None and attempt > max_tries:
+                raise error from cause
+            delay = min(self._max_delay, 0.1 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
+            log.warning("couch.retrying", method=method, path=_redact(path), attempt=attempt, error=str(error))
+            await asyncio.sleep(delay)
+
+    async def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = await self.request(method, path, **kwargs)
+        return response.json()
+
+    # ------------------------------------------------------------------------------------------ server
+
+    async def capabilities(self) -> ServerCapabilities:
+        if self._caps is None:
+            self._caps = ServerCapabilities.from_root(await self.json("GET", "/"))
+        return self._caps
+
+    async def ping(self) -> bool:
+        """True when the server answers ``GET /`` right now (no retries)."""
+        try:
+            await self.request("GET", "/", retries=0, timeout=3.0)
+        except CouchError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------------------------------ databases
+
+    async def ensure_db(self, db: str) -> bool:
+        """Create ``db`` if missing; True when it was created."""
+        response = await self.request("PUT", f"/{_quote(db)}", expect=(412,))
+        return response.status_code != 412
+
+    async def db_exists(self, db: str) -> bool:
+        response = await self.request("HEAD", f"/{_quote(db)}", expect=(404,))
+        return response.status_code != 404
+
+    async def delete_db(self, db: str) -> None:
+        await self.request("DELETE", f"/{_quote(db)}", expect=(404,))
+
+    async def db_info(self, db: str) -> Doc:
+        result: Doc = await self.json("GET", f"/{_quote(db)}")
+        return result
+
+    async def get_security(self, db: str) -> Doc:
+        result: Doc = await self.json("GET", f"/{_quote(db)}/_security")
+        return result
+
+    async def put_security(self, db: str, security: Mapping[str, Any]) -> None:
+        await self.request("PUT", f"/{_quote(db)}/_security", json_body=security)
+
+    # ------------------------------------------------------------------------------------------ documents
+
+    async def get(self, db: str, doc_id: str, **params: Any) -> Doc:
+        response = await self.request("GET", doc_path(db, doc_id), params=params)
+        result: Doc = response.json()
+        return result
+
+    async def get_or_none(self, db: str, doc_id: str, **params: Any) -> Doc | None:
+        response = await self.request("GET", doc_path(db, doc_id), params=params, expect=(404,))
+        if response.status_code == 404:
+            return None
+        result: Doc = response.json()
+        return result
+
+    async def put(self, db: str, doc: Mapping[str, Any]) -> str:
+        """Write one document; raises RevisionConflict on a stale ``_rev``. Returns the new rev."""
+        result = await self.json("PUT", doc_path(db, str(doc["_id"])), json_body=doc)
+        return str(result["rev"])
+
+    async def delete(self, db: str, doc_id: str, rev: str) -> str:
+        result = await self.json("DELETE", doc_path(db, doc_id), params={"rev": rev})
+        return str(result["rev"])
+
+    async def bulk_docs(
+        self, db: str, docs: Sequence[Mapping[str, Any]], *, new_edits: bool = True
+    ) -> dict[str, BulkResult]:
+        """Write many documents in one request; results keyed by document id."""
+        if not docs:
+            return {}
+        body: dict[str, Any] = {"docs": list(docs)}
+        if not new_edits:
+            body["new_edits"] = False
+        rows = await self.json("POST", f"/{_quote(db)}/_bulk_docs", json_body=body)
+        results: dict[str, BulkResult] = {}
+        for row in rows:
+            results[str(row.get("id"))] = BulkResult(
+                id=str(row.get("id")), rev=row.get("rev"), error=row.get("error"), reason=row.get("reason")
+            )
+        return results
+
+    async def all_docs(
+        self, db: str, *, keys: Sequence[str] | None = None, include_docs: bool = False, **params: Any
+    ) -> list[dict[str, Any]]:
+        """Rows of ``_all_docs``; with ``keys`` missing ids come back as rows carrying ``error``."""
+        query = {"include_docs": include_docs, **params}
+        path = f"/{_quote(db)}/_all_docs"
+        if keys is not None:
+            if not keys:
+                return []
+            data = await self.json("POST", path, params=query, json_body={"keys": list(keys)})
+        else:
+            data = await self.json("GET", path, params=query)
+        rows: list[dict[str, Any]] = data["rows"]
+        return rows
+
+    async def docs_by_id(self, db: str, ids: Sequence[str]) -> dict[str, Doc]:
+        """Existing, non-deleted documents among ``ids``."""
+        found: dict[str, Doc] = {}
+        for row in await self.all_docs(db, keys=ids, include_docs=True):
+            doc = row.get("doc")
+            if doc and not row.get("error"):
+                found[str(row["id"])] = doc
+        return found
+
+    async def revs_diff(self, db: str, revs: Mapping[str, Sequence[str]]) -> Doc:
+        result: Doc = await self.json("POST", f"/{_quote(db)}/_revs_diff", json_body=dict(revs))
+        return result
+
+    async def view(self, db: str, ddoc: str, view: str, **params: Any) -> Doc:
+        result: Doc = await self.json("GET", f"/{_quote(db)}/_design/{_quote(ddoc)}/_view/{_quote(view)}",
+                                      params=params)
+        return result
+
+    # ------------------------------------------------------------------------------------------ _local
+
+    async def get_local(self, db: str, name: str) -> Doc | None:
+        return await self.get_or_none(db, f"_local/{name}")
+
+    async def put_local(self, db: str, name: str, body: Mapping[str, Any]) -> None:
+        current = await self.get_local(db, name)
+        doc = {**body, "_id": f"_local/{name}"}
+        if current:
+            doc["_rev"] = current["_rev"]
+        await self.put(db, doc)
+
+    # ------------------------------------------------------------------------------------------ users
+
+    async def upsert_user(self, name: str, password: str | None, roles: Sequence[str] = ()) -> None:
+        """Create or update a CouchDB user in ``_users``; ``password=None`` keeps the current one."""
+        doc_id = f"org.couchdb.user:{name}"
+        current = await self.get_or_none("_users", doc_id)
+        doc: dict[str, Any] = {**(current or {}), "_id": doc_id, "name": name, "type": "user",
+                               "roles": list(roles)}
+        if password is not None:
+            doc["password"] = password
+        await self.put("_users", doc)
+
+    # ------------------------------------------------------------------------------------------ changes
+
+    async def changes(
+        self,
+        db: str,
+        *,
+        since: Seq = None,
+        limit: int | None = None,
+        include_docs: bool = True,
+        feed: str = "normal",
+        timeout: float | None = None,
+        **params: Any,
+    ) -> ChangesBatch:
+        """One page of ``_changes`` (``normal`` or ``longpoll``).
+
+        ``timeout`` is our own read timeout: pouchdb-server ignores CouchDB's, so a quiet longpoll just
+        ends with no results when it expires.
+        """
+        query: dict[str, Any] = {"include_docs": include_docs, "feed": feed, **params}
+        if since is not None:
+            query["since"] = since
+        if limit is not None:
+            query["limit"] = limit
+        if feed == "longpoll" and timeout is not None:
+            query["timeout"] = int(timeout * 1000)
+            query.setdefault("heartbeat", "false")
+        try:
+            response = await self.request(
+                "GET", f"/{_quote(db)}/_changes", params=query,
+                timeout=None if timeout is None else timeout + 5.0,
+                retries=0 if feed == "longpoll" else _DEFAULT,
+            )
+        except CouchUnavailable as exc:
+            if feed == "longpoll" and isinstance(exc.__cause__, httpx.ReadTimeout):
+                return ChangesBatch(results=[], last_seq=since)
+            raise
+        data = response.json()
+        return ChangesBatch(results=list(data.get("results", [])), last_seq=data.get("last_seq", since))
+
+    async def continuous_changes(
+        self, db: str, *, since: Seq = None, heartbeat_ms: int = 10_000, read_timeout: float = 60.0,
+        **params: Any,
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Yield change rows of a continuous feed forever; heartbeat newlines are skipped and a silent
+        connection (no byte for ``read_timeout``) is reopened from the last seen sequence."""
+        last = since
+        while True:
+            query: dict[str, Any] = {"feed": "continuous", "heartbeat": heartbeat_ms, **params}
+            if last is not None:
+                query["since"] = last
+            try:
+                async with self._http.stream(
+                    "GET", f"/{_quote(db)}/_changes", params=_encode_params(query),
+                    timeout=httpx.Timeout(read_timeout, connect=5.0),
+                ) as response:
+                    if response.status_code >= 400:
+                        await response.aread()
+                        if response.status_code < 500:
+                            raise _error_for("GET", f"/{db}/_changes", response)
+                        raise CouchUnavailable(f"continuous feed of {db}: HTTP {response.status_code}")
+                    async for line in response.aiter_lines():
+                        if not line.strip():
+                            continue
+                        row = json.loads(line)
+                        if "seq" in row:
+                            last = row["seq"]
+                        elif "last_seq" in row:
+                            last = row["last_seq"]
+                            continue
+                        yield row
+            except (httpx.TransportError, httpx.TimeoutException, CouchUnavailable) as exc:
+                log.info("changes.feed_reopened", db=db, error=type(exc).__name__)
+                await asyncio.sleep(0.5)
+
+
+def _encode_params(params: Mapping[str, Any] | None) -> dict[str, str]:
+    """CouchDB wants JSON for keys and booleans: ``true``, ``"key"``; sequences pass through as given."""
+    if not params:
+        return {}
+    encoded: dict[str, str] = {}
+    for key, value in params.items():
+        if value is None:
+            continue
+        if key in {"key", "keys", "startkey", "endkey", "start_key", "end_key"}:
+            encoded[key] = json.dumps(value)
+        elif isinstance(value, bool):
+            encoded[key] = "true" if value else "false"
+        elif isinstance(value, (dict, list)):
+            encoded[key] = json.dumps(value)
+        else:
+            encoded[key] = str(value)
+    return encoded
+
+
+def _redact(path: str) -> str:
+    """Paths never hold credentials, but keep query strings (which may hold ids) out of logs."""
+    return path.split("?", 1)[0]
+
+
+def _error_for(method: str, path: str, response: httpx.Response) -> CouchError:
+    try:
+        body = response.json()
+        reason = f"{body.get('error')}: {body.get('reason')}"
+    except (ValueError, AttributeError):
+        reason = response.text[:200]
+    message = f"{method} {_redact(path)}: HTTP {response.status_code} {reason}"
+    status = response.status_code
+    if status == 404:
+        return DocumentNotFound(message, status)
+    if status == 409:
+        return RevisionConflict(message, status)
+    if status in (401, 403):
+        return Unauthorized(message, status)
+    return CouchError(message, status)

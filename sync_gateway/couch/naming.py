@@ -1,0 +1,26 @@
+"""Database naming shared with CouchDB's ``couch_peruser``: ``userdb-<hex of the UTF-8 username>``."""
+
+from __future__ import annotations
+
+import re
+
+USER_DB_PREFIX = "userdb-"
+_VALID_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
+
+
+def valid_username(name: str) -> bool:
+    """Usernames we accept: 1-64 characters, letters, digits and ``._@+-``, not starting with a symbol."""
+    return bool(_VALID_NAME.match(name))
+
+
+def user_db_name(username: str) -> str:
+    return USER_DB_PREFIX + username.encode("utf-8").hex()
+
+
+def username_from_db(db: str) -> str | None:
+    if not db.startswith(USER_DB_PREFIX):
+        return None
+    try:
+        return bytes.fromhex(db[len(USER_DB_PREFIX) :]).decode("utf-8")
+    except ValueError:
+        return None

@@ -1,0 +1,1 @@
+"""Ingest: user database changes → validation → event log → receipts."""

@@ -1,0 +1,124 @@
+"""Validation of device documents against the versioned JSON Schemas in ``schemas/``.
+
+Returns machine-readable reasons instead of raising, because an invalid document is an ordinary outcome:
+it gets a ``rejected`` receipt and stays untouched in the user database.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, FormatChecker
+from referencing import Registry, Resource
+
+from sync_gateway.contracts import TRANSACTION_TYPES
+
+DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+
+_formats = FormatChecker(formats=())
+
+
+@_formats.checks("date-time", raises=ValueError)  # type: ignore[untyped-decorator]
+def _is_datetime(value: object) -> bool:
+    if not isinstance(value, str):
+        return True
+    parsed = datetime.fromisoformat(value)
+    return parsed.tzinfo is not None and "T" in value
+
+
+@_formats.checks("date", raises=ValueError)  # type: ignore[untyped-decorator]
+def _is_date(value: object) -> bool:
+    if isinstance(value, str):
+        date.fromisoformat(value)
+        if len(value) != 10:
+            raise ValueError("dates are YYYY-MM-DD")
+    return True
+
+
+@dataclass(frozen=True)
+class Reason:
+    """Why a document was refused: a stable ``code``, the JSON path of the ``field`` and a sentence."""
+
+    code: str
+    message: str
+    field: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "field": self.field, "message": self.message}
+
+
+class DocumentValidator:
+    """Validates transactions by ``type`` and ``schema_version``; also enforces the size limit."""
+
+    def __init__(self, schema_dir: Path = DEFAULT_SCHEMA_DIR, max_doc_bytes: int = 512 * 1024) -> None:
+        self.max_doc_bytes = max_doc_bytes
+        resources: list[tuple[str, Resource[Any]]] = []
+        self._validators: dict[tuple[str, int], Draft202012Validator] = {}
+        self._known_fields: dict[tuple[str, int], frozenset[str]] = {}
+        schemas: dict[tuple[str, int], dict[str, Any]] = {}
+        for path in sorted(schema_dir.glob("*.v*.json")):
+            schema = json.loads(path.read_text())
+            resources.append((schema["$id"], Resource.from_contents(schema)))
+            name, version = path.name.removesuffix(".json").rsplit(".v", 1)
+            schemas[(name, int(version))] = schema
+        registry: Registry[Any] = Registry().with_resources(resources)
+        for key, schema in schemas.items():
+            if key[0] in TRANSACTION_TYPES:
+                Draft202012Validator.check_schema(schema)
+                self._validators[key] = Draft202012Validator(schema, registry=registry, format_checker=_formats)
+                envelope = schemas.get(("envelope", key[1]), {})
+                self._known_fields[key] = frozenset(schema.get("properties", {})) | frozenset(
+                    envelope.get("properties", {})
+                )
+        missing = set(TRANSACTION_TYPES) - {name for name, _ in self._validators}
+        if missing:
+            raise FileNotFoundError(f"no schema in {schema_dir} for: {', '.join(sorted(missing))}")
+
+    @property
+    def versions(self) -> dict[str, list[int]]:
+        found: dict[str, list[int]] = {}
+        for name, version in sorted(self._validators):
+            found.setdefault(name, []).append(version)
+        return found
+
+    def validate(self, doc: dict[str, Any], size_bytes: int | None = None) -> list[Reason]:
+        """Every reason ``doc`` is not an acceptable transaction; empty when it is."""
+        size = size_bytes if size_bytes is not None else len(json.dumps(doc).encode())
+        if size > self.max_doc_bytes:
+            return [Reason("too_large", f"document is {size} bytes, the limit is {self.max_doc_bytes}")]
+        doc_id = str(doc.get("_id", ""))
+        doc_type = doc.get("type")
+        prefix = doc_id.split(":", 1)[0]
+        if doc_type not in TRANSACTION_TYPES:
+            return [Reason("unknown_type", f"type {doc_type!r} is not one of {', '.join(TRANSACTION_TYPES)}",
+                           "type")]
+        if prefix != doc_type:
+            return [Reason("id_type_mismatch", f"id prefix {prefix!r} does not match type {doc_type!r}", "_id")]
+        version = doc.get("schema_version")
+        key = (str(doc_type), version if isinstance(version, int) else -1)
+        validator = self._validators.get(key)
+        if validator is None:
+            known = ", ".join(str(v) for v in self.versions[doc_type])
+            return [Reason("unknown_schema_version",
+                           f"schema_version {version!r} of {doc_type} is not supported (known: {known})",
+                           "schema_version")]
+        allowed = self._known_fields[key]
+        reasons = [
+            Reason("unknown_field", f"field {name!r} is not part of {doc_type} v{version}", name)
+            for name in sorted(set(doc) - allowed)
+        ]
+        for error in sorted(validator.iter_errors(doc), key=lambda e: list(map(str, e.absolute_path))):
+            if error.validator == "unevaluatedProperties":
+                continue  # reported above as unknown_field, without the noise of a failed allOf
+            field = ".".join(str(part) for part in error.absolute_path)
+            reasons.append(Reason("schema_violation", _describe(error.message), field))
+        return reasons[:20]
+
+
+def _describe(message: str) -> str:
+    """jsonschema messages quote the offending value; keep them short so receipts stay small."""
+    return message if len(message) <= 300 else message[:297] + "..."

@@ -1,0 +1,233 @@
+"""The ingest worker: follows every provisioned user database and turns submitted transactions into events.
+
+Per page of changes: validate each submitted transaction, append one event per revision (deterministic id,
+so a replay is a no-op), then write receipts; the follower saves the checkpoint only after all of that, so a
+kill at any point loses nothing and duplicates nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from sync_gateway.contracts import TRANSACTION_TYPES, Attachment, Event
+from sync_gateway.couch.checkpoints import Checkpoints
+from sync_gateway.couch.client import CouchClient
+from sync_gateway.couch.follower import Follower
+from sync_gateway.errors import CouchError
+from sync_gateway.eventlog.store import EventLog, event_id_for, event_to_doc
+from sync_gateway.ingest.validation import DocumentValidator, Reason
+from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
+from sync_gateway.users import UserRegistry
+
+log = structlog.get_logger(__name__)
+
+_INTERNAL_FIELDS = ("_rev", "_attachments", "_conflicts", "_revisions", "_deleted")
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass
+class _Decision:
+    doc_id: str
+    rev: str
+    event: Event
+    reasons: list[Reason]
+
+    @property
+    def accepted(self) -> bool:
+        return self.event.kind == "transaction.accepted"
+
+
+class IngestWorker:
+    """Owns one follower per user database; new users are picked up from the registry's changes feed."""
+
+    def __init__(
+        self,
+        couch: CouchClient,
+        registry: UserRegistry,
+        events: EventLog,
+        receipts: ReceiptStore,
+        checkpoints: Checkpoints,
+        validator: DocumentValidator,
+        *,
+        batch_size: int = 500,
+        read_timeout: float = 60.0,
+    ) -> None:
+        self._couch = couch
+        self._registry = registry
+        self._events = events
+        self._receipts = receipts
+        self._checkpoints = checkpoints
+        self._validator = validator
+        self._batch_size = batch_size
+        self._read_timeout = read_timeout
+        self.followers: dict[str, Follower] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.appended = 0
+        self.rejected = 0
+
+    async def run(self) -> None:
+        """Run until cancelled: start followers for known users, then watch the registry for new ones."""
+        try:
+            since = await self._sync_users()
+            while True:
+                try:
+                    batch = await self._couch.changes(
+                        self._registry.db, since=since, feed="longpoll", include_docs=False,
+                        timeout=self._read_timeout,
+                    )
+                    if batch.results:
+                        await self._sync_users()
+                    since = batch.last_seq
+                except CouchError as exc:
+                    log.warning("ingest.registry_watch_failed", error=str(exc))
+                    await asyncio.sleep(1.0)
+        finally:
+            for task in self._tasks.values():
+                task.cancel()
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+
+    async def _sync_users(self) -> Any:
+        info = await self._couch.db_info(self._registry.db)
+        users = await self._registry.list()
+        wanted = {u["db"]: u["name"] for u in users if not u.get("disabled")}
+        for db, task in list(self._tasks.items()):
+            if db not in wanted:
+                task.cancel()
+                del self._tasks[db]
+                self.followers.pop(db, None)
+        new = [db for db in wanted if db not in self._tasks]
+        if new:
+            saved = await self._checkpoints.load_many([_checkpoint_name(db) for db in new])
+            for db in new:
+                self._start(db, wanted[db], saved.get(_checkpoint_name(db)))
+        return info.get("update_seq")
+
+    def _start(self, db: str, user: str, since: Any) -> None:
+        async def handle(rows: list[dict[str, Any]]) -> None:
+            await self.handle_changes(db, user, rows)
+
+        follower = Follower(
+            self._couch, self._checkpoints, db, _checkpoint_name(db), handle,
+            batch_size=self._batch_size, read_timeout=self._read_timeout,
+            changes_params={"style": "all_docs", "conflicts": True},
+        )
+        self.followers[db] = follower
+        self._tasks[db] = asyncio.create_task(follower.run(since, loaded=True), name=f"ingest:{db}")
+        log.info("ingest.follower_started", user_db=db)
+
+    def alive(self) -> bool:
+        return all(not task.done() for task in self._tasks.values())
+
+    # ------------------------------------------------------------------------------------------ one page
+
+    async def handle_changes(self, db: str, user: str, rows: list[dict[str, Any]]) -> None:
+        """Validate, append and receipt one page of changes of one user database."""
+        docs = [row["doc"] for row in rows if _is_candidate(row)]
+        if not docs:
+            return
+        await self._inline_attachments(db, docs)
+        server_time = now_iso()
+        decisions = [self._decide(db, user, doc, server_time) for doc in docs]
+        existing = await self._receipts.current(db, [d.doc_id for d in decisions])
+        event_docs = []
+        for decision in decisions:
+            current = existing.get(decision.doc_id)
+            if (decision.accepted and current is not None and current.get("status") != "rejected"
+                    and current.get("event_id") != decision.event.event_id):
+                decision.event = _with_kind(decision.event, "transaction.edited_after_acceptance")
+            event_docs.append(event_to_doc(decision.event, [r.as_dict() for r in decision.reasons]))
+        outcome = await self._events.append(event_docs)
+        updates = [
+            ReceiptUpdate(
+                transaction_id=d.doc_id, event_id=d.event.event_id, rev=d.rev,
+                status="accepted" if d.accepted else "rejected",
+                reasons=[r.as_dict() for r in d.reasons],
+            )
+            for d in decisions
+            if d.event.kind in ("transaction.accepted", "transaction.rejected")
+        ]
+        await self._receipts.write(db, updates, known=existing)
+        appended = sum(1 for status in outcome.values() if status == "appended")
+        self.appended += appended
+        self.rejected += sum(1 for d in decisions if d.event.kind == "transaction.rejected")
+        log.info("ingest.batch_appended", user_db=db, changes=len(rows), events=len(event_docs),
+                 appended=appended)
+
+    def _decide(self, db: str, user: str, doc: dict[str, Any], server_time: str) -> _Decision:
+        size = len(json.dumps({k: v for k, v in doc.items() if k != "_attachments"}).encode())
+        size += sum(int(att.get("length") or 0) for att in (doc.get("_attachments") or {}).values())
+        reasons = self._validator.validate(doc, size_bytes=size)
+        doc_type = str(doc.get("type") or doc["_id"].split(":", 1)[0])
+        attachments: dict[str, Attachment] = {}
+        if not reasons:
+            for name, att in (doc.get("_attachments") or {}).items():
+                attachments[name] = Attachment(
+                    content_type=str(att.get("content_type", "application/octet-stream")),
+                    data=att.get("_data", b""), digest=str(att.get("digest", "")),
+                )
+        payload = {k: v for k, v in doc.items() if k not in _INTERNAL_FIELDS}
+        if reasons and size > self._validator.max_doc_bytes:
+            payload = {"_id": doc["_id"], "type": doc.get("type"), "omitted": "document over the size limit"}
+        event = Event(
+            event_id=event_id_for(db, doc["_id"], doc["_rev"]),
+            kind="transaction.rejected" if reasons else "transaction.accepted",
+            doc_type=doc_type if doc_type in TRANSACTION_TYPES else "unknown",
+            user=user,
+            device_id=doc.get("device_id") if isinstance(doc.get("device_id"), str) else None,
+            source_db=db,
+            doc_id=doc["_id"],
+            rev=doc["_rev"],
+            device_time=doc.get("created_at") if isinstance(doc.get("created_at"), str) else None,
+            server_time=server_time,
+            payload=payload,
+            attachments=attachments,
+        )
+        return _Decision(doc_id=doc["_id"], rev=doc["_rev"], event=event, reasons=reasons)
+
+    async def _inline_attachments(self, db: str, docs: list[dict[str, Any]]) -> None:
+        """Fetch the bytes of attachments (signatures) of documents that will become events."""
+
+        async def fetch(doc: dict[str, Any]) -> None:
+            full = await self._couch.get(db, doc["_id"], rev=doc["_rev"], attachments=True)
+            for name, att in (full.get("_attachments") or {}).items():
+                if name in doc["_attachments"] and "data" in att:
+                    doc["_attachments"][name]["_data"] = base64.b64decode(att["data"])
+
+        small = [
+            d for d in docs
+            if d.get("_attachments") and sum(int(a.get("length") or 0) for a in d["_attachments"].values())
+            <= self._validator.max_doc_bytes
+        ]
+        await asyncio.gather(*(fetch(d) for d in small))
+
+
+def _is_candidate(row: Mapping[str, Any]) -> bool:
+    """Changes the ingest looks at: live transaction documents (id ``<transaction type>:…``), not drafts.
+
+    Everything else in a user database (receipts, ``config:`` docs, master data, design docs) is written by
+    the gateway itself; ``_design/sync`` stops devices from writing anything but transaction ids.
+    """
+    doc = row.get("doc")
+    prefix = str(row.get("id", "")).split(":", 1)[0]
+    if doc is None or row.get("deleted") or doc.get("_deleted") or prefix not in TRANSACTION_TYPES:
+        return False
+    return bool(doc.get("status") != "draft")
+
+
+def _with_kind(event: Event, kind: str) -> Event:
+    return replace(event, kind=kind)
+
+
+def _checkpoint_name(db: str) -> str:
+    return f"ingest:{db}"

@@ -1,0 +1,57 @@
+"""Loading plugins from entry points and checking them against their protocol at start-up.
+
+An unknown or duplicated name is an error that names what is available; there is no silent default.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from sync_gateway.contracts import ConflictHandler, ErpConnector
+from sync_gateway.errors import PluginError
+
+CONNECTOR_GROUP = "sync_gateway.erp_connectors"
+HANDLER_GROUP = "sync_gateway.conflict_handlers"
+
+
+def available(group: str) -> dict[str, EntryPoint]:
+    """Registered plugins of a group by name; a name registered twice is an error."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=group):
+        if ep.name in found and found[ep.name].value != ep.value:
+            raise PluginError(f"{group}: {ep.name!r} is registered twice ({found[ep.name].value}, {ep.value})")
+        found[ep.name] = ep
+    return found
+
+
+def _factory(group: str, name: str) -> Callable[..., Any]:
+    plugins = available(group)
+    if name not in plugins:
+        known = ", ".join(sorted(plugins)) or "none"
+        raise PluginError(f"unknown plugin {name!r} in {group}; registered: {known}")
+    try:
+        factory: Callable[..., Any] = plugins[name].load()
+    except Exception as exc:  # a plugin failing to import must not look like a gateway bug
+        raise PluginError(f"plugin {name!r} in {group} failed to load: {exc}") from exc
+    return factory
+
+
+def load_connector(name: str, options: Mapping[str, Any]) -> ErpConnector:
+    connector = _factory(CONNECTOR_GROUP, name)(options)
+    if not isinstance(connector, ErpConnector):
+        raise PluginError(f"connector {name!r} does not implement the ErpConnector protocol")
+    return connector
+
+
+def load_handler(name: str) -> ConflictHandler:
+    handler = _factory(HANDLER_GROUP, name)()
+    if not isinstance(handler, ConflictHandler):
+        raise PluginError(f"conflict handler {name!r} does not implement the ConflictHandler protocol")
+    return handler
+
+
+def load_handlers(config: Mapping[str, str]) -> dict[str, ConflictHandler]:
+    """Handlers per document type (``default`` for the rest), each name checked now."""
+    return {doc_type: load_handler(name) for doc_type, name in config.items()}

@@ -1,0 +1,1 @@
+"""Projection: event log → ERP connectors, with retries and dead letters."""

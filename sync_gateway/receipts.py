@@ -1,0 +1,134 @@
+"""Receipts: the server-owned ``receipt:<transaction id>`` documents that tell a device what became of
+each transaction. They replicate down with the user database.
+
+Statuses only move forward (``accepted`` → ``projected``), except that a ``rejected`` transaction that the
+device fixes and submits again may become ``accepted``. Ingest and projector both write receipts, possibly
+at the same moment; the rank check plus a re-read on 409 keeps the highest status.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from sync_gateway.couch.client import CouchClient
+from sync_gateway.errors import CouchError
+
+log = structlog.get_logger(__name__)
+
+RECEIPT_PREFIX = "receipt:"
+RANK = {"rejected": 0, "accepted": 1, "dead_lettered": 2, "projected": 3}
+
+
+def receipt_id(transaction_id: str) -> str:
+    return RECEIPT_PREFIX + transaction_id
+
+
+@dataclass
+class ReceiptUpdate:
+    """What to record for one transaction; ``None`` fields keep their current value."""
+
+    transaction_id: str
+    status: str
+    event_id: str
+    rev: str
+    reasons: list[dict[str, str]] = field(default_factory=list)
+    erp_ref: str | None = None
+    message: str | None = None
+
+
+def _should_apply(current: Mapping[str, Any] | None, update: ReceiptUpdate) -> bool:
+    if current is None:
+        return True
+    current_status = str(current.get("status"))
+    if current.get("event_id") == update.event_id and RANK.get(update.status, 0) <= RANK.get(current_status, 0):
+        return False  # already recorded (a replayed batch)
+    if current_status == "rejected":
+        return True  # a fixed and resubmitted transaction may move on
+    if update.status == "rejected":
+        return False  # a later revision cannot take back what was accepted
+    if current.get("event_id") != update.event_id and update.status == "accepted":
+        return False  # a newer revision of an accepted transaction: the first accepted one stands
+    return RANK.get(update.status, 0) >= RANK.get(current_status, 0)
+
+
+def _render(current: Mapping[str, Any] | None, update: ReceiptUpdate) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat()
+    doc: dict[str, Any] = {
+        "_id": receipt_id(update.transaction_id),
+        "type": "receipt",
+        "transaction_id": update.transaction_id,
+        "transaction_rev": update.rev,
+        "event_id": update.event_id,
+        "status": update.status,
+        "reasons": update.reasons,
+        "erp_ref": update.erp_ref if update.erp_ref is not None else (current or {}).get("erp_ref"),
+        "message": update.message,
+        "created_at": (current or {}).get("created_at", now),
+        "updated_at": now,
+        "history": [*((current or {}).get("history") or [])[-9:], {"status": update.status, "at": now}],
+    }
+    if current is not None:
+        doc["_rev"] = current["_rev"]
+    return doc
+
+
+class ReceiptStore:
+    def __init__(self, couch: CouchClient) -> None:
+        self._couch = couch
+
+    async def current(self, db: str, transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """Existing receipts keyed by transaction id."""
+        ids = [receipt_id(t) for t in transaction_ids]
+        docs = await self._couch.docs_by_id(db, ids)
+        return {doc_id[len(RECEIPT_PREFIX):]: doc for doc_id, doc in docs.items()}
+
+    async def write(
+        self, db: str, updates: list[ReceiptUpdate], known: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> int:
+        """Apply updates to one user database; returns how many receipts were written."""
+        pending = {u.transaction_id: u for u in updates}
+        written = 0
+        current = dict(known) if known is not None else await self.current(db, pending)
+        for _attempt in range(5):
+            docs = [
+                _render(current.get(tid), update)
+                for tid, update in pending.items()
+                if _should_apply(current.get(tid), update)
+            ]
+            if not docs:
+                return written
+            results = await self._couch.bulk_docs(db, docs)
+            retry: dict[str, ReceiptUpdate] = {}
+            for doc in docs:
+                tid = doc["transaction_id"]
+                result = results.get(doc["_id"])
+                if result is not None and result.ok:
+                    written += 1
+                elif result is not None and result.conflict:
+                    retry[tid] = pending[tid]
+                else:
+                    raise CouchError(f"receipt for {tid} not written: {result}")
+            if not retry:
+                return written
+            pending = retry
+            current = await self.current(db, pending)
+        raise CouchError(f"receipts in {db} kept conflicting: {sorted(pending)}")
+
+    async def write_many(self, updates_by_db: Mapping[str, list[ReceiptUpdate]]) -> int:
+        total = 0
+        for db, updates in updates_by_db.items():
+            total += await self.write(db, updates)
+        return total
+
+
+def group_by_db(items: Iterable[tuple[str, ReceiptUpdate]]) -> dict[str, list[ReceiptUpdate]]:
+    grouped: dict[str, list[ReceiptUpdate]] = defaultdict(list)
+    for db, update in items:
+        grouped[db].append(update)
+    return grouped

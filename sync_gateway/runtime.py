@@ -1,0 +1,126 @@
+"""Assembles one gateway process: clients, stores, the workers of its roles, and the admin API.
+
+All durable state is in CouchDB, so a process can be killed at any moment and started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import structlog
+import uvicorn
+
+from sync_gateway.config import Settings
+from sync_gateway.contracts import ErpConnector
+from sync_gateway.couch.checkpoints import Checkpoints
+from sync_gateway.couch.client import CouchClient
+from sync_gateway.eventlog.store import EventLog
+from sync_gateway.ingest.validation import DocumentValidator
+from sync_gateway.ingest.worker import IngestWorker
+from sync_gateway.plugins import load_connector
+from sync_gateway.project.deadletters import DeadLetters
+from sync_gateway.project.worker import Projector
+from sync_gateway.receipts import ReceiptStore
+from sync_gateway.users import UserRegistry
+
+log = structlog.get_logger(__name__)
+
+SYSTEM_DBS = ("events", "conflicts", "registry", "checkpoints")
+
+
+class Gateway:
+    """The services of one process. Workers are created only for the roles it runs."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        password = settings.couch_password.get_secret_value()
+        # workers retry CouchDB forever (they must outlive a restart); API calls give up after a few tries
+        self.couch = CouchClient(settings.couch_url, settings.couch_user, password, retries=None,
+                                 max_delay=settings.retry_max_delay_s)
+        self.api_couch = CouchClient(settings.couch_url, settings.couch_user, password, retries=2)
+        self.registry = UserRegistry(self.api_couch, settings.db("registry"))
+        self.events = EventLog(self.api_couch, settings.db("events"))
+        self.dead_letters = DeadLetters(self.api_couch, settings.db("conflicts"))
+        self.checkpoints = Checkpoints(self.api_couch, settings.db("checkpoints"))
+        self.validator = DocumentValidator(max_doc_bytes=settings.max_doc_bytes)
+        self.connector: ErpConnector | None = (
+            load_connector(settings.connector, settings.connector_options) if "project" in settings.roles else None
+        )
+        self.ingest: IngestWorker | None = None
+        self.projector: Projector | None = None
+        self.started_at = time.time()
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
+
+    async def setup(self) -> None:
+        """Create the system databases and design documents; safe to run on every start."""
+        await self.couch.ensure_db("_users")
+        for name in SYSTEM_DBS:
+            await self.couch.ensure_db(self.settings.db(name))
+        await EventLog(self.couch, self.settings.db("events")).setup()
+        if self.connector is not None:
+            await self.connector.start()
+
+    def _build_workers(self) -> None:
+        s = self.settings
+        worker_checkpoints = Checkpoints(self.couch, s.db("checkpoints"))
+        worker_events = EventLog(self.couch, s.db("events"))
+        receipts = ReceiptStore(self.couch)
+        if "ingest" in s.roles:
+            self.ingest = IngestWorker(
+                self.couch, UserRegistry(self.couch, s.db("registry")), worker_events, receipts,
+                worker_checkpoints, self.validator, batch_size=s.ingest_batch_size,
+                read_timeout=s.feed_read_timeout_s,
+            )
+        if "project" in s.roles and self.connector is not None:
+            self.projector = Projector(
+                self.couch, self.connector, worker_events, receipts,
+                DeadLetters(self.couch, s.db("conflicts"), read_timeout=s.feed_read_timeout_s),
+                worker_checkpoints, batch_size=s.project_batch_size, read_timeout=s.feed_read_timeout_s,
+                max_delay=s.retry_max_delay_s,
+            )
+
+    async def run(self) -> None:
+        """Run every role of this process until cancelled (Ctrl-C, SIGTERM)."""
+        await self.setup()
+        self._build_workers()
+        if self.ingest is not None:
+            self._tasks["ingest"] = asyncio.create_task(self.ingest.run(), name="ingest")
+        if self.projector is not None:
+            self._tasks["project"] = asyncio.create_task(self.projector.run(), name="project")
+        if "api" in self.settings.roles:
+            from sync_gateway.api.app import create_app
+
+            config = uvicorn.Config(
+                create_app(self), host=self.settings.api_host, port=self.settings.api_port,
+                log_level="warning", access_log=False, lifespan="off",
+            )
+            server = uvicorn.Server(config)
+            self._tasks["api"] = asyncio.create_task(server.serve(), name="api")
+        log.info("gateway.started", roles=self.settings.roles, connector=self.settings.connector)
+        try:
+            done, _ = await asyncio.wait(self._tasks.values(), return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()  # a worker that died raises here and stops the process loudly
+            log.info("gateway.stopping", finished=[t.get_name() for t in done])
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        for task in self._tasks.values():
+            task.cancel()
+        for task in self._tasks.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.connector is not None:
+            await self.connector.close()
+        await self.couch.close()
+        await self.api_couch.close()
+
+    def workers_alive(self) -> dict[str, bool]:
+        alive = {name: not task.done() for name, task in self._tasks.items() if name != "api"}
+        if self.ingest is not None:
+            alive["ingest"] = alive.get("ingest", True) and self.ingest.alive()
+        return alive

@@ -1,0 +1,97 @@
+"""Users and their databases: provisioning, the registry in ``sync_registry``, and look-ups.
+
+Provisioning is idempotent: running it again repairs a half-provisioned user (crash between steps) and
+updates password, roles and attributes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sync_gateway.contracts import TRANSACTION_TYPES
+from sync_gateway.couch.client import CouchClient
+from sync_gateway.couch.naming import user_db_name, valid_username
+from sync_gateway.errors import InvalidRequest, NotFound
+
+USER_PREFIX = "user:"
+SYNC_DESIGN_ID = "_design/sync"
+_VALIDATE_SRC = (Path(__file__).parent / "couch" / "validate_doc_update.js").read_text()
+
+
+def sync_design_doc() -> dict[str, Any]:
+    """The ``_design/sync`` of a user database: the write rules the database itself enforces."""
+    source = _VALIDATE_SRC.replace("__ALLOWED_TYPES__", json.dumps(list(TRANSACTION_TYPES)))
+    return {"_id": SYNC_DESIGN_ID, "language": "javascript", "validate_doc_update": source.strip()}
+
+
+class UserRegistry:
+    def __init__(self, couch: CouchClient, registry_db: str) -> None:
+        self._couch = couch
+        self.db = registry_db
+
+    async def provision(
+        self,
+        name: str,
+        password: str | None,
+        *,
+        roles: list[str] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Create or repair everything a user needs; returns the registry record."""
+        if not valid_username(name):
+            raise InvalidRequest(
+                f"username {name!r} is invalid: use 1-64 letters, digits or ._@+- starting with a letter or digit",
+                code="invalid_username",
+            )
+        existing = await self._couch.get_or_none(self.db, USER_PREFIX + name)
+        if existing is None and not password:
+            raise InvalidRequest("a new user needs a password", code="password_required")
+        if password is not None and len(password) < 8:
+            raise InvalidRequest("passwords need at least 8 characters", code="weak_password")
+        db = user_db_name(name)
+        await self._couch.upsert_user(name, password, roles or [])
+        await self._couch.ensure_db(db)
+        await self._couch.put_security(
+            db, {"admins": {"names": [], "roles": []}, "members": {"names": [name], "roles": []}}
+        )
+        design = sync_design_doc()
+        current = await self._couch.get_or_none(db, SYNC_DESIGN_ID)
+        if current is None or current.get("validate_doc_update") != design["validate_doc_update"]:
+            if current:
+                design["_rev"] = current["_rev"]
+            await self._couch.put(db, design)
+        now = datetime.now(UTC).isoformat()
+        record: dict[str, Any] = {
+            **(existing or {}),
+            "_id": USER_PREFIX + name,
+            "type": "user",
+            "name": name,
+            "db": db,
+            "roles": roles if roles is not None else (existing or {}).get("roles", []),
+            "attributes": dict(attributes) if attributes is not None else (existing or {}).get("attributes", {}),
+            "disabled": False,
+            "created_at": (existing or {}).get("created_at", now),
+            "updated_at": now,
+        }
+        record["_rev"] = await self._couch.put(self.db, record)
+        return _public(record)
+
+    async def get(self, name: str) -> dict[str, Any]:
+        doc = await self._couch.get_or_none(self.db, USER_PREFIX + name)
+        if doc is None:
+            raise NotFound(f"no user named {name!r}; create it with POST /api/users", code="user_not_found")
+        return _public(doc)
+
+    async def list(self) -> list[dict[str, Any]]:
+        rows = await self._couch.all_docs(
+            self.db, include_docs=True, startkey=USER_PREFIX, endkey=USER_PREFIX + "\ufff0"
+        )
+        return [_public(row["doc"]) for row in rows if row.get("doc")]
+
+
+def _public(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if not k.startswith("_")}
