@@ -1,0 +1,42 @@
+"""Shared fixtures: the real dev servers (pouchdb-server, gateway processes) started once per session."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sync_gateway.devserver import PouchServer
+from tests.support.gateway import GatewayProcess
+
+
+@pytest.fixture(scope="session")
+def couch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchServer]:
+    server = PouchServer(tmp_path_factory.mktemp("couch"), "admin", secrets.token_urlsafe(16))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One gateway with every role, shared by the tests that only need a running pipeline."""
+    gw = GatewayProcess(couch_server, tmp_path_factory.mktemp("gateway"), prefix="sync_",
+                        extra_env={"SYNC_MAX_DOC_BYTES": str(64 * 1024)})
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture
+async def api(gateway: GatewayProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with gateway.api_client() as client:
+        yield client
+
+
+@pytest.fixture
+def staging_path(gateway: GatewayProcess) -> Path:
+    return gateway.staging_path

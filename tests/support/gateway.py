@@ -1,0 +1,110 @@
+"""A gateway started as a real process (``sync-gateway run``), so tests can SIGKILL and restart it."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sync_gateway.devserver import PROJECT_ROOT, PouchServer, free_port
+
+SCRIPT = Path(sys.executable).parent / "sync-gateway"
+
+
+class GatewayProcess:
+    def __init__(self, couch: PouchServer, workdir: Path, *, prefix: str = "sync_",
+                 extra_env: dict[str, str] | None = None) -> None:
+        self.couch = couch
+        self.workdir = workdir
+        self.token = secrets.token_urlsafe(16)
+        self.port = free_port()
+        self.staging_path = workdir / "staging.db"
+        self.prefix = prefix
+        self.env = {
+            **os.environ,
+            "SYNC_COUCH_URL": couch.url,
+            "SYNC_COUCH_USER": couch.admin_user,
+            "SYNC_COUCH_PASSWORD": couch.admin_password,
+            "SYNC_ADMIN_TOKEN": self.token,
+            "SYNC_API_PORT": str(self.port),
+            "SYNC_SYSTEM_DB_PREFIX": prefix,
+            "SYNC_CONNECTOR_OPTIONS": f'{{"url": "sqlite:///{self.staging_path}"}}',
+            "SYNC_FEED_READ_TIMEOUT_S": "10",
+            "SYNC_RETRY_MAX_DELAY_S": "2",
+            "SYNC_LOG_FORMAT": "json",
+            **(extra_env or {}),
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = workdir / "gateway.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen([str(SCRIPT), "run"], env=self.env, cwd=PROJECT_ROOT,
+                                        stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"gateway exited with {self.process.returncode}:\n{self.log_tail()}")
+                try:
+                    if client.get(f"{self.url}/ready").status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"gateway not ready in {timeout} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def log_tail(self, lines: int = 40) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def api_client(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"},
+                                 timeout=30.0)
+
+    def couch_admin(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.couch.url, auth=(self.couch.admin_user, self.couch.admin_password),
+                                 timeout=30.0)
+
+    def staging_rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        if not self.staging_path.exists():
+            return []
+        with sqlite3.connect(self.staging_path) as conn:
+            try:
+                return list(conn.execute(sql, params))
+            except sqlite3.OperationalError as exc:
+                if "no such table" in str(exc):
+                    return []
+                raise
