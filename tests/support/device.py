@@ -1,0 +1,290 @@
+"""A real PouchDB device (``tests/devices/device.js`` in Node) driven from async Python tests.
+
+One :class:`Device` is one Node process holding any number of named in-memory PouchDB databases, so a
+single process can play several phones. Requests travel as JSON lines and may run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import itertools
+import json
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEVICE_SCRIPT = REPO_ROOT / "tests" / "devices" / "device.js"
+
+Direction = Literal["push", "pull", "both"]
+
+_EXIT_GRACE_S = 5.0
+_STREAM_LIMIT = 64 * 1024 * 1024  # one response line can carry inline attachments
+
+
+class DeviceError(Exception):
+    """An operation failed inside the device (PouchDB error, replication error, wait_for timeout).
+
+    ``status`` is the HTTP-like status PouchDB reports (401 for bad credentials, 404 for a missing doc,
+    409 for a conflict, 408 for a device-side timeout); ``details`` holds extra fields such as
+    ``last_doc`` (wait_for) or ``result`` (a failed replication's summary).
+    """
+
+    def __init__(self, name: str, message: str, status: int | None, details: Mapping[str, Any] | None = None):
+        super().__init__(f"{name} ({status}): {message}")
+        self.name = name
+        self.message = message
+        self.status = status
+        self.details: dict[str, Any] = dict(details or {})
+
+
+class Device:
+    """Async context manager owning one ``node tests/devices/device.js`` process.
+
+    ``call_timeout`` bounds every request (seconds) so a stuck device fails the test instead of hanging it;
+    ``replicate`` and ``wait_for`` extend it by their own timeouts.
+    """
+
+    def __init__(self, *, call_timeout: float = 60.0, node: str | None = None) -> None:
+        self.call_timeout = call_timeout
+        self._node = node or shutil.which("node") or "node"
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[Any]] = {}
+        self._ids = itertools.count(1)
+        self._write_lock = asyncio.Lock()
+        self._exit_error: DeviceError | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The Node process id, while it runs."""
+        return self._proc.pid if self._proc else None
+
+    async def __aenter__(self) -> Self:
+        self._proc = await asyncio.create_subprocess_exec(
+            self._node,
+            str(DEVICE_SCRIPT),
+            cwd=REPO_ROOT,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=_STREAM_LIMIT,
+        )
+        self._reader = asyncio.create_task(self._read_responses(), name=f"device-{self._proc.pid}-reader")
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Ask the device to shut down; kill it by its PID if it has not exited within 5 s."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.returncode is None:
+            with contextlib.suppress(DeviceError, OSError, TimeoutError):
+                await self._call("shutdown", _timeout=_EXIT_GRACE_S)
+        try:
+            await asyncio.wait_for(proc.wait(), _EXIT_GRACE_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()  # SIGKILL to this process's own PID
+            await proc.wait()
+        if proc.stdin is not None:
+            proc.stdin.close()
+            with contextlib.suppress(OSError):
+                await proc.stdin.wait_closed()
+        if self._reader is not None:
+            await self._reader
+        self._proc = None
+
+    # --- local databases -------------------------------------------------------------------------------
+
+    async def open(self, db: str) -> dict[str, Any]:
+        """Create (or reuse) the named local database; returns its info."""
+        result: dict[str, Any] = await self._call("open", db=db)
+        return result
+
+    async def info(self, db: str) -> dict[str, Any]:
+        """PouchDB ``info()`` of a local database (doc_count, update_seq, ...)."""
+        result: dict[str, Any] = await self._call("info", db=db)
+        return result
+
+    async def put(self, db: str, doc: Mapping[str, Any]) -> dict[str, str]:
+        """Write one document; returns ``{"id", "rev"}``. A stale ``_rev`` raises DeviceError 409."""
+        result: dict[str, str] = await self._call("put", db=db, doc=dict(doc))
+        return result
+
+    async def bulk(self, db: str, docs: list[Mapping[str, Any]], **opts: Any) -> list[dict[str, Any]]:
+        """``bulkDocs``: one result per doc, either ``{ok, id, rev}`` or an error object."""
+        result: list[dict[str, Any]] = await self._call("bulk", db=db, docs=[dict(d) for d in docs], opts=opts)
+        return result
+
+    async def get(self, db: str, doc_id: str, **opts: Any) -> dict[str, Any]:
+        """Read a document; ``opts`` are PouchDB's (``conflicts=True``, ``attachments=True``, ``revs=True``,
+        ``open_revs="all"``...). Inline attachment data comes back base64-encoded."""
+        result: dict[str, Any] = await self._call("get", db=db, doc_id=doc_id, opts=opts)
+        return result
+
+    async def remove(self, db: str, doc_id: str, rev: str) -> dict[str, str]:
+        """Delete a document revision; returns ``{"id", "rev"}`` of the tombstone."""
+        result: dict[str, str] = await self._call("remove", db=db, doc_id=doc_id, rev=rev)
+        return result
+
+    async def put_attachment(
+        self, db: str, doc_id: str, rev: str | None, name: str, content_type: str, data: bytes
+    ) -> dict[str, str]:
+        """Attach ``data`` to a document (``rev=None`` creates the document); returns ``{"id", "rev"}``."""
+        result: dict[str, str] = await self._call(
+            "put_attachment",
+            db=db,
+            doc_id=doc_id,
+            rev=rev,
+            name=name,
+            content_type=content_type,
+            data_base64=base64.b64encode(data).decode("ascii"),
+        )
+        return result
+
+    async def get_attachment(self, db: str, doc_id: str, name: str) -> bytes:
+        """The attachment's bytes."""
+        encoded: str = await self._call("get_attachment", db=db, doc_id=doc_id, name=name)
+        return base64.b64decode(encoded)
+
+    async def all_docs(self, db: str, **opts: Any) -> dict[str, Any]:
+        """``allDocs(opts)``, e.g. ``include_docs=True``, ``keys=[...]``."""
+        result: dict[str, Any] = await self._call("all_docs", db=db, opts=opts)
+        return result
+
+    async def changes(self, db: str, **opts: Any) -> dict[str, Any]:
+        """A one-shot local changes feed (``since``, ``include_docs``...); use wait_for to wait."""
+        result: dict[str, Any] = await self._call("changes", db=db, opts=opts)
+        return result
+
+    async def destroy(self, db: str) -> None:
+        """Stop the database's live syncs and delete it from the device."""
+        await self._call("destroy", db=db)
+
+    # --- replication ------------------------------------------------------------------------------------
+
+    async def replicate(
+        self,
+        db: str,
+        url: str,
+        user: str | None,
+        password: str | None,
+        direction: Direction = "both",
+        timeout: float = 30.0,
+    ) -> dict[str, Any]:
+        """One-shot replication with the remote database ``url`` as ``user``.
+
+        Returns the summary ``{ok, docs_read, docs_written, doc_write_failures, errors, ...}`` (for
+        ``both`` also ``push`` and ``pull``); per-document rejections (403 from a validate function)
+        are in ``errors``. A failed replication (401 bad credentials, unreachable server) or one not
+        finished within ``timeout`` seconds raises DeviceError.
+        """
+        result: dict[str, Any] = await self._call(
+            "replicate",
+            db=db,
+            remote_url=url,
+            username=user,
+            password=password,
+            direction=direction,
+            timeout_ms=int(timeout * 1000),
+            _timeout=timeout + self.call_timeout,
+        )
+        return result
+
+    async def sync_live(self, db: str, url: str, user: str | None, password: str | None) -> str:
+        """Start a live, retrying two-way sync; returns the handle for sync_status / sync_stop."""
+        handle: str = await self._call("sync_live", db=db, remote_url=url, username=user, password=password)
+        return handle
+
+    async def sync_status(self, handle: str) -> dict[str, Any]:
+        """``{state, last_error, docs_read, docs_written}`` of a live sync."""
+        result: dict[str, Any] = await self._call("sync_status", handle=handle)
+        return result
+
+    async def sync_stop(self, handle: str) -> dict[str, Any]:
+        """Cancel a live sync and wait until it has stopped; returns its final status."""
+        result: dict[str, Any] = await self._call("sync_stop", handle=handle)
+        return result
+
+    async def wait_for(
+        self,
+        db: str,
+        doc_id: str,
+        timeout: float = 20.0,
+        predicate: Mapping[str, Any] | None = None,
+        **fields: Any,
+    ) -> dict[str, Any]:
+        """Wait until doc ``doc_id`` exists locally with every given top-level field equal to its value.
+
+        Fields come as keyword arguments, or in ``predicate`` for names that clash with the parameters.
+        Returns the matching document; raises DeviceError (``timeout``, 408) naming the last seen
+        version, which is also in ``details["last_doc"]``.
+        """
+        wanted = {**(predicate or {}), **fields}
+        doc: dict[str, Any] = await self._call(
+            "wait_for",
+            db=db,
+            doc_id=doc_id,
+            predicate=wanted,
+            timeout_ms=int(timeout * 1000),
+            _timeout=timeout + self.call_timeout,
+        )
+        return doc
+
+    # --- protocol ---------------------------------------------------------------------------------------
+
+    async def _call(self, op: str, _timeout: float | None = None, **args: Any) -> Any:
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            raise DeviceError("not_started", "use the Device as an async context manager", None)
+        if self._exit_error is not None:
+            raise self._exit_error
+        request_id = next(self._ids)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        line = json.dumps({"id": request_id, "op": op, **args}) + "\n"
+        try:
+            async with self._write_lock:
+                proc.stdin.write(line.encode())
+                await proc.stdin.drain()
+            return await asyncio.wait_for(future, _timeout or self.call_timeout)
+        except TimeoutError:
+            raise DeviceError("no_response", f"device gave no answer to '{op}' in time", None) from None
+        finally:
+            self._pending.pop(request_id, None)
+
+    async def _read_responses(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        stdout = self._proc.stdout
+        while line := await stdout.readline():
+            try:
+                message = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            future = self._pending.get(message.get("id"))
+            if future is None or future.done():
+                continue
+            if message.get("ok"):
+                future.set_result(message.get("result"))
+            else:
+                error = dict(message.get("error") or {})
+                name = str(error.pop("name", "error"))
+                text = str(error.pop("message", ""))
+                status = error.pop("status", None)
+                future.set_exception(DeviceError(name, text, status, error))
+        self._exit_error = DeviceError("device_exited", "the device process has exited", None)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(self._exit_error)
