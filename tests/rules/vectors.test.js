@@ -47,3 +47,33 @@ for (const file of files) {
     });
   }
 }
+
+// Reference conversions of document values into rule inputs (see sync_gateway/rules/README.md, "Money"):
+// by string, never through a float multiplication.
+function moneyToE4(amount) {
+  const match = /^(-?)([0-9]+)(?:\.([0-9]{1,4}))?$/.exec(String(amount));
+  if (!match) return null;
+  const value = Number(match[2]) * 10000 + Number((match[3] || '').padEnd(4, '0'));
+  return match[1] ? -value : value;
+}
+
+function percentToBp(percent) {
+  if (percent === null || percent === undefined) return 0;
+  const match = /^([0-9]+)(?:\.([0-9]+))?$/.exec(String(percent));
+  if (!match) return null;
+  const fraction = (match[2] || '').padEnd(3, '0');
+  const thousandths = Number(match[1]) * 1000 + Number(fraction.slice(0, 2)) * 10 + Number(fraction[2]);
+  return Math.floor((thousandths + 5) / 10);
+}
+
+const conversions = JSON.parse(fs.readFileSync(path.join(__dirname, 'conversions.json'), 'utf8'));
+for (const [input, expected] of conversions.money_to_e4) {
+  test(`conversions: money ${JSON.stringify(input)} -> ${expected}`, () => {
+    assert.equal(moneyToE4(input), expected);
+  });
+}
+for (const [input, expected] of conversions.percent_to_bp) {
+  test(`conversions: percent ${JSON.stringify(input)} -> ${expected}`, () => {
+    assert.equal(percentToBp(input), expected);
+  });
+}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -167,3 +169,20 @@ def test_money_conversion_is_exact() -> None:
     for bad in ("1.00001", "abc", True, None):
         with pytest.raises(ValueError):
             money_to_e4(bad)
+
+
+CONVERSIONS = json.loads((Path(__file__).resolve().parents[2] / "rules" / "conversions.json").read_text())
+
+
+@pytest.mark.parametrize(("amount", "expected"), CONVERSIONS["money_to_e4"])
+def test_money_conversion_agrees_with_the_device_reference(amount: str, expected: int | None) -> None:
+    if expected is None:
+        with pytest.raises(ValueError):
+            money_to_e4(amount)
+    else:
+        assert money_to_e4(amount) == expected
+
+
+@pytest.mark.parametrize(("percent", "expected"), CONVERSIONS["percent_to_bp"])
+def test_percent_conversion_agrees_with_the_device_reference(percent: float | None, expected: int) -> None:
+    assert percent_to_bp(percent) == expected
