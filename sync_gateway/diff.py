@@ -1,0 +1,177 @@
+"""Field-level diff of competing versions against their common ancestor, and merging by per-field picks.
+
+The review API and UI show :func:`diff_versions`; a reviewer's field-by-field resolution is built with
+:func:`apply_field_picks`. Pure functions over JSON documents, no I/O.
+
+Paths are top-level fields, split one level into ``field.key`` when the field holds an object in the
+ancestor and in every version (``contact.phone``); this is the same granularity the ``field_merge`` handler
+merges at, so the paths it names in a deferral are rows of this diff. Fields whose name starts with ``_``
+(CouchDB metadata) are not compared. Without an ancestor, a field is read as absent from the base, so every
+version holding it "changed" it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+from sync_gateway.errors import InvalidRequest
+
+JSON = Any
+Doc = Mapping[str, JSON]
+
+
+class _Absent:
+    """The value of a path a document does not have."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Final = _Absent()
+
+
+class FieldPickError(InvalidRequest):
+    """A field-by-field resolution that cannot be applied: unknown path, bad version index, or a
+    conflicting path left without a pick. ``fields`` names the offending paths."""
+
+    code = "invalid_field_pick"
+
+    def __init__(self, message: str, fields: Sequence[str]) -> None:
+        super().__init__(message)
+        self.fields = list(fields)
+
+
+@dataclass(frozen=True)
+class FieldDiff:
+    """One path across the ancestor and every version.
+
+    ``values[i]`` is version *i*'s value (``ABSENT`` if it lacks the path). ``changed_by`` lists the
+    versions whose value differs from the ancestor's; ``conflict`` is true when those changes disagree.
+    """
+
+    path: str
+    ancestor: JSON
+    values: tuple[JSON, ...]
+    changed_by: tuple[int, ...]
+    conflict: bool
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changed_by)
+
+    def merged_value(self) -> JSON:
+        """The value without a pick: the ancestor's if unchanged, else the agreed change."""
+        if self.conflict:
+            raise FieldPickError(f"{self.path} was changed differently and needs a pick", [self.path])
+        return self.values[self.changed_by[0]] if self.changed_by else self.ancestor
+
+    def as_json(self) -> dict[str, JSON]:
+        """A JSON-ready form for the API: absent values are ``null`` with ``present`` set to false."""
+        return {
+            "path": self.path,
+            "ancestor": None if self.ancestor is ABSENT else self.ancestor,
+            "ancestor_present": self.ancestor is not ABSENT,
+            "values": [None if v is ABSENT else v for v in self.values],
+            "present": [v is not ABSENT for v in self.values],
+            "changed_by": list(self.changed_by),
+            "conflict": self.conflict,
+        }
+
+
+def _canonical(value: JSON) -> str:
+    if value is ABSENT:
+        return "\x00absent"
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def _fields(doc: Doc | None) -> dict[str, JSON]:
+    return {} if doc is None else {k: v for k, v in doc.items() if not k.startswith("_")}
+
+
+def _paths(ancestor: Doc | None, docs: Sequence[Doc]) -> list[tuple[str, ...]]:
+    every = [*([ancestor] if ancestor is not None else []), *docs]
+    paths: list[tuple[str, ...]] = []
+    for key in sorted({k for d in every for k in d}):
+        values = [d[key] for d in every if key in d]
+        if len(values) == len(every) and all(isinstance(v, Mapping) for v in values):
+            subkeys = sorted({s for v in values for s in v})
+            if subkeys:
+                paths.extend((key, sub) for sub in subkeys)
+                continue
+        paths.append((key,))
+    return paths
+
+
+def _get(doc: Doc | None, path: tuple[str, ...]) -> JSON:
+    value: JSON = doc
+    for part in path:
+        if not isinstance(value, Mapping) or part not in value:
+            return ABSENT
+        value = value[part]
+    return value
+
+
+def _rows(ancestor: Doc | None, versions: Sequence[Doc]) -> list[tuple[tuple[str, ...], FieldDiff]]:
+    base = _fields(ancestor) if ancestor is not None else None
+    docs = [_fields(v) for v in versions]
+    rows = []
+    for path in _paths(base, docs):
+        anc = _get(base, path)
+        values = tuple(_get(d, path) for d in docs)
+        changed = tuple(i for i, v in enumerate(values) if _canonical(v) != _canonical(anc))
+        distinct = {_canonical(values[i]) for i in changed}
+        rows.append((path, FieldDiff(".".join(path), anc, values, changed, len(distinct) > 1)))
+    return rows
+
+
+def _is_index(value: object, count: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < count
+
+
+def diff_versions(ancestor: Doc | None, versions: Sequence[Doc]) -> list[FieldDiff]:
+    """Every path of the ancestor or any version, sorted, with who changed it and whether they disagree."""
+    return [row for _, row in _rows(ancestor, versions)]
+
+
+def conflicting_paths(diffs: Sequence[FieldDiff]) -> list[str]:
+    """The paths a reviewer must pick for."""
+    return [d.path for d in diffs if d.conflict]
+
+
+def apply_field_picks(ancestor: Doc | None, versions: Sequence[Doc], picks: Mapping[str, int]) -> dict[str, JSON]:
+    """The merged document: each picked path takes the picked version's value (absent → removed), every
+    other path its merged value. ``_id`` comes from the ancestor or the first version that has one; no
+    other metadata is carried. Raises :class:`FieldPickError` for an unknown path, an index out of range
+    or a conflicting path without a pick.
+    """
+    rows = _rows(ancestor, versions)
+    known = {row.path for _, row in rows}
+    unknown = sorted(set(picks) - known)
+    if unknown:
+        raise FieldPickError("unknown field paths: " + ", ".join(unknown), unknown)
+    bad = sorted(p for p, i in picks.items() if not _is_index(i, len(versions)))
+    if bad:
+        raise FieldPickError(f"version index out of range (0..{len(versions) - 1}) for: " + ", ".join(bad), bad)
+    missing = [row.path for _, row in rows if row.conflict and row.path not in picks]
+    if missing:
+        raise FieldPickError("conflicting fields need a pick: " + ", ".join(missing), missing)
+    merged: dict[str, JSON] = {}
+    for doc in (ancestor, *versions):
+        if doc is not None and "_id" in doc:
+            merged["_id"] = doc["_id"]
+            break
+    for path, row in rows:
+        value = row.values[picks[row.path]] if row.path in picks else row.merged_value()
+        if len(path) == 2:
+            merged.setdefault(path[0], {})
+        if value is ABSENT:
+            continue
+        if len(path) == 2:
+            merged[path[0]][path[1]] = copy.deepcopy(value)
+        else:
+            merged[path[0]] = copy.deepcopy(value)
+    return merged
