@@ -8,16 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 from erp_connectors.tryton import create_connector
 from sync_gateway.contracts import Event
 
 
-async def main(options_path: str, events_path: str) -> None:
-    with open(options_path) as f:
-        options = json.load(f)
-    with open(events_path) as f:
-        events = [Event(**raw) for raw in json.load(f)]
+async def main(options: dict[str, Any], events: list[Event]) -> None:
     connector = create_connector(options)
     await connector.start()
     try:
@@ -28,4 +25,8 @@ async def main(options_path: str, events_path: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    with open(sys.argv[1]) as f:
+        options = json.load(f)
+    with open(sys.argv[2]) as f:
+        events = [Event(**raw) for raw in json.load(f)]
+    asyncio.run(main(options, events))

@@ -47,7 +47,9 @@ async def test_push_killed_mid_batch_then_repeated_lands_every_movement_exactly_
         stdout=asyncio.subprocess.PIPE, env={**os.environ})
 
     async def some_shipments_moved_on() -> None:  # created and part-way through the workflow
-        while await _count_shipments(rpc, refs, ["waiting", "assigned", "done"]) == 0:
+        while True:
+            if await _count_shipments(rpc, refs, ["waiting", "assigned", "done"]):
+                return
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(some_shipments_moved_on(), timeout=120)
