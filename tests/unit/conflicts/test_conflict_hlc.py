@@ -111,9 +111,7 @@ console.log(JSON.stringify(out));
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 def test_javascript_clock_prints_the_same_stamps_as_python() -> None:
     script = Path(hlc.__file__).with_suffix(".js")
-    result = subprocess.run(
-        ["node", "-e", _JS, str(script)], capture_output=True, text=True, check=True, timeout=30
-    )
+    result = subprocess.run(["node", "-e", _JS, str(script)], capture_output=True, text=True, check=True, timeout=30)
     from_js = json.loads(result.stdout)
     walls = iter([1714566896789, 1714566896789, 1714566800000, 1714566900000])
     clock = hlc.HybridLogicalClock("tablet-7", lambda: next(walls, 1714566900000))
