@@ -10,8 +10,9 @@ two units add up to four. Field specs (``DEFAULT_ADDITIVE_FIELDS``, configurable
   conflict; items' other fields merge three-way. Kept items stay in the ancestor's order, new ones follow
   sorted by identity.
 
-A field that does not fit its spec (a non-number, a version without the field, an item without identity)
-is merged three-way like any other field. Overlapping non-additive changes defer naming the fields.
+A field that does not fit its spec (a non-number, a version without the field, an item without identity
+or without a numeric quantity) is merged three-way like any other field. Overlapping non-additive changes
+defer naming the fields.
 Deltas need a base: without an ancestor the handler resolves only identical versions. Deletions, stale base
 (``current`` is one more version, so ERP and device deltas both count) and business conflicts (defer) are
 handled as in ``field_merge``.
@@ -135,13 +136,14 @@ class Additive:
         return None
 
     def _keyed(self, items: JSON, item_field: str) -> dict[str, Mapping[str, JSON]] | None:
-        """Items by identity, or ``None`` if the list does not fit (no list, no identity, duplicates)."""
+        """Items by identity, or ``None`` if the list does not fit: not a list, an item without identity
+        or without a numeric quantity, or two items with one identity."""
         if not isinstance(items, list):
             return None
         keyed: dict[str, Mapping[str, JSON]] = {}
         for item in items:
             ident = self._identity(item)
-            if ident is None or ident in keyed or not _is_number(item.get(item_field, 0)):
+            if ident is None or ident in keyed or not _is_number(item.get(item_field)):
                 return None
             keyed[ident] = item
         return keyed
@@ -195,8 +197,7 @@ class Additive:
                     clashes.append(f"{label}.{key}")
             if value is not MISSING:
                 item[key] = value
-        if any(qty in p for p in (base, *present)):
-            item[qty] = _combine(base.get(qty, 0), [p.get(qty, 0) for p in present])
+        item[qty] = _combine(base.get(qty, 0), [p[qty] for p in present])
         return item
 
 

@@ -153,3 +153,22 @@ def test_business_conflict_defers() -> None:
         reasons=["stock would go negative"],
     )
     assert create_handler().resolve(c).outcome == "defer"
+
+
+def test_a_list_with_an_item_without_quantity_merges_three_way() -> None:
+    text_line = {"product": "NOTE", "unit": "text"}
+    base = {**REPORT, "materials": [*REPORT["materials"], text_line]}
+    a = version(
+        "2-a",
+        1,
+        "tablet-1",
+        materials=[{"product": "P-FILTER", "quantity": 3, "unit": "pcs"}, REPORT["materials"][1], text_line],
+    )
+    b = version(
+        "2-b",
+        2,
+        "tablet-2",
+        materials=[{"product": "P-FILTER", "quantity": 4, "unit": "pcs"}, REPORT["materials"][1], text_line],
+    )
+    result = create_handler().resolve(conflict(a, b, ancestor=base))
+    assert result.outcome == "defer" and result.reason.endswith(": materials")
