@@ -2,7 +2,7 @@
 
 Prints, measured in the same run against the same trytond (a fresh copy of the seeded test template):
   * baseline: the same movements written as Tryton itself batches them over JSON-RPC: one ``create`` of
-    all internal shipments with their moves, then one call per state transition (wait, assign, do);
+    the internal shipments with their moves per batch, then one call per state transition (wait, assign, do);
   * connector: ``TrytonConnector.push`` of the same movements as events, in batches of ``--batch``,
     including its idempotency look-ups, master data resolution and outcome bookkeeping;
   * their ratio (goal >= 0.70).
@@ -35,7 +35,7 @@ def movements(count: int, tag: str) -> list[dict[str, Any]]:
             for i in range(count)]
 
 
-async def baseline(server: TrytonServer, moves: list[dict[str, Any]]) -> float:
+async def baseline(server: TrytonServer, moves: list[dict[str, Any]], batch: int) -> float:
     """Tryton's own batched path: create all shipments with their moves, then wait, assign and do them."""
     client = TrytonClient(server.url, server.database, "admin", server.password)
     await client.login()
@@ -57,9 +57,12 @@ async def baseline(server: TrytonServer, moves: list[dict[str, Any]]) -> float:
                            "moves": [("create", [{"product": product, "unit": uom, "quantity": float(m["quantity"]),
                                                   "from_location": src, "to_location": dst,
                                                   "company": company}])]})
-        ids = await client.execute("stock.shipment.internal", "create", values)
-        for button in ("wait", "assign_force", "do"):
-            await client.execute("stock.shipment.internal", button, ids)
+        ids: list[int] = []
+        for i in range(0, len(values), batch):
+            chunk = await client.execute("stock.shipment.internal", "create", values[i:i + batch])
+            for button in ("wait", "assign_force", "do"):
+                await client.execute("stock.shipment.internal", button, chunk)
+            ids.extend(chunk)
         elapsed = time.perf_counter() - started
         states = {r["state"] for r in await client.execute("stock.shipment.internal", "read", ids, ["state"])}
         assert states == {"done"}, states
@@ -86,13 +89,15 @@ async def through_connector(server: TrytonServer, moves: list[dict[str, Any]], b
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--movements", type=int, default=1000)
-    parser.add_argument("--batch", type=int, default=250, help="events per connector push")
+    parser.add_argument("--batch", type=int, default=250,
+                        help="movements per connector push and per baseline create")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tryton-bench-") as tmp, running_tryton(Path(tmp)) as server:
-        base = await baseline(server, movements(args.movements, "baseline"))
+        base = await baseline(server, movements(args.movements, "baseline"), args.batch)
         conn = await through_connector(server, movements(args.movements, "connector"), args.batch)
     base_rate, conn_rate = args.movements / base, args.movements / conn
-    print(f"tryton baseline (batched create + wait/assign/do): {args.movements} movements in {base:.1f} s "
+    print(f"tryton baseline (create + wait/assign/do, batches of {args.batch}): {args.movements} movements "
+          f"in {base:.1f} s "
           f"= {base_rate:.1f} movements/s")
     print(f"tryton connector (push, batches of {args.batch}): {args.movements} movements in {conn:.1f} s "
           f"= {conn_rate:.1f} movements/s")
