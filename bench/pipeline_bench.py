@@ -1,0 +1,152 @@
+"""Pipeline benchmark: N users x M transactions through ingest → event log → staging → receipts.
+
+Prints, measured in the same run on the same pouchdb-server:
+  * raw ``_bulk_docs`` write throughput (docs/s), the ceiling any pipeline on this server has;
+  * pipeline throughput (transactions/s from the first device write to the last row in the staging ERP);
+  * their ratio (goal >= 0.25);
+  * device-write → ``projected`` receipt latency p50/p95/p99 at half the measured maximum rate (goal p95 < 1 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sync_gateway.couch.client import CouchClient  # noqa: E402
+from sync_gateway.couch.naming import user_db_name  # noqa: E402
+from sync_gateway.devserver import PouchServer  # noqa: E402
+from tests.support import docs  # noqa: E402
+from tests.support.gateway import GatewayProcess  # noqa: E402
+
+
+def transaction(user: str, i: int) -> dict[str, Any]:
+    return docs.inventory_movement(f"{user}-phone", quantity=i % 7 + 1) if i % 2 else docs.sales_order(f"{user}-phone")
+
+
+async def raw_bulk_rate(couch: PouchServer, total: int, chunk: int = 100) -> float:
+    async with CouchClient(couch.url, couch.admin_user, couch.admin_password) as client:
+        await client.ensure_db("bench_raw")
+        batch = [transaction("raw", i) for i in range(total)]
+        started = time.perf_counter()
+        await asyncio.gather(*(client.bulk_docs("bench_raw", batch[s:s + chunk]) for s in range(0, total, chunk)))
+        elapsed = time.perf_counter() - started
+        await client.delete_db("bench_raw")
+    return total / elapsed
+
+
+def staged(gw: GatewayProcess) -> int:
+    rows = gw.staging_rows("SELECT (SELECT count(*) FROM stg_sales_order) + (SELECT count(*) FROM stg_inventory_movement)")
+    return int(rows[0][0]) if rows else 0
+
+
+async def pipeline_rate(gw: GatewayProcess, users: list[str], per_user: int, chunk: int = 50) -> float:
+    before = staged(gw)
+    total = len(users) * per_user
+
+    async def write(user: str) -> None:
+        async with httpx.AsyncClient(base_url=gw.couch.url, auth=(user, f"{user}-pw-123"), timeout=60) as device:
+            batch = [transaction(user, i) for i in range(per_user)]
+            for s in range(0, per_user, chunk):
+                response = await device.post(f"/{user_db_name(user)}/_bulk_docs", json={"docs": batch[s:s + chunk]})
+                response.raise_for_status()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(write(u) for u in users))
+    while staged(gw) - before < total:
+        await asyncio.sleep(0.02)
+    return total / (time.perf_counter() - started)
+
+
+async def latency_at(gw: GatewayProcess, users: list[str], rate: float, seconds: float) -> list[float]:
+    """Write at ``rate`` transactions/s spread over users; return each write → projected receipt latency."""
+    written: dict[str, float] = {}
+    projected: dict[str, float] = {}
+
+    async def watch(client: CouchClient, user: str) -> None:
+        db = user_db_name(user)
+        since = (await client.db_info(db))["update_seq"]
+        while True:
+            batch = await client.changes(db, since=since, feed="longpoll", timeout=2.0)
+            now = time.perf_counter()
+            for row in batch.results:
+                doc = row.get("doc") or {}
+                if doc.get("type") == "receipt" and doc.get("status") == "projected":
+                    projected.setdefault(doc["transaction_id"], now)
+            since = batch.last_seq
+
+    async def write(user: str, interval: float, count: int) -> None:
+        async with httpx.AsyncClient(base_url=gw.couch.url, auth=(user, f"{user}-pw-123"), timeout=60) as device:
+            next_at = time.perf_counter()
+            for i in range(count):
+                doc = transaction(user, i)
+                await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
+                written[doc["_id"]] = time.perf_counter()
+                (await device.put(f"/{user_db_name(user)}/{doc['_id']}", json=doc)).raise_for_status()
+                next_at += interval
+
+    per_user_rate = rate / len(users)
+    count = max(1, int(per_user_rate * seconds))
+    async with CouchClient(gw.couch.url, gw.couch.admin_user, gw.couch.admin_password) as client:
+        watchers = [asyncio.create_task(watch(client, u)) for u in users]
+        await asyncio.sleep(0.5)  # let every watcher open its feed before the first write
+        await asyncio.gather(*(write(u, 1.0 / per_user_rate, count) for u in users))
+        deadline = time.perf_counter() + 60
+        while len(projected.keys() & written.keys()) < len(written) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        for task in watchers:
+            task.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+    return [projected[t] - written[t] for t in written if t in projected]
+
+
+def pct(values: list[float], p: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if len(values) > 1 else values[0]
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=20)
+    parser.add_argument("--per-user", type=int, default=100)
+    parser.add_argument("--latency-seconds", type=float, default=15.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        couch = PouchServer(Path(tmp) / "couch", "admin", secrets.token_urlsafe(12))
+        couch.start()
+        gw = GatewayProcess(couch, Path(tmp), extra_env={"SYNC_LOG_LEVEL": "WARNING"})
+        try:
+            gw.start()
+            users = [f"bench{i:03d}" for i in range(args.users)]
+            async with gw.api_client() as api:
+                for user in users:
+                    (await api.post("/api/users", json={"name": user, "password": f"{user}-pw-123"})).raise_for_status()
+            total = args.users * args.per_user
+            raw = await raw_bulk_rate(couch, total)
+            print(f"raw done {raw:.0f}", file=sys.stderr, flush=True)
+            rate = await pipeline_rate(gw, users, args.per_user)
+            print(f"pipeline done {rate:.0f}", file=sys.stderr, flush=True)
+            latencies = await latency_at(gw, users, rate / 2, args.latency_seconds)
+        finally:
+            gw.stop()
+            couch.stop()
+    print(f"pipeline benchmark: {args.users} users x {args.per_user} transactions = {total}")
+    print(f"  raw _bulk_docs write throughput : {raw:8.1f} docs/s")
+    print(f"  pipeline throughput             : {rate:8.1f} transactions/s (device write -> staging row)")
+    print(f"  ratio pipeline / raw bulk       : {rate / raw:8.3f}   (goal >= 0.25)")
+    print(f"  latency at {rate / 2:6.1f} tx/s (half max), {len(latencies)} transactions, write -> projected receipt:")
+    print(f"    p50 {pct(latencies, 50) * 1000:7.0f} ms   p95 {pct(latencies, 95) * 1000:7.0f} ms   "
+          f"p99 {pct(latencies, 99) * 1000:7.0f} ms   (goal p95 < 1000 ms)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
