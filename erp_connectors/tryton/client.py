@@ -56,14 +56,26 @@ def encode(value: Any) -> Any:
     if isinstance(value, Decimal):
         return {"__class__": "Decimal", "decimal": str(value)}
     if isinstance(value, dt.datetime):
-        return {"__class__": "datetime", "year": value.year, "month": value.month, "day": value.day,
-                "hour": value.hour, "minute": value.minute, "second": value.second,
-                "microsecond": value.microsecond}
+        return {
+            "__class__": "datetime",
+            "year": value.year,
+            "month": value.month,
+            "day": value.day,
+            "hour": value.hour,
+            "minute": value.minute,
+            "second": value.second,
+            "microsecond": value.microsecond,
+        }
     if isinstance(value, dt.date):
         return {"__class__": "date", "year": value.year, "month": value.month, "day": value.day}
     if isinstance(value, dt.time):
-        return {"__class__": "time", "hour": value.hour, "minute": value.minute, "second": value.second,
-                "microsecond": value.microsecond}
+        return {
+            "__class__": "time",
+            "hour": value.hour,
+            "minute": value.minute,
+            "second": value.second,
+            "microsecond": value.microsecond,
+        }
     if isinstance(value, dt.timedelta):
         return {"__class__": "timedelta", "seconds": value.total_seconds()}
     if isinstance(value, bytes | bytearray):
@@ -82,13 +94,19 @@ def _decode_object(obj: dict[str, Any]) -> Any:
     if cls == "Decimal":
         return Decimal(obj["decimal"])
     if cls == "datetime":
-        return dt.datetime(obj["year"], obj["month"], obj["day"], obj.get("hour", 0), obj.get("minute", 0),
-                           obj.get("second", 0), obj.get("microsecond", 0))
+        return dt.datetime(
+            obj["year"],
+            obj["month"],
+            obj["day"],
+            obj.get("hour", 0),
+            obj.get("minute", 0),
+            obj.get("second", 0),
+            obj.get("microsecond", 0),
+        )
     if cls == "date":
         return dt.date(obj["year"], obj["month"], obj["day"])
     if cls == "time":
-        return dt.time(obj.get("hour", 0), obj.get("minute", 0), obj.get("second", 0),
-                       obj.get("microsecond", 0))
+        return dt.time(obj.get("hour", 0), obj.get("minute", 0), obj.get("second", 0), obj.get("microsecond", 0))
     if cls == "timedelta":
         return dt.timedelta(seconds=obj["seconds"])
     if cls == "bytes":
@@ -155,9 +173,7 @@ class TrytonClient:
             await self.login()
             return await self._post(method, list(params), self._auth)
 
-    async def execute(
-        self, model: str, method: str, *args: Any, context: Mapping[str, Any] | None = None
-    ) -> Any:
+    async def execute(self, model: str, method: str, *args: Any, context: Mapping[str, Any] | None = None) -> Any:
         """``model.<model>.<method>(*args, context)`` with the user context merged with ``context``."""
         if self._auth is None:
             await self.login()
@@ -175,8 +191,9 @@ class TrytonClient:
             except TrytonWarning as warning:
                 if warning.kind not in allowed:
                     raise
-                await self.execute("res.user.warning", "create",
-                                   [{"user": self.user_id, "name": warning.name, "always": False}])
+                await self.execute(
+                    "res.user.warning", "create", [{"user": self.user_id, "name": warning.name, "always": False}]
+                )
         return await operation()
 
     async def _post(self, method: str, params: list[Any], auth: str | None) -> Any:
@@ -190,8 +207,7 @@ class TrytonClient:
             raise TransientConnectorError(f"Tryton unreachable: {exc.__class__.__name__}: {exc}") from exc
         if response.status_code == 401:
             if method == "common.db.login":
-                raise TransientConnectorError(
-                    "Tryton refused the login: check the user and TRYTON_PASSWORD")
+                raise TransientConnectorError("Tryton refused the login: check the user and TRYTON_PASSWORD")
             raise _SessionExpired()
         if response.status_code == 403:
             raise TransientConnectorError(f"Tryton refused {method} (403): check the user's rights")

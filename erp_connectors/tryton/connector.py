@@ -40,7 +40,8 @@ class TrytonConnector:
     def __init__(self, settings: TrytonSettings, client: TrytonClient | None = None) -> None:
         self.settings = settings
         self.client = client or TrytonClient(
-            settings.url, settings.database, settings.user, settings.password, timeout=settings.timeout)
+            settings.url, settings.database, settings.user, settings.password, timeout=settings.timeout
+        )
         self._lock = asyncio.Lock()
         self._handlers: dict[str, Callable[[Masters, list[Event]], Awaitable[_Outcomes]]] = {
             "sales_order": self._push_sales,
@@ -79,11 +80,15 @@ class TrytonConnector:
                     groups[event.doc_type].append(event)
                 else:
                     outcomes[event.event_id] = PushOutcome(
-                        event.event_id, "permanent", message=f"Tryton connector cannot take {event.doc_type}")
+                        event.event_id, "permanent", message=f"Tryton connector cannot take {event.doc_type}"
+                    )
             for doc_type, group in groups.items():
                 outcomes.update(await self._handlers[doc_type](masters, group))
-            log.info("tryton.batch_pushed", events=len(events),
-                     refused=sum(o.status == "permanent" for o in outcomes.values()))
+            log.info(
+                "tryton.batch_pushed",
+                events=len(events),
+                refused=sum(o.status == "permanent" for o in outcomes.values()),
+            )
             return [outcomes[e.event_id] for e in events]
 
     # ------------------------------------------------------------------------------------- shared steps
@@ -98,7 +103,8 @@ class TrytonConnector:
         if not refs:
             return {}
         rows = await self.client.execute(
-            model, "search_read", [("reference", "in", list(refs))], 0, None, [("id", "ASC")], ["reference"])
+            model, "search_read", [("reference", "in", list(refs))], 0, None, [("id", "ASC")], ["reference"]
+        )
         found: dict[str, int] = {}
         for row in rows:
             found.setdefault(row["reference"], row["id"])
@@ -113,10 +119,12 @@ class TrytonConnector:
             by_model[plan.model][plan.ref] = plan
         for model, model_plans in by_model.items():
 
-            async def create(chunk: list[str], model: str = model,
-                             model_plans: dict[str, mapping.Plan] = model_plans) -> Sequence[Any]:
+            async def create(
+                chunk: list[str], model: str = model, model_plans: dict[str, mapping.Plan] = model_plans
+            ) -> Sequence[Any]:
                 result: Sequence[Any] = await self.client.execute(
-                    model, "create", [model_plans[ref].values for ref in chunk])
+                    model, "create", [model_plans[ref].values for ref in chunk]
+                )
                 return result
 
             ids, refused = await isolated(list(model_plans), create)
@@ -131,8 +139,7 @@ class TrytonConnector:
         rows = await self.client.execute(model, "read", list(ids), [field])
         return {r["id"]: str(r.get(field) or f"{model},{r['id']}") for r in rows}
 
-    async def _complete(self, model: str, ref_ids: Mapping[str, int],
-                        failed: dict[str, Exception]) -> dict[str, str]:
+    async def _complete(self, model: str, ref_ids: Mapping[str, int], failed: dict[str, Exception]) -> dict[str, str]:
         """Walk the documents to their final state; returns ref → document number of those that got there."""
         refused = await advance(self.client, model, ref_ids.values(), self.settings.allowed_warnings)
         for ref, record_id in ref_ids.items():
@@ -142,8 +149,9 @@ class TrytonConnector:
         return {ref: numbers[i] for ref, i in ref_ids.items() if i in numbers}
 
     @staticmethod
-    def _outcomes(refs: Mapping[str, list[Event]], done: Mapping[str, str],
-                  failed: Mapping[str, Exception]) -> _Outcomes:
+    def _outcomes(
+        refs: Mapping[str, list[Event]], done: Mapping[str, str], failed: Mapping[str, Exception]
+    ) -> _Outcomes:
         outcomes: _Outcomes = {}
         for ref, events in refs.items():
             for event in events:
@@ -155,9 +163,13 @@ class TrytonConnector:
                     outcomes[event.event_id] = PushOutcome(event.event_id, "permanent", message=message)
         return outcomes
 
-    def _plan_all(self, refs: Mapping[str, list[Event]], skip: Mapping[str, Any],
-                  build: Callable[[str, Mapping[str, Any]], mapping.Plan],
-                  failed: dict[str, Exception]) -> list[mapping.Plan]:
+    def _plan_all(
+        self,
+        refs: Mapping[str, list[Event]],
+        skip: Mapping[str, Any],
+        build: Callable[[str, Mapping[str, Any]], mapping.Plan],
+        failed: dict[str, Exception],
+    ) -> list[mapping.Plan]:
         plans = []
         for ref, events in refs.items():
             if ref in skip:
@@ -166,7 +178,8 @@ class TrytonConnector:
                 plans.append(build(ref, events[0].payload))
             except (MappingError, KeyError, TypeError, ValueError) as exc:
                 failed[ref] = PermanentConnectorError(
-                    f"{exc}" if isinstance(exc, MappingError) else f"invalid document: {exc!r}")
+                    f"{exc}" if isinstance(exc, MappingError) else f"invalid document: {exc!r}"
+                )
         return plans
 
     async def _currency(self, masters: Masters) -> int:
@@ -200,14 +213,14 @@ class TrytonConnector:
                 existing[ref] = (model, record_id)
         todo = [es[0].payload for r, es in refs.items() if r not in existing]
         await masters.load_products(str(p.get("sku")) for p in todo)
-        await masters.load_locations(
-            [str(p.get(k)) for p in todo for k in ("from_location", "to_location")])
+        await masters.load_locations([str(p.get(k)) for p in todo for k in ("from_location", "to_location")])
         await masters.load_parties(str(p["customer"]) for p in todo if p.get("customer"))
         await masters.load_works(str(p["work_order"]) for p in todo if p.get("work_order"))
         await self._load_work_parties(masters)
         currency = await self._currency(masters) if todo else 0
         plans = self._plan_all(
-            refs, existing, lambda ref, p: mapping.inventory_movement(masters, ref, p, currency), failed)
+            refs, existing, lambda ref, p: mapping.inventory_movement(masters, ref, p, currency), failed
+        )
         created, refused = await self._create(plans)
         failed.update(refused)
         plan_model = {p.ref: p.model for p in plans}
@@ -231,14 +244,18 @@ class TrytonConnector:
         refs = self._refs(events)
         failed: dict[str, Exception] = {}
         shipments: dict[str, int] = {}
-        named = {r: str(es[0].payload["shipment_ref"]) for r, es in refs.items()
-                 if es[0].payload.get("shipment_ref")}
+        named = {r: str(es[0].payload["shipment_ref"]) for r, es in refs.items() if es[0].payload.get("shipment_ref")}
         if named:
             keys = sorted(set(named.values()))
             rows = await self.client.execute(
-                "stock.shipment.out", "search_read",
-                ["OR", ("number", "in", keys), ("reference", "in", keys)], 0, None, [("id", "ASC")],
-                ["number", "reference"])
+                "stock.shipment.out",
+                "search_read",
+                ["OR", ("number", "in", keys), ("reference", "in", keys)],
+                0,
+                None,
+                [("id", "ASC")],
+                ["number", "reference"],
+            )
             by_key: dict[str, int] = {}
             for row in rows:
                 by_key.setdefault(row["number"], row["id"])
@@ -263,8 +280,14 @@ class TrytonConnector:
                 if not payload.get("lines"):
                     raise MappingError("a delivery needs a shipment_ref or lines")
                 return mapping.out_shipment(
-                    masters, ref, payload, masters.location(self.settings.delivery_from),
-                    list(payload["lines"]), masters.location("CUSTOMER"), currency)
+                    masters,
+                    ref,
+                    payload,
+                    masters.location(self.settings.delivery_from),
+                    list(payload["lines"]),
+                    masters.location("CUSTOMER"),
+                    currency,
+                )
 
             created, refused = await self._create(self._plan_all(unnamed, existing, build, failed))
             failed.update(refused)
@@ -277,9 +300,12 @@ class TrytonConnector:
                 failed[ref] = PermanentConnectorError("the delivery has no signature.png attachment")
                 continue
             signatures[ref] = {
-                "name": mapping.signature_name(ref), "type": "data", "data": attachment.data,
+                "name": mapping.signature_name(ref),
+                "type": "data",
+                "data": attachment.data,
                 "resource": f"stock.shipment.out,{shipments[ref]}",
-                "description": mapping.delivery_note(ref, refs[ref][0].payload)}
+                "description": mapping.delivery_note(ref, refs[ref][0].payload),
+            }
         await self._attach(signatures, failed)
         return self._outcomes(refs, {r: n for r, n in done.items() if r not in failed}, failed)
 
@@ -288,16 +314,24 @@ class TrytonConnector:
         if not attachments:
             return
         rows = await self.client.execute(
-            "ir.attachment", "search_read",
-            [("resource", "in", sorted({a["resource"] for a in attachments.values()})),
-             ("name", "in", sorted({a["name"] for a in attachments.values()}))], 0, None, None,
-            ["resource", "name"])
+            "ir.attachment",
+            "search_read",
+            [
+                ("resource", "in", sorted({a["resource"] for a in attachments.values()})),
+                ("name", "in", sorted({a["name"] for a in attachments.values()})),
+            ],
+            0,
+            None,
+            None,
+            ["resource", "name"],
+        )
         present = {(r["resource"], r["name"]) for r in rows}
         missing = [k for k, a in attachments.items() if (a["resource"], a["name"]) not in present]
 
         async def create(chunk: list[str]) -> Sequence[Any]:
             result: Sequence[Any] = await self.client.execute(
-                "ir.attachment", "create", [attachments[k] for k in chunk])
+                "ir.attachment", "create", [attachments[k] for k in chunk]
+            )
             return result
 
         _, refused = await isolated(missing, create)
@@ -310,8 +344,8 @@ class TrytonConnector:
         markers = {mapping.service_report_marker(r): r for r in refs}
         domain: list[Any] = ["OR", *[("comment", "like", f"%{m}%") for m in markers]]
         rows = await self.client.execute(
-            "project.work", "search_read", [("type", "=", "task"), domain], 0, None, [("id", "ASC")],
-            ["comment"])
+            "project.work", "search_read", [("type", "=", "task"), domain], 0, None, [("id", "ASC")], ["comment"]
+        )
         for row in rows:
             for marker, ref in markers.items():
                 if marker in (row.get("comment") or ""):
@@ -328,8 +362,11 @@ class TrytonConnector:
         for ref, work_id in works.items():
             for name, attachment in refs[ref][0].attachments.items():
                 files[f"{ref}/{name}"] = {
-                    "name": f"{mapping.uuid_of(ref)} {name}", "type": "data", "data": attachment.data,
-                    "resource": f"project.work,{work_id}"}
+                    "name": f"{mapping.uuid_of(ref)} {name}",
+                    "type": "data",
+                    "data": attachment.data,
+                    "resource": f"project.work,{work_id}",
+                }
         attach_failed: dict[str, Exception] = {}
         await self._attach(files, attach_failed)
         for key, error in attach_failed.items():
@@ -348,8 +385,9 @@ class TrytonConnector:
         for ref, es in refs.items():
             number = str(es[0].payload.get("work_order"))
             if number not in masters.works:
-                failed[ref] = PermanentConnectorError(str(MappingError(
-                    f"unknown work order {number!r}: no project.work with this number")))
+                failed[ref] = PermanentConnectorError(
+                    str(MappingError(f"unknown work order {number!r}: no project.work with this number"))
+                )
             elif mapping.work_order_marker(ref) in masters.works[number].comment:
                 done[ref] = number
             else:

@@ -73,8 +73,14 @@ def parse_price(value: Any) -> Decimal:
     return price
 
 
-def _move(masters: Masters, item: Mapping[str, Any], from_id: int, to_id: int,
-          price: Decimal | None = None, currency: int | None = None) -> dict[str, Any]:
+def _move(
+    masters: Masters,
+    item: Mapping[str, Any],
+    from_id: int,
+    to_id: int,
+    price: Decimal | None = None,
+    currency: int | None = None,
+) -> dict[str, Any]:
     product = masters.product(str(item["sku"]))
     values: dict[str, Any] = {
         "product": product.id,
@@ -108,8 +114,15 @@ def _customer_of(masters: Masters, payload: Mapping[str, Any]) -> tuple[int, int
     return party_id, address
 
 
-def out_shipment(masters: Masters, ref: str, payload: Mapping[str, Any], source: Location,
-                 items: list[Mapping[str, Any]], customer_location: Location, currency: int) -> Plan:
+def out_shipment(
+    masters: Masters,
+    ref: str,
+    payload: Mapping[str, Any],
+    source: Location,
+    items: list[Mapping[str, Any]],
+    customer_location: Location,
+    currency: int,
+) -> Plan:
     """A customer shipment picked from ``source`` (a van or the warehouse storage)."""
     if source.type not in SHIPMENT_IN_WAREHOUSE:
         raise MappingError(f"location {source.code!r} ({source.type}) cannot ship to customers")
@@ -117,8 +130,13 @@ def out_shipment(masters: Masters, ref: str, payload: Mapping[str, Any], source:
     party, address = _customer_of(masters, payload)
     moves = [_move(masters, item, wh["output"], customer_location.id, currency=currency) for item in items]
     values: dict[str, Any] = {
-        "reference": ref, "company": masters.company, "customer": party, "delivery_address": address,
-        "warehouse": warehouse, "warehouse_storage": source.id, "warehouse_output": wh["output"],
+        "reference": ref,
+        "company": masters.company,
+        "customer": party,
+        "delivery_address": address,
+        "warehouse": warehouse,
+        "warehouse_storage": source.id,
+        "warehouse_output": wh["output"],
         "outgoing_moves": [("create", moves)],
     }
     return Plan("stock.shipment.out", ref, values)
@@ -137,19 +155,34 @@ def inventory_movement(masters: Masters, ref: str, payload: Mapping[str, Any], c
         warehouse, wh = masters.warehouse_of(target)
         party, _ = _customer_of(masters, payload)
         move = _move(masters, payload, source.id, wh["input"], currency=currency)
-        return Plan("stock.shipment.out.return", ref, {
-            "reference": ref, "company": masters.company, "customer": party, "warehouse": warehouse,
-            "warehouse_storage": target.id, "warehouse_input": wh["input"],
-            "incoming_moves": [("create", [move])],
-        })
+        return Plan(
+            "stock.shipment.out.return",
+            ref,
+            {
+                "reference": ref,
+                "company": masters.company,
+                "customer": party,
+                "warehouse": warehouse,
+                "warehouse_storage": target.id,
+                "warehouse_input": wh["input"],
+                "incoming_moves": [("create", [move])],
+            },
+        )
     if source.type == "customer":
         raise MappingError(f"stock can only come back from {source.code!r} into a warehouse location")
     # between storage / scrap locations; Tryton itself refuses other location types with its message
     move = _move(masters, payload, source.id, target.id)
-    return Plan("stock.shipment.internal", ref, {
-        "reference": ref, "company": masters.company, "from_location": source.id,
-        "to_location": target.id, "moves": [("create", [move])],
-    })
+    return Plan(
+        "stock.shipment.internal",
+        ref,
+        {
+            "reference": ref,
+            "company": masters.company,
+            "from_location": source.id,
+            "to_location": target.id,
+            "moves": [("create", [move])],
+        },
+    )
 
 
 def sales_order(masters: Masters, ref: str, payload: Mapping[str, Any]) -> Plan:
@@ -160,13 +193,23 @@ def sales_order(masters: Masters, ref: str, payload: Mapping[str, Any]) -> Plan:
     lines = []
     for line in payload.get("lines") or []:
         product = masters.product(str(line["sku"]))
-        lines.append({"type": "line", "product": product.id, "unit": product.uom,
-                      "quantity": float(line["quantity"]), "unit_price": parse_price(line["unit_price"])})
+        lines.append(
+            {
+                "type": "line",
+                "product": product.id,
+                "unit": product.uom,
+                "quantity": float(line["quantity"]),
+                "unit_price": parse_price(line["unit_price"]),
+            }
+        )
     if not lines:
         raise MappingError("a sales order needs at least one line")
     values: dict[str, Any] = {
-        "reference": ref, "company": masters.company, "party": party.id,
-        "invoice_address": party.address, "shipment_address": party.address,
+        "reference": ref,
+        "company": masters.company,
+        "party": party.id,
+        "invoice_address": party.address,
+        "shipment_address": party.address,
         "currency": masters.currency(str(payload.get("currency") or "EUR")),
         "lines": [("create", lines)],
     }
@@ -188,10 +231,11 @@ def service_report_comment(ref: str, payload: Mapping[str, Any]) -> str:
         parts.append(f"Findings: {payload['findings']}")
     materials = payload.get("materials") or []
     if materials:
-        parts.append("Materials: " + ", ".join(
-            f"{m.get('quantity')} {m.get('unit', '')} {m.get('sku')}".replace("  ", " ") for m in materials))
-    parts.append(f"Technician: {payload.get('technician')}; "
-                 f"{payload.get('started_at')} to {payload.get('ended_at')}")
+        parts.append(
+            "Materials: "
+            + ", ".join(f"{m.get('quantity')} {m.get('unit', '')} {m.get('sku')}".replace("  ", " ") for m in materials)
+        )
+    parts.append(f"Technician: {payload.get('technician')}; {payload.get('started_at')} to {payload.get('ended_at')}")
     parts.append(service_report_marker(ref))
     return "\n".join(parts)
 
@@ -213,14 +257,20 @@ def service_report(masters: Masters, ref: str, payload: Mapping[str, Any]) -> Pl
         raise MappingError("hours must not be negative")
     summary = str(payload.get("summary") or "Service report")
     line = {
-        "company": masters.company, "employee": employee, "duration": dt.timedelta(hours=hours),
-        "date": (started or dt.datetime.now(dt.UTC)).date(), "description": summary.splitlines()[0][:200],
+        "company": masters.company,
+        "employee": employee,
+        "duration": dt.timedelta(hours=hours),
+        "date": (started or dt.datetime.now(dt.UTC)).date(),
+        "description": summary.splitlines()[0][:200],
     }
     values: dict[str, Any] = {
-        "name": f"Service report: {summary.splitlines()[0]}"[:200], "type": "task", "parent": work.id,
-        "company": masters.company, "party": party, "comment": service_report_comment(ref, payload),
-        "timesheet_works": [("create", [{"company": masters.company,
-                                         "timesheet_lines": [("create", [line])]}])],
+        "name": f"Service report: {summary.splitlines()[0]}"[:200],
+        "type": "task",
+        "parent": work.id,
+        "company": masters.company,
+        "party": party,
+        "comment": service_report_comment(ref, payload),
+        "timesheet_works": [("create", [{"company": masters.company, "timesheet_lines": [("create", [line])]}])],
         # after the nested timesheet work: Tryton sets function fields in this order and must find it
         "timesheet_available": True,
     }
@@ -246,8 +296,9 @@ def work_order_marker(ref: str) -> str:
     return f"[{ref}]"
 
 
-def work_order_values(masters: Masters, ref: str, payload: Mapping[str, Any], comment: str,
-                      now: dt.datetime) -> dict[str, Any]:
+def work_order_values(
+    masters: Masters, ref: str, payload: Mapping[str, Any], comment: str, now: dt.datetime
+) -> dict[str, Any]:
     """The ``write`` values of a work order update; the marker in the comment makes it idempotent."""
     changes = payload.get("changes") or {}
     values: dict[str, Any] = {}

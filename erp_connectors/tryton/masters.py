@@ -72,8 +72,14 @@ class Masters:
         wanted = sorted(set(codes) - self.products.keys())
         if wanted:
             rows = await self._client.execute(
-                "product.product", "search_read", [("code", "in", wanted)], 0, None, None,
-                ["code", "default_uom", "template.list_price"])
+                "product.product",
+                "search_read",
+                [("code", "in", wanted)],
+                0,
+                None,
+                None,
+                ["code", "default_uom", "template.list_price"],
+            )
             for r in rows:
                 price = (r.get("template.") or {}).get("list_price")
                 self.products[r["code"]] = Product(r["id"], r["code"], r["default_uom"], price)
@@ -82,7 +88,8 @@ class Masters:
         wanted = sorted(set(codes) - self.parties.keys())
         if wanted:
             rows = await self._client.execute(
-                "party.party", "search_read", [("code", "in", wanted)], 0, None, None, ["code", "addresses"])
+                "party.party", "search_read", [("code", "in", wanted)], 0, None, None, ["code", "addresses"]
+            )
             for r in rows:
                 addresses = r.get("addresses") or []
                 self.parties[r["code"]] = Party(r["id"], r["code"], addresses[0] if addresses else None)
@@ -93,29 +100,44 @@ class Masters:
             return
         if not self.warehouses:
             rows = await self._client.execute(
-                "stock.location", "search_read", [("type", "=", "warehouse")], 0, None, None,
-                ["input_location", "output_location", "storage_location", "left", "right"])
+                "stock.location",
+                "search_read",
+                [("type", "=", "warehouse")],
+                0,
+                None,
+                None,
+                ["input_location", "output_location", "storage_location", "left", "right"],
+            )
             for r in rows:
                 self.warehouses[r["id"]] = {
-                    "input": r["input_location"], "output": r["output_location"],
-                    "storage": r["storage_location"], "left": r["left"], "right": r["right"]}
+                    "input": r["input_location"],
+                    "output": r["output_location"],
+                    "storage": r["storage_location"],
+                    "left": r["left"],
+                    "right": r["right"],
+                }
         rows = await self._client.execute(
-            "stock.location", "search_read", [("code", "in", sorted(set(wanted.values())))], 0, None,
-            None, ["code", "type", "left"])
+            "stock.location",
+            "search_read",
+            [("code", "in", sorted(set(wanted.values())))],
+            0,
+            None,
+            None,
+            ["code", "type", "left"],
+        )
         by_code = {r["code"]: r for r in rows}
         for device_code, tryton_code in wanted.items():
             r = by_code.get(tryton_code)
             if r is not None:
-                warehouse = next((w for w, v in self.warehouses.items()
-                                  if v["left"] < r["left"] < v["right"]), None)
+                warehouse = next((w for w, v in self.warehouses.items() if v["left"] < r["left"] < v["right"]), None)
                 self.locations[device_code] = Location(r["id"], r["code"], r["type"], warehouse)
 
     async def load_works(self, numbers: Iterable[str]) -> None:
         wanted = sorted(set(numbers) - self.works.keys())
         if wanted:
             rows = await self._client.execute(
-                "project.work", "search_read", [("number", "in", wanted)], 0, None, None,
-                ["number", "party", "comment"])
+                "project.work", "search_read", [("number", "in", wanted)], 0, None, None, ["number", "party", "comment"]
+            )
             for r in rows:
                 self.works[r["number"]] = Work(r["id"], r["number"], r.get("party"), r.get("comment") or "")
 
@@ -123,9 +145,14 @@ class Masters:
         wanted = sorted(set(names) - self.employees.keys())
         if wanted:
             rows = await self._client.execute(
-                "company.employee", "search_read",
-                ["OR", ("party.code", "in", wanted), ("party.name", "in", wanted)], 0, None, None,
-                ["party.code", "party.name"])
+                "company.employee",
+                "search_read",
+                ["OR", ("party.code", "in", wanted), ("party.name", "in", wanted)],
+                0,
+                None,
+                None,
+                ["party.code", "party.name"],
+            )
             for r in rows:
                 party = r.get("party.") or {}
                 for key in (party.get("code"), party.get("name")):
@@ -134,15 +161,15 @@ class Masters:
 
     async def load_statuses(self) -> None:
         if not self.statuses:
-            rows = await self._client.execute(
-                "project.work.status", "search_read", [], 0, None, None, ["name"])
+            rows = await self._client.execute("project.work.status", "search_read", [], 0, None, None, ["name"])
             self.statuses = {r["name"]: r["id"] for r in rows}
 
     async def load_currencies(self, codes: Iterable[str]) -> None:
         wanted = sorted(set(codes) - self.currencies.keys())
         if wanted:
             rows = await self._client.execute(
-                "currency.currency", "search_read", [("code", "in", wanted)], 0, None, None, ["code"])
+                "currency.currency", "search_read", [("code", "in", wanted)], 0, None, None, ["code"]
+            )
             self.currencies.update({r["code"]: r["id"] for r in rows})
 
     # ---------------------------------------------------------------------- lookups that explain misses
@@ -166,7 +193,8 @@ class Masters:
             target = self._settings.tryton_location(code)
             raise MappingError(
                 f"unknown location {code!r}: no stock.location with code {target!r} "
-                "(map it under the connector's 'locations' option)") from None
+                "(map it under the connector's 'locations' option)"
+            ) from None
 
     def work(self, number: str) -> Work:
         try:
@@ -188,7 +216,8 @@ class Masters:
             return self.statuses[name]
         except KeyError:
             raise MappingError(
-                f"work status {device_status!r} maps to {name!r}, which is no project.work.status") from None
+                f"work status {device_status!r} maps to {name!r}, which is no project.work.status"
+            ) from None
 
     def currency(self, code: str) -> int:
         try:

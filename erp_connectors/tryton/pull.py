@@ -38,23 +38,31 @@ def _parse_stamp(text: str) -> dt.datetime:
 
 def _since(position: _Position) -> list[Any]:
     stamp = _parse_stamp(position[0])
-    return ["OR", ("last_modified_at", ">", stamp),
-            [("last_modified_at", "=", stamp), ("id", ">", position[1])]]
+    return ["OR", ("last_modified_at", ">", stamp), [("last_modified_at", "=", stamp), ("id", ">", position[1])]]
 
 
 _ORDER = [("last_modified_at", "ASC"), ("id", "ASC")]
 
 
-async def _products(client: TrytonClient, settings: TrytonSettings, since: _Position, limit: int
-                    ) -> tuple[list[MasterDoc], list[dict[str, Any]]]:
+async def _products(
+    client: TrytonClient, settings: TrytonSettings, since: _Position, limit: int
+) -> tuple[list[MasterDoc], list[dict[str, Any]]]:
     rows = await client.execute(
-        "product.template", "search_read", _since(since), 0, limit, _ORDER,
+        "product.template",
+        "search_read",
+        _since(since),
+        0,
+        limit,
+        _ORDER,
         ["name", "list_price", "default_uom.symbol", "active", "last_modified_at", "products"],
-        context={"active_test": False})
+        context={"active_test": False},
+    )
     variant_ids = [p for r in rows for p in r["products"]]
-    variants = await client.execute(
-        "product.product", "read", variant_ids, ["code", "active"], context={"active_test": False}
-    ) if variant_ids else []
+    variants = (
+        await client.execute("product.product", "read", variant_ids, ["code", "active"], context={"active_test": False})
+        if variant_ids
+        else []
+    )
     by_id = {v["id"]: v for v in variants}
     docs = []
     for row in rows:
@@ -63,60 +71,115 @@ async def _products(client: TrytonClient, settings: TrytonSettings, since: _Posi
             if not code:
                 continue
             active = bool(row["active"] and by_id[product_id]["active"])
-            docs.append(MasterDoc(
-                doc_id=f"product:{code}", doc_type="product",
-                erp_version=version(row["last_modified_at"], row["id"]), deleted=not active,
-                body={"code": code, "name": row["name"],
-                      "unit": (row.get("default_uom.") or {}).get("symbol"),
-                      "list_price": str(row["list_price"]) if row.get("list_price") is not None else None}))
+            docs.append(
+                MasterDoc(
+                    doc_id=f"product:{code}",
+                    doc_type="product",
+                    erp_version=version(row["last_modified_at"], row["id"]),
+                    deleted=not active,
+                    body={
+                        "code": code,
+                        "name": row["name"],
+                        "unit": (row.get("default_uom.") or {}).get("symbol"),
+                        "list_price": str(row["list_price"]) if row.get("list_price") is not None else None,
+                    },
+                )
+            )
     return docs, rows
 
 
-async def _customers(client: TrytonClient, settings: TrytonSettings, since: _Position, limit: int
-                     ) -> tuple[list[MasterDoc], list[dict[str, Any]]]:
+async def _customers(
+    client: TrytonClient, settings: TrytonSettings, since: _Position, limit: int
+) -> tuple[list[MasterDoc], list[dict[str, Any]]]:
     rows = await client.execute(
-        "party.party", "search_read", _since(since), 0, limit, _ORDER,
-        ["code", "name", "active", "addresses", "last_modified_at"], context={"active_test": False})
+        "party.party",
+        "search_read",
+        _since(since),
+        0,
+        limit,
+        _ORDER,
+        ["code", "name", "active", "addresses", "last_modified_at"],
+        context={"active_test": False},
+    )
     address_ids = [a for r in rows for a in r["addresses"]]
-    addresses = await client.execute(
-        "party.address", "read", address_ids, ["street", "postal_code", "city", "country.code"]
-    ) if address_ids else []
+    addresses = (
+        await client.execute("party.address", "read", address_ids, ["street", "postal_code", "city", "country.code"])
+        if address_ids
+        else []
+    )
     by_id = {a["id"]: a for a in addresses}
     docs = []
     for row in rows:
         if not row.get("code"):
             continue
-        docs.append(MasterDoc(
-            doc_id=f"customer:{row['code']}", doc_type="customer",
-            erp_version=version(row["last_modified_at"], row["id"]), deleted=not row["active"],
-            body={"code": row["code"], "name": row["name"], "addresses": [
-                {"street": by_id[a].get("street"), "postal_code": by_id[a].get("postal_code"),
-                 "city": by_id[a].get("city"), "country": (by_id[a].get("country.") or {}).get("code")}
-                for a in row["addresses"] if a in by_id]}))
+        docs.append(
+            MasterDoc(
+                doc_id=f"customer:{row['code']}",
+                doc_type="customer",
+                erp_version=version(row["last_modified_at"], row["id"]),
+                deleted=not row["active"],
+                body={
+                    "code": row["code"],
+                    "name": row["name"],
+                    "addresses": [
+                        {
+                            "street": by_id[a].get("street"),
+                            "postal_code": by_id[a].get("postal_code"),
+                            "city": by_id[a].get("city"),
+                            "country": (by_id[a].get("country.") or {}).get("code"),
+                        }
+                        for a in row["addresses"]
+                        if a in by_id
+                    ],
+                },
+            )
+        )
     return docs, rows
 
 
-async def _work_orders(client: TrytonClient, settings: TrytonSettings, since: _Position, limit: int
-                       ) -> tuple[list[MasterDoc], list[dict[str, Any]]]:
+async def _work_orders(
+    client: TrytonClient, settings: TrytonSettings, since: _Position, limit: int
+) -> tuple[list[MasterDoc], list[dict[str, Any]]]:
     rows = await client.execute(
-        "project.work", "search_read", [("type", "=", "project"), _since(since)], 0, limit, _ORDER,
-        ["number", "name", "party.code", "status.name", "comment", "progress", "last_modified_at"])
+        "project.work",
+        "search_read",
+        [("type", "=", "project"), _since(since)],
+        0,
+        limit,
+        _ORDER,
+        ["number", "name", "party.code", "status.name", "comment", "progress", "last_modified_at"],
+    )
     reverse = {v: k for k, v in settings.work_statuses.items()}
-    docs = [MasterDoc(
-        doc_id=f"work_order:{row['number']}", doc_type="work_order",
-        erp_version=version(row["last_modified_at"], row["id"]),
-        body={"key": row["number"], "name": row["name"],
-              "customer": (row.get("party.") or {}).get("code"),
-              "status": reverse.get((row.get("status.") or {}).get("name", ""), "open"),
-              "notes": row.get("comment") or ""}) for row in rows]
+    docs = [
+        MasterDoc(
+            doc_id=f"work_order:{row['number']}",
+            doc_type="work_order",
+            erp_version=version(row["last_modified_at"], row["id"]),
+            body={
+                "key": row["number"],
+                "name": row["name"],
+                "customer": (row.get("party.") or {}).get("code"),
+                "status": reverse.get((row.get("status.") or {}).get("name", ""), "open"),
+                "notes": row.get("comment") or "",
+            },
+        )
+        for row in rows
+    ]
     return docs, rows
 
 
-async def _stock(client: TrytonClient, settings: TrytonSettings, since: _Position, limit: int
-                 ) -> tuple[list[MasterDoc], list[dict[str, Any]]]:
+async def _stock(
+    client: TrytonClient, settings: TrytonSettings, since: _Position, limit: int
+) -> tuple[list[MasterDoc], list[dict[str, Any]]]:
     rows = await client.execute(
-        "stock.move", "search_read", [("state", "=", "done"), _since(since)], 0, limit, _ORDER,
-        ["product", "from_location", "to_location", "last_modified_at"])
+        "stock.move",
+        "search_read",
+        [("state", "=", "done"), _since(since)],
+        0,
+        limit,
+        _ORDER,
+        ["product", "from_location", "to_location", "last_modified_at"],
+    )
     if not rows:
         return [], rows
     location_ids = sorted({r[k] for r in rows for k in ("from_location", "to_location")})
@@ -129,22 +192,40 @@ async def _stock(client: TrytonClient, settings: TrytonSettings, since: _Positio
     docs = []
     for location_id, code in sorted(storage.items()):
         quantities = await client.execute(
-            "product.product", "read", products, ["code", "quantity", "default_uom.symbol"],
-            context={"locations": [location_id], "with_childs": False, "stock_skip_warehouse": True})
+            "product.product",
+            "read",
+            products,
+            ["code", "quantity", "default_uom.symbol"],
+            context={"locations": [location_id], "with_childs": False, "stock_skip_warehouse": True},
+        )
         device_code = reverse.get(code, code)
         for q in quantities:
             if q.get("code"):
-                docs.append(MasterDoc(
-                    doc_id=f"stock:{device_code}:{q['code']}", doc_type="stock", erp_version=stamp,
-                    body={"location": device_code, "sku": q["code"], "quantity": q["quantity"],
-                          "unit": (q.get("default_uom.") or {}).get("symbol")}))
+                docs.append(
+                    MasterDoc(
+                        doc_id=f"stock:{device_code}:{q['code']}",
+                        doc_type="stock",
+                        erp_version=stamp,
+                        body={
+                            "location": device_code,
+                            "sku": q["code"],
+                            "quantity": q["quantity"],
+                            "unit": (q.get("default_uom.") or {}).get("symbol"),
+                        },
+                    )
+                )
     return docs, rows
 
 
-_Source = Callable[[TrytonClient, TrytonSettings, _Position, int],
-                   Awaitable[tuple[list[MasterDoc], list[dict[str, Any]]]]]
+_Source = Callable[
+    [TrytonClient, TrytonSettings, _Position, int], Awaitable[tuple[list[MasterDoc], list[dict[str, Any]]]]
+]
 SOURCES: dict[str, _Source] = {
-    "product": _products, "customer": _customers, "work_order": _work_orders, "stock": _stock}
+    "product": _products,
+    "customer": _customers,
+    "work_order": _work_orders,
+    "stock": _stock,
+}
 
 
 def parse_cursor(cursor: str | None) -> dict[str, _Position]:
@@ -156,8 +237,7 @@ def parse_cursor(cursor: str | None) -> dict[str, _Position]:
     return positions
 
 
-async def pull_master_data(client: TrytonClient, settings: TrytonSettings, cursor: str | None,
-                           limit: int) -> PullBatch:
+async def pull_master_data(client: TrytonClient, settings: TrytonSettings, cursor: str | None, limit: int) -> PullBatch:
     """Up to ``limit`` changed source records (all sources together) after ``cursor``."""
     positions = parse_cursor(cursor)
     docs: list[MasterDoc] = []

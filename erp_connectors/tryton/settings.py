@@ -65,8 +65,7 @@ class TrytonSettings:
             locations=locations,
             delivery_from=str(options.get("delivery_from") or "WH"),
             work_statuses=statuses,
-            allowed_warnings=frozenset(str(w) for w in warnings) if warnings is not None
-            else frozenset({"done"}),
+            allowed_warnings=frozenset(str(w) for w in warnings) if warnings is not None else frozenset({"done"}),
             timeout=float(options.get("timeout") or 120.0),
         )
 

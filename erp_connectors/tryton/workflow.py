@@ -18,10 +18,21 @@ K = TypeVar("K", bound=Hashable)
 
 # state → the button that moves a document on, per model; a document is finished in FINAL[model]
 TRANSITIONS: dict[str, dict[str, str]] = {
-    "stock.shipment.internal": {"draft": "wait", "waiting": "assign_force", "assigned": "do",
-                                "packed": "ship", "shipped": "do"},
-    "stock.shipment.out": {"draft": "wait", "waiting": "assign_force", "assigned": "pick",
-                           "picked": "pack", "packed": "do", "shipped": "do"},
+    "stock.shipment.internal": {
+        "draft": "wait",
+        "waiting": "assign_force",
+        "assigned": "do",
+        "packed": "ship",
+        "shipped": "do",
+    },
+    "stock.shipment.out": {
+        "draft": "wait",
+        "waiting": "assign_force",
+        "assigned": "pick",
+        "picked": "pack",
+        "packed": "do",
+        "shipped": "do",
+    },
     "stock.shipment.out.return": {"draft": "receive", "received": "do"},
     "sale.sale": {"draft": "quote", "quotation": "confirm"},
 }
@@ -86,12 +97,12 @@ async def advance(
             if button is None:
                 for record_id in state_ids:
                     failures[record_id] = PermanentConnectorError(
-                        f"{model} {record_id} is {state} in Tryton and cannot be completed")
+                        f"{model} {record_id} is {state} in Tryton and cannot be completed"
+                    )
                 continue
 
             async def call(chunk: list[int], button: str = button) -> None:
-                await client.call_acknowledging(
-                    allowed_warnings, lambda: client.execute(model, button, chunk))
+                await client.call_acknowledging(allowed_warnings, lambda: client.execute(model, button, chunk))
                 return None
 
             _, refused = await isolated(state_ids, call)
@@ -100,6 +111,5 @@ async def advance(
     if pending:
         for row in await client.execute(model, "read", pending, ["state"]):
             if row["state"] not in final:
-                failures[row["id"]] = PermanentConnectorError(
-                    f"{model} {row['id']} stopped in state {row['state']}")
+                failures[row["id"]] = PermanentConnectorError(f"{model} {row['id']} stopped in state {row['state']}")
     return failures

@@ -45,20 +45,39 @@ async def rpc(tryton_server: TrytonServer) -> AsyncIterator[TrytonClient]:
 SIGNATURE_PNG = (
     b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08\x06\x00\x00\x00\x1f\x15"
     b"\xc4\x89\x00\x00\x00\rIDATx\x9cc\xf8\xff\xff?\x00\x05\xfe\x02\xfe\xa7V\xbd\xfa\x00\x00\x00\x00IEND"
-    b"\xaeB`\x82")
+    b"\xaeB`\x82"
+)
 
 
-def make_event(doc_type: str, body: Mapping[str, Any], *, rev: str = "1-a",
-               attachments: Mapping[str, Attachment] | None = None) -> Event:
+def make_event(
+    doc_type: str, body: Mapping[str, Any], *, rev: str = "1-a", attachments: Mapping[str, Attachment] | None = None
+) -> Event:
     """An accepted transaction as the event log hands it to connectors."""
     doc_id = f"{doc_type}:{uuid.uuid4()}"
     now = dt.datetime.now(dt.UTC).isoformat()
-    payload = {"_id": doc_id, "type": doc_type, "schema_version": 1, "status": "submitted",
-               "device_id": "dev-1", "created_at": now, **body}
-    return Event(event_id=hashlib.sha256(f"userdb-x/{doc_id}/{rev}".encode()).hexdigest()[:32],
-                 kind="transaction.accepted", doc_type=doc_type, user="tess", device_id="dev-1",
-                 source_db="userdb-74657373", doc_id=doc_id, rev=rev, device_time=now, server_time=now,
-                 payload=payload, attachments=dict(attachments or {}))
+    payload = {
+        "_id": doc_id,
+        "type": doc_type,
+        "schema_version": 1,
+        "status": "submitted",
+        "device_id": "dev-1",
+        "created_at": now,
+        **body,
+    }
+    return Event(
+        event_id=hashlib.sha256(f"userdb-x/{doc_id}/{rev}".encode()).hexdigest()[:32],
+        kind="transaction.accepted",
+        doc_type=doc_type,
+        user="tess",
+        device_id="dev-1",
+        source_db="userdb-74657373",
+        doc_id=doc_id,
+        rev=rev,
+        device_time=now,
+        server_time=now,
+        payload=payload,
+        attachments=dict(attachments or {}),
+    )
 
 
 @pytest.fixture
@@ -70,6 +89,7 @@ async def stock_quantity(rpc: TrytonClient, location_code: str, sku: str) -> flo
     """Tryton's own quantity of ``sku`` at a location (without its children), from done moves."""
     location = (await rpc.execute("stock.location", "search", [("code", "=", location_code)], 0, 1, None))[0]
     product = (await rpc.execute("product.product", "search", [("code", "=", sku)], 0, 1, None))[0]
-    rows = await rpc.execute("product.product", "read", [product], ["quantity"],
-                             context={"locations": [location], "with_childs": False})
+    rows = await rpc.execute(
+        "product.product", "read", [product], ["quantity"], context={"locations": [location], "with_childs": False}
+    )
     return float(rows[0]["quantity"])

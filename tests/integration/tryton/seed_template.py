@@ -46,11 +46,10 @@ def _seed() -> dict[str, object]:
     Work = pool.get("project.work")
     WorkStatus = pool.get("project.work.status")
 
-    eur, = Currency.create([{"name": "Euro", "code": "EUR", "symbol": "€", "rounding": Decimal("0.01"),
-                             "digits": 2}])
-    company_party, = Party.create([{"name": "Field Service Ltd", "code": "FSL"}])
-    company, = Company.create([{"party": company_party.id, "currency": eur.id, "timezone": "UTC"}])
-    admin, = User.search([("login", "=", "admin")])
+    (eur,) = Currency.create([{"name": "Euro", "code": "EUR", "symbol": "€", "rounding": Decimal("0.01"), "digits": 2}])
+    (company_party,) = Party.create([{"name": "Field Service Ltd", "code": "FSL"}])
+    (company,) = Company.create([{"party": company_party.id, "currency": eur.id, "timezone": "UTC"}])
+    (admin,) = User.search([("login", "=", "admin")])
     User.write([admin], {"companies": [("add", [company.id])], "company": company.id})
 
     with Transaction().set_context(company=company.id, user=admin.id):
@@ -59,25 +58,44 @@ def _seed() -> dict[str, object]:
         employees = Employee.create([{"party": p.id, "company": company.id} for p in techs])
         User.write([admin], {"employees": [("add", [e.id for e in employees])], "employee": employees[0].id})
 
-        warehouse, = Location.search([("code", "=", "WH")])
-        storage, = Location.search([("code", "=", "STO")])
-        Location.create([
-            {"name": "Van 01", "code": "VAN-01", "type": "storage", "parent": storage.id},
-            {"name": "Van 02", "code": "VAN-02", "type": "storage", "parent": storage.id},
-            {"name": "Scrap", "code": "SCRAP", "type": "lost_found"},
-        ])
+        (warehouse,) = Location.search([("code", "=", "WH")])
+        (storage,) = Location.search([("code", "=", "STO")])
+        Location.create(
+            [
+                {"name": "Van 01", "code": "VAN-01", "type": "storage", "parent": storage.id},
+                {"name": "Van 02", "code": "VAN-02", "type": "storage", "parent": storage.id},
+                {"name": "Scrap", "code": "SCRAP", "type": "lost_found"},
+            ]
+        )
 
-        unit, = Uom.search([("symbol", "=", "u")])
-        Template.create([{
-            "name": name, "code": code, "type": "goods", "default_uom": unit.id, "salable": True, "sale_uom": unit.id,
-            "list_price": Decimal(price), "cost_price_method": "fixed",
-            "products": [("create", [{"cost_price": Decimal(cost)}])],
-        } for code, name, price, cost in PRODUCTS])
+        (unit,) = Uom.search([("symbol", "=", "u")])
+        Template.create(
+            [
+                {
+                    "name": name,
+                    "code": code,
+                    "type": "goods",
+                    "default_uom": unit.id,
+                    "salable": True,
+                    "sale_uom": unit.id,
+                    "list_price": Decimal(price),
+                    "cost_price_method": "fixed",
+                    "products": [("create", [{"cost_price": Decimal(cost)}])],
+                }
+                for code, name, price, cost in PRODUCTS
+            ]
+        )
 
-        customers = Party.create([{
-            "name": name, "code": code,
-            "addresses": [("create", [{"street": street, "city": city, "postal_code": zip_}])],
-        } for code, name, street, city, zip_ in CUSTOMERS])
+        customers = Party.create(
+            [
+                {
+                    "name": name,
+                    "code": code,
+                    "addresses": [("create", [{"street": street, "city": city, "postal_code": zip_}])],
+                }
+                for code, name, street, city, zip_ in CUSTOMERS
+            ]
+        )
 
         config_ = SaleConfig(1)
         config_.sale_invoice_method = "manual"
@@ -86,10 +104,18 @@ def _seed() -> dict[str, object]:
 
         WorkStatus.create([{"name": name, "types": ["project", "task"]} for name in WORK_STATUSES])
         by_code = {c.code: c for c in customers}
-        works = Work.create([{
-            "name": name, "type": "project", "company": company.id, "party": by_code[code].id,
-            "timesheet_available": True,
-        } for name, code in WORK_ORDERS])
+        works = Work.create(
+            [
+                {
+                    "name": name,
+                    "type": "project",
+                    "company": company.id,
+                    "party": by_code[code].id,
+                    "timesheet_available": True,
+                }
+                for name, code in WORK_ORDERS
+            ]
+        )
     return {
         "company": company.id,
         "warehouse": warehouse.id,

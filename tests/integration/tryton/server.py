@@ -41,8 +41,15 @@ class TrytonServer:
     seed: Mapping[str, Any]
 
     def options(self, **extra: Any) -> dict[str, Any]:
-        return {"url": self.url, "database": self.database, "user": "admin", "password": self.password,
-                "company": "Field Service Ltd", "locations": dict(LOCATIONS), **extra}
+        return {
+            "url": self.url,
+            "database": self.database,
+            "user": "admin",
+            "password": self.password,
+            "company": "Field Service Ltd",
+            "locations": dict(LOCATIONS),
+            **extra,
+        }
 
 
 def _template_key() -> str:
@@ -76,11 +83,29 @@ def _build_template(target: Path) -> None:
     env = {**os.environ, "TRYTONPASSFILE": str(passfile)}
     started = time.monotonic()
     subprocess.run(
-        [str(VENV_BIN / "trytond-admin"), "-c", str(config), "-d", "template", "-u", *MODULES,
-         "--activate-dependencies", "--email", "admin@example.com"],
-        check=True, env=env, capture_output=True)
-    seeded = subprocess.run([str(VENV_BIN / "python"), str(SEED_SCRIPT), str(config), "template"],
-                            check=True, env=env, capture_output=True, text=True)
+        [
+            str(VENV_BIN / "trytond-admin"),
+            "-c",
+            str(config),
+            "-d",
+            "template",
+            "-u",
+            *MODULES,
+            "--activate-dependencies",
+            "--email",
+            "admin@example.com",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    seeded = subprocess.run(
+        [str(VENV_BIN / "python"), str(SEED_SCRIPT), str(config), "template"],
+        check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     seed = json.loads(seeded.stdout.strip().splitlines()[-1])
     seed["build_seconds"] = round(time.monotonic() - started, 1)
     (work / "seed.json").write_text(json.dumps(seed))
@@ -123,8 +148,7 @@ def _wait_ready(url: str, process: subprocess.Popen[bytes], timeout: float = 60.
             if process.poll() is not None:
                 raise RuntimeError(f"trytond exited with {process.returncode}")
             try:
-                answer = http.post(f"{url}/rpc/", json={"id": 0, "method": "common.server.version",
-                                                         "params": []})
+                answer = http.post(f"{url}/rpc/", json={"id": 0, "method": "common.server.version", "params": []})
                 if answer.status_code == 200:
                     return
             except httpx.TransportError:
@@ -142,8 +166,9 @@ def running_tryton(db_dir: Path, database: str = "gateway") -> Iterator[TrytonSe
     config = db_dir / "trytond.conf"
     _write_config(config, db_dir, port)
     with open(db_dir / "trytond.log", "wb") as log:
-        process = subprocess.Popen([str(VENV_BIN / "trytond"), "-c", str(config), "-d", database],
-                                   stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [str(VENV_BIN / "trytond"), "-c", str(config), "-d", database], stdout=log, stderr=subprocess.STDOUT
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             _wait_ready(url, process)

@@ -28,7 +28,8 @@ async def _pull_all(connector: TrytonConnector, cursor: str | None) -> tuple[dic
 
 
 async def test_pull_returns_products_customers_work_orders_and_stock_then_only_changes(
-        connector: TrytonConnector, rpc: TrytonClient, event: Callable[..., Event]) -> None:
+    connector: TrytonConnector, rpc: TrytonClient, event: Callable[..., Event]
+) -> None:
     docs, cursor = await _pull_all(connector, None)
 
     assert docs["product:P-100"].body["name"] == "Filter cartridge"
@@ -37,12 +38,33 @@ async def test_pull_returns_products_customers_work_orders_and_stock_then_only_c
     assert docs["customer:C-002"].body["addresses"][0]["city"] == "Lakeside"
     assert docs["work_order:1"].body["customer"] == "C-001"
 
-    [transfer] = await connector.push([event("inventory_movement", {
-        "sku": "P-300", "quantity": 2, "unit": "unit", "from_location": "WH", "to_location": "VAN-01",
-        "reason": "transfer"})])
-    [update] = await connector.push([event("work_order_update", {
-        "work_order": "2", "base_erp_version": docs["work_order:2"].erp_version,
-        "changes": {"status": "in_progress", "notes": "pulled back"}})])
+    [transfer] = await connector.push(
+        [
+            event(
+                "inventory_movement",
+                {
+                    "sku": "P-300",
+                    "quantity": 2,
+                    "unit": "unit",
+                    "from_location": "WH",
+                    "to_location": "VAN-01",
+                    "reason": "transfer",
+                },
+            )
+        ]
+    )
+    [update] = await connector.push(
+        [
+            event(
+                "work_order_update",
+                {
+                    "work_order": "2",
+                    "base_erp_version": docs["work_order:2"].erp_version,
+                    "changes": {"status": "in_progress", "notes": "pulled back"},
+                },
+            )
+        ]
+    )
     assert transfer.status == update.status == "ok"
     changed, _ = await _pull_all(connector, cursor)
 
@@ -54,12 +76,12 @@ async def test_pull_returns_products_customers_work_orders_and_stock_then_only_c
     assert changed["work_order:2"].erp_version > docs["work_order:2"].erp_version
 
 
-async def test_check_passes_on_a_complete_setup_and_names_each_missing_piece(
-        tryton_server: TrytonServer) -> None:
+async def test_check_passes_on_a_complete_setup_and_names_each_missing_piece(tryton_server: TrytonServer) -> None:
     assert await check(tryton_server.options(locations={"WH": "STO", "VAN-01": "VAN-01"})) == []
 
-    problems = await check(tryton_server.options(
-        locations={"VAN-09": "VAN-09", "CUSTOMER": "STO"}, work_statuses={"on_hold": "Paused"}))
+    problems = await check(
+        tryton_server.options(locations={"VAN-09": "VAN-09", "CUSTOMER": "STO"}, work_statuses={"on_hold": "Paused"})
+    )
 
     assert any("'VAN-09'" in p and "does not exist" in p for p in problems)
     assert any("'CUSTOMER'" in p and "expected customer" in p for p in problems)

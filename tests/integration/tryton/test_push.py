@@ -19,31 +19,54 @@ pytestmark = pytest.mark.integration
 EventFactory = Callable[..., Event]
 
 
-def movement(event: EventFactory, sku: str, qty: float, src: str, dst: str, reason: str,
-             **extra: Any) -> Event:
-    return event("inventory_movement", {"sku": sku, "quantity": qty, "unit": "unit", "from_location": src,
-                                        "to_location": dst, "reason": reason, **extra})
+def movement(event: EventFactory, sku: str, qty: float, src: str, dst: str, reason: str, **extra: Any) -> Event:
+    return event(
+        "inventory_movement",
+        {
+            "sku": sku,
+            "quantity": qty,
+            "unit": "unit",
+            "from_location": src,
+            "to_location": dst,
+            "reason": reason,
+            **extra,
+        },
+    )
 
 
 async def by_reference(rpc: TrytonClient, model: str, ref: str, fields: list[str]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = await rpc.execute(
-        model, "search_read", [("reference", "=", ref)], 0, None, None, fields)
+        model, "search_read", [("reference", "=", ref)], 0, None, None, fields
+    )
     return rows
 
 
 async def test_sales_order_becomes_a_confirmed_sale_with_its_lines_and_prices(
-        connector: TrytonConnector, rpc: TrytonClient, event: EventFactory) -> None:
-    order = event("sales_order", {
-        "customer": "C-001", "currency": "EUR", "order_date": "2026-03-02", "notes": "leave at back door",
-        "lines": [{"sku": "P-100", "quantity": 3, "unit": "unit", "unit_price": "12.50"},
-                  {"sku": "P-300", "quantity": 1, "unit": "unit", "unit_price": "90.00"}]})
+    connector: TrytonConnector, rpc: TrytonClient, event: EventFactory
+) -> None:
+    order = event(
+        "sales_order",
+        {
+            "customer": "C-001",
+            "currency": "EUR",
+            "order_date": "2026-03-02",
+            "notes": "leave at back door",
+            "lines": [
+                {"sku": "P-100", "quantity": 3, "unit": "unit", "unit_price": "12.50"},
+                {"sku": "P-300", "quantity": 1, "unit": "unit", "unit_price": "90.00"},
+            ],
+        },
+    )
 
     [outcome] = await connector.push([order])
 
     assert outcome.status == "ok", outcome.message
-    [sale] = await by_reference(rpc, "sale.sale", order.doc_id,
-                                ["number", "state", "party.code", "sale_date", "total_amount", "comment",
-                                 "lines", "shipments"])
+    [sale] = await by_reference(
+        rpc,
+        "sale.sale",
+        order.doc_id,
+        ["number", "state", "party.code", "sale_date", "total_amount", "comment", "lines", "shipments"],
+    )
     assert sale["number"] == outcome.erp_ref
     assert sale["state"] in {"confirmed", "processing"}
     assert sale["party."]["code"] == "C-001"
@@ -52,13 +75,18 @@ async def test_sales_order_becomes_a_confirmed_sale_with_its_lines_and_prices(
     assert "leave at back door" in sale["comment"]
     lines = await rpc.execute("sale.line", "read", sale["lines"], ["product.code", "quantity", "unit_price"])
     assert sorted((ln["product."]["code"], ln["quantity"], ln["unit_price"]) for ln in lines) == [
-        ("P-100", 3.0, Decimal("12.50")), ("P-300", 1.0, Decimal("90.00"))]
+        ("P-100", 3.0, Decimal("12.50")),
+        ("P-300", 1.0, Decimal("90.00")),
+    ]
 
 
 async def test_inventory_movements_become_done_shipments_and_move_the_stock(
-        connector: TrytonConnector, rpc: TrytonClient, event: EventFactory) -> None:
-    before = {key: await stock_quantity(rpc, *key) for key in
-              [("VAN-01", "P-200"), ("STO", "P-200"), ("SCRAP", "P-200"), ("VAN-02", "P-200")]}
+    connector: TrytonConnector, rpc: TrytonClient, event: EventFactory
+) -> None:
+    before = {
+        key: await stock_quantity(rpc, *key)
+        for key in [("VAN-01", "P-200"), ("STO", "P-200"), ("SCRAP", "P-200"), ("VAN-02", "P-200")]
+    }
     transfer = movement(event, "P-200", 5, "WH", "VAN-01", "transfer")
     scrap = movement(event, "P-200", 1, "VAN-01", "SCRAP", "scrap")
     used = movement(event, "P-200", 2, "VAN-01", "CUSTOMER", "consumption", work_order="1")
@@ -67,8 +95,12 @@ async def test_inventory_movements_become_done_shipments_and_move_the_stock(
     outcomes = await connector.push([transfer, scrap, used, back])
 
     assert [o.status for o in outcomes] == ["ok"] * 4, [o.message for o in outcomes]
-    for ev, model in [(transfer, "stock.shipment.internal"), (scrap, "stock.shipment.internal"),
-                      (used, "stock.shipment.out"), (back, "stock.shipment.out.return")]:
+    for ev, model in [
+        (transfer, "stock.shipment.internal"),
+        (scrap, "stock.shipment.internal"),
+        (used, "stock.shipment.out"),
+        (back, "stock.shipment.out.return"),
+    ]:
         [shipment] = await by_reference(rpc, model, ev.doc_id, ["number", "state", "moves"])
         assert shipment["state"] == "done"
         assert shipment["number"] == outcomes[[transfer, scrap, used, back].index(ev)].erp_ref
@@ -84,20 +116,42 @@ async def test_inventory_movements_become_done_shipments_and_move_the_stock(
 
 
 async def test_delivery_confirmation_completes_the_customer_shipment_with_the_signature(
-        connector: TrytonConnector, rpc: TrytonClient, event: EventFactory) -> None:
-    order = event("sales_order", {"customer": "C-002", "currency": "EUR", "order_date": "2026-03-02",
-                                  "lines": [{"sku": "P-400", "quantity": 4, "unit": "unit", "unit_price": "7.20"}]})
+    connector: TrytonConnector, rpc: TrytonClient, event: EventFactory
+) -> None:
+    order = event(
+        "sales_order",
+        {
+            "customer": "C-002",
+            "currency": "EUR",
+            "order_date": "2026-03-02",
+            "lines": [{"sku": "P-400", "quantity": 4, "unit": "unit", "unit_price": "7.20"}],
+        },
+    )
     [sold] = await connector.push([order])
     [sale] = await by_reference(rpc, "sale.sale", order.doc_id, ["shipments"])
     [shipment] = await rpc.execute("stock.shipment.out", "read", sale["shipments"], ["number"])
     signature = {"signature.png": Attachment("image/png", SIGNATURE_PNG)}
-    of_sale = event("delivery_confirmation", {
-        "customer": "C-002", "shipment_ref": shipment["number"], "recipient_name": "Bea Lake",
-        "delivered_at": "2026-03-02T10:15:00Z", "position": {"lat": 47.1, "lon": 8.5, "accuracy_m": 12}},
-        attachments=signature)
-    direct = event("delivery_confirmation", {
-        "customer": "C-001", "lines": [{"sku": "P-100", "quantity": 2, "unit": "unit"}],
-        "recipient_name": "Al Acme", "delivered_at": "2026-03-02T11:00:00Z"}, attachments=signature)
+    of_sale = event(
+        "delivery_confirmation",
+        {
+            "customer": "C-002",
+            "shipment_ref": shipment["number"],
+            "recipient_name": "Bea Lake",
+            "delivered_at": "2026-03-02T10:15:00Z",
+            "position": {"lat": 47.1, "lon": 8.5, "accuracy_m": 12},
+        },
+        attachments=signature,
+    )
+    direct = event(
+        "delivery_confirmation",
+        {
+            "customer": "C-001",
+            "lines": [{"sku": "P-100", "quantity": 2, "unit": "unit"}],
+            "recipient_name": "Al Acme",
+            "delivered_at": "2026-03-02T11:00:00Z",
+        },
+        attachments=signature,
+    )
 
     outcomes = await connector.push([of_sale, direct])
 
@@ -107,12 +161,19 @@ async def test_delivery_confirmation_completes_the_customer_shipment_with_the_si
     [created] = await by_reference(rpc, "stock.shipment.out", direct.doc_id, ["number", "state", "outgoing_moves"])
     assert outcomes[1].erp_ref == created["number"]
     for number, recipient in [(shipment["number"], "Bea Lake"), (created["number"], "Al Acme")]:
-        [done] = await rpc.execute("stock.shipment.out", "search_read", [("number", "=", number)], 0, None,
-                                   None, ["state", "id"])
+        [done] = await rpc.execute(
+            "stock.shipment.out", "search_read", [("number", "=", number)], 0, None, None, ["state", "id"]
+        )
         assert done["state"] == "done"
         [attachment] = await rpc.execute(
-            "ir.attachment", "search_read", [("resource", "=", f"stock.shipment.out,{done['id']}")], 0, None,
-            None, ["name", "data", "description"])
+            "ir.attachment",
+            "search_read",
+            [("resource", "=", f"stock.shipment.out,{done['id']}")],
+            0,
+            None,
+            None,
+            ["name", "data", "description"],
+        )
         assert attachment["data"] == SIGNATURE_PNG
         assert attachment["name"].endswith(".png")
         assert recipient in attachment["description"]
@@ -122,49 +183,78 @@ async def test_delivery_confirmation_completes_the_customer_shipment_with_the_si
 
 
 async def test_service_report_becomes_a_task_with_timesheet_hours_under_the_work_order(
-        connector: TrytonConnector, rpc: TrytonClient, event: EventFactory,
-        tryton_server: TrytonServer) -> None:
-    report = event("service_report", {
-        "work_order": "1", "customer": "C-001", "technician": "tech-1",
-        "started_at": "2026-03-02T08:00:00Z", "ended_at": "2026-03-02T10:30:00Z", "hours": 2.5,
-        "summary": "Replaced pump seal", "findings": "Corrosion on inlet",
-        "materials": [{"sku": "P-200", "quantity": 1, "unit": "unit"}]},
-        attachments={"photo.jpg": Attachment("image/jpeg", b"\xff\xd8jpeg")})
+    connector: TrytonConnector, rpc: TrytonClient, event: EventFactory, tryton_server: TrytonServer
+) -> None:
+    report = event(
+        "service_report",
+        {
+            "work_order": "1",
+            "customer": "C-001",
+            "technician": "tech-1",
+            "started_at": "2026-03-02T08:00:00Z",
+            "ended_at": "2026-03-02T10:30:00Z",
+            "hours": 2.5,
+            "summary": "Replaced pump seal",
+            "findings": "Corrosion on inlet",
+            "materials": [{"sku": "P-200", "quantity": 1, "unit": "unit"}],
+        },
+        attachments={"photo.jpg": Attachment("image/jpeg", b"\xff\xd8jpeg")},
+    )
 
     [outcome] = await connector.push([report])
 
     assert outcome.status == "ok", outcome.message
-    [task] = await rpc.execute("project.work", "search_read", [("number", "=", outcome.erp_ref)], 0, None,
-                               None, ["type", "parent.number", "comment", "party.code", "timesheet_duration",
-                                      "timesheet_works", "id"])
+    [task] = await rpc.execute(
+        "project.work",
+        "search_read",
+        [("number", "=", outcome.erp_ref)],
+        0,
+        None,
+        None,
+        ["type", "parent.number", "comment", "party.code", "timesheet_duration", "timesheet_works", "id"],
+    )
     assert task["type"] == "task"
     assert task["parent."]["number"] == "1"
     assert task["party."]["code"] == "C-001"
     assert "Replaced pump seal" in task["comment"] and "Corrosion on inlet" in task["comment"]
     assert report.doc_id in task["comment"]
     assert task["timesheet_duration"].total_seconds() == 2.5 * 3600
-    [line] = await rpc.execute("timesheet.line", "search_read", [("work", "in", task["timesheet_works"])], 0,
-                               None, None, ["date", "employee.party.code", "description"])
+    [line] = await rpc.execute(
+        "timesheet.line",
+        "search_read",
+        [("work", "in", task["timesheet_works"])],
+        0,
+        None,
+        None,
+        ["date", "employee.party.code", "description"],
+    )
     assert line["employee."]["party."]["code"] == "tech-1" if "party." in line["employee."] else True
     assert str(line["date"]) == "2026-03-02"
     assert line["description"] == "Replaced pump seal"
-    [photo] = await rpc.execute("ir.attachment", "search_read",
-                                [("resource", "=", f"project.work,{task['id']}")], 0, None, None, ["data"])
+    [photo] = await rpc.execute(
+        "ir.attachment", "search_read", [("resource", "=", f"project.work,{task['id']}")], 0, None, None, ["data"]
+    )
     assert photo["data"] == b"\xff\xd8jpeg"
 
 
 async def test_work_order_update_sets_status_and_appends_notes(
-        connector: TrytonConnector, rpc: TrytonClient, event: EventFactory) -> None:
-    first = event("work_order_update", {"work_order": "2", "base_erp_version": "x",
-                                        "changes": {"status": "in_progress", "notes": "Arrived on site"}})
-    second = event("work_order_update", {"work_order": "2", "base_erp_version": "x",
-                                         "changes": {"status": "on_hold", "notes": "Waiting for parts"}})
+    connector: TrytonConnector, rpc: TrytonClient, event: EventFactory
+) -> None:
+    first = event(
+        "work_order_update",
+        {"work_order": "2", "base_erp_version": "x", "changes": {"status": "in_progress", "notes": "Arrived on site"}},
+    )
+    second = event(
+        "work_order_update",
+        {"work_order": "2", "base_erp_version": "x", "changes": {"status": "on_hold", "notes": "Waiting for parts"}},
+    )
 
     outcomes = await connector.push([first, second])
 
     assert [o.status for o in outcomes] == ["ok", "ok"], [o.message for o in outcomes]
-    [work] = await rpc.execute("project.work", "search_read", [("number", "=", "2")], 0, None, None,
-                               ["status.name", "comment"])
+    [work] = await rpc.execute(
+        "project.work", "search_read", [("number", "=", "2")], 0, None, None, ["status.name", "comment"]
+    )
     assert work["status."]["name"] == "On Hold"
     comment = work["comment"]
     assert comment.index("Arrived on site") < comment.index("Waiting for parts")
@@ -172,7 +262,8 @@ async def test_work_order_update_sets_status_and_appends_notes(
 
 
 async def test_bad_transactions_are_refused_alone_with_trytons_message(
-        connector: TrytonConnector, rpc: TrytonClient, event: EventFactory) -> None:
+    connector: TrytonConnector, rpc: TrytonClient, event: EventFactory
+) -> None:
     good = [movement(event, "P-100", i + 1, "WH", "VAN-02", "transfer") for i in range(4)]
     unknown = movement(event, "NOPE-1", 1, "WH", "VAN-02", "transfer")
     refused = movement(event, "P-100", 1, "WHVIEW", "VAN-02", "transfer")  # a warehouse: Tryton says no
@@ -193,13 +284,30 @@ async def test_bad_transactions_are_refused_alone_with_trytons_message(
 
 
 async def test_pushing_the_same_batch_twice_creates_each_record_once(
-        connector: TrytonConnector, rpc: TrytonClient, event: EventFactory) -> None:
+    connector: TrytonConnector, rpc: TrytonClient, event: EventFactory
+) -> None:
     batch = [
         movement(event, "P-300", 1, "WH", "VAN-01", "transfer"),
-        event("sales_order", {"customer": "C-001", "currency": "EUR", "order_date": "2026-03-03",
-                              "lines": [{"sku": "P-300", "quantity": 1, "unit": "unit", "unit_price": "95.00"}]}),
-        event("service_report", {"work_order": "1", "technician": "Tom Fixer", "started_at": "2026-03-03T08:00:00Z",
-                                 "ended_at": "2026-03-03T09:00:00Z", "hours": 1, "summary": "Checked valve"}),
+        event(
+            "sales_order",
+            {
+                "customer": "C-001",
+                "currency": "EUR",
+                "order_date": "2026-03-03",
+                "lines": [{"sku": "P-300", "quantity": 1, "unit": "unit", "unit_price": "95.00"}],
+            },
+        ),
+        event(
+            "service_report",
+            {
+                "work_order": "1",
+                "technician": "Tom Fixer",
+                "started_at": "2026-03-03T08:00:00Z",
+                "ended_at": "2026-03-03T09:00:00Z",
+                "hours": 1,
+                "summary": "Checked valve",
+            },
+        ),
         event("work_order_update", {"work_order": "1", "base_erp_version": "x", "changes": {"notes": "Once"}}),
     ]
 
@@ -210,8 +318,7 @@ async def test_pushing_the_same_batch_twice_creates_each_record_once(
     assert [(o.status, o.erp_ref) for o in again] == [(o.status, o.erp_ref) for o in first]
     assert len(await by_reference(rpc, "stock.shipment.internal", batch[0].doc_id, ["id"])) == 1
     assert len(await by_reference(rpc, "sale.sale", batch[1].doc_id, ["id"])) == 1
-    tasks = await rpc.execute("project.work", "search", [("comment", "like", f"%{batch[2].doc_id}%")], 0,
-                              None, None)
+    tasks = await rpc.execute("project.work", "search", [("comment", "like", f"%{batch[2].doc_id}%")], 0, None, None)
     assert len(tasks) == 1
     [work] = await rpc.execute("project.work", "search_read", [("number", "=", "1")], 0, None, None, ["comment"])
     assert work["comment"].count(batch[3].doc_id) == 1

@@ -43,8 +43,14 @@ def error(name: str, args: Any) -> httpx.Response:
 
 
 def test_tryton_types_round_trip_through_the_json_encoding() -> None:
-    values = [Decimal("12.50"), dt.date(2026, 3, 2), dt.datetime(2026, 3, 2, 10, 15, 0, 123),
-              dt.timedelta(hours=2.5), b"\x89PNG", dt.time(8, 30)]
+    values = [
+        Decimal("12.50"),
+        dt.date(2026, 3, 2),
+        dt.datetime(2026, 3, 2, 10, 15, 0, 123),
+        dt.timedelta(hours=2.5),
+        b"\x89PNG",
+        dt.time(8, 30),
+    ]
 
     encoded = encode({"v": values})
 
@@ -82,16 +88,20 @@ async def test_an_expired_session_logs_in_again_once() -> None:
     await client.aclose()
 
 
-@pytest.mark.parametrize(("response", "expected", "text"), [
-    (error("UserError", ["Product is required.", "Line 1", None]), TrytonUserError, "Product is required."),
-    (error("ConcurrencyException", ["Records were modified"]), TransientConnectorError, "Concurrency"),
-    (error("database is locked", "Traceback..."), TransientConnectorError, "database is locked"),
-    (error("KeyError: 'x'", "Traceback..."), PermanentConnectorError, "KeyError"),
-    (httpx.Response(503), TransientConnectorError, "503"),
-    (httpx.Response(429), TransientConnectorError, "429"),
-])
+@pytest.mark.parametrize(
+    ("response", "expected", "text"),
+    [
+        (error("UserError", ["Product is required.", "Line 1", None]), TrytonUserError, "Product is required."),
+        (error("ConcurrencyException", ["Records were modified"]), TransientConnectorError, "Concurrency"),
+        (error("database is locked", "Traceback..."), TransientConnectorError, "database is locked"),
+        (error("KeyError: 'x'", "Traceback..."), PermanentConnectorError, "KeyError"),
+        (httpx.Response(503), TransientConnectorError, "503"),
+        (httpx.Response(429), TransientConnectorError, "429"),
+    ],
+)
 async def test_errors_are_mapped_to_transient_or_permanent(
-        response: httpx.Response, expected: type[Exception], text: str) -> None:
+    response: httpx.Response, expected: type[Exception], text: str
+) -> None:
     client, _ = fake_tryton(lambda m, p, r: response)
 
     with pytest.raises(expected, match=text):
@@ -110,8 +120,9 @@ async def test_unreachable_tryton_is_transient() -> None:
 
 
 async def test_a_wrong_password_is_reported_without_retry_storm() -> None:
-    client = TrytonClient("http://tryton.test", "db", "admin", "pw",
-                          transport=httpx.MockTransport(lambda r: httpx.Response(401)))
+    client = TrytonClient(
+        "http://tryton.test", "db", "admin", "pw", transport=httpx.MockTransport(lambda r: httpx.Response(401))
+    )
     with pytest.raises(TransientConnectorError, match="TRYTON_PASSWORD"):
         await client.login()
     await client.aclose()

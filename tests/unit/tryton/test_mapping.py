@@ -26,8 +26,11 @@ def masters() -> Masters:
     m = Masters(_Client(), settings)  # type: ignore[arg-type]
     m.products = {"P-1": Product(11, "P-1", 1, Decimal("9.90"))}
     m.parties = {"C-1": Party(21, "C-1", 31)}
-    m.locations = {"VAN-01": Location(41, "VAN-01", "storage", 5), "CUSTOMER": Location(42, "CUS", "customer", None),
-                   "SCRAP": Location(43, "SCRAP", "lost_found", None)}
+    m.locations = {
+        "VAN-01": Location(41, "VAN-01", "storage", 5),
+        "CUSTOMER": Location(42, "CUS", "customer", None),
+        "SCRAP": Location(43, "SCRAP", "lost_found", None),
+    }
     m.warehouses = {5: {"input": 51, "output": 52, "storage": 53, "left": 1, "right": 99}}
     m.works = {"7": Work(71, "7", 21, "")}
     m.currencies = {"EUR": 1}
@@ -60,8 +63,12 @@ async def test_isolated_lets_transient_errors_abort_the_batch() -> None:
 
 
 def test_movement_between_van_and_scrap_is_an_internal_shipment() -> None:
-    plan = mapping.inventory_movement(masters(), "inventory_movement:u1", {
-        "sku": "P-1", "quantity": 2, "from_location": "VAN-01", "to_location": "SCRAP"}, 1)
+    plan = mapping.inventory_movement(
+        masters(),
+        "inventory_movement:u1",
+        {"sku": "P-1", "quantity": 2, "from_location": "VAN-01", "to_location": "SCRAP"},
+        1,
+    )
 
     assert plan.model == "stock.shipment.internal"
     assert plan.values["reference"] == "inventory_movement:u1"
@@ -70,8 +77,12 @@ def test_movement_between_van_and_scrap_is_an_internal_shipment() -> None:
 
 
 def test_consumption_at_the_customer_ships_from_the_van_to_the_work_orders_customer() -> None:
-    plan = mapping.inventory_movement(masters(), "r", {
-        "sku": "P-1", "quantity": 1, "from_location": "VAN-01", "to_location": "CUSTOMER", "work_order": "7"}, 1)
+    plan = mapping.inventory_movement(
+        masters(),
+        "r",
+        {"sku": "P-1", "quantity": 1, "from_location": "VAN-01", "to_location": "CUSTOMER", "work_order": "7"},
+        1,
+    )
 
     assert plan.model == "stock.shipment.out"
     assert (plan.values["customer"], plan.values["warehouse_storage"], plan.values["warehouse"]) == (21, 41, 5)
@@ -80,27 +91,45 @@ def test_consumption_at_the_customer_ships_from_the_van_to_the_work_orders_custo
 
 
 def test_return_from_the_customer_comes_back_into_the_van() -> None:
-    plan = mapping.inventory_movement(masters(), "r", {
-        "sku": "P-1", "quantity": 1, "from_location": "CUSTOMER", "to_location": "VAN-01", "customer": "C-1"}, 1)
+    plan = mapping.inventory_movement(
+        masters(),
+        "r",
+        {"sku": "P-1", "quantity": 1, "from_location": "CUSTOMER", "to_location": "VAN-01", "customer": "C-1"},
+        1,
+    )
 
     assert plan.model == "stock.shipment.out.return"
     assert plan.values["warehouse_storage"] == 41
 
 
-@pytest.mark.parametrize(("payload", "message"), [
-    ({"sku": "NOPE", "quantity": 1, "from_location": "VAN-01", "to_location": "SCRAP"}, "unknown product code 'NOPE'"),
-    ({"sku": "P-1", "quantity": 1, "from_location": "VAN-09", "to_location": "SCRAP"}, "unknown location 'VAN-09'"),
-    ({"sku": "P-1", "quantity": 1, "from_location": "VAN-01", "to_location": "CUSTOMER"}, "needs a customer"),
-])
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (
+            {"sku": "NOPE", "quantity": 1, "from_location": "VAN-01", "to_location": "SCRAP"},
+            "unknown product code 'NOPE'",
+        ),
+        ({"sku": "P-1", "quantity": 1, "from_location": "VAN-09", "to_location": "SCRAP"}, "unknown location 'VAN-09'"),
+        ({"sku": "P-1", "quantity": 1, "from_location": "VAN-01", "to_location": "CUSTOMER"}, "needs a customer"),
+    ],
+)
 def test_unknown_references_are_explained(payload: dict[str, Any], message: str) -> None:
     with pytest.raises(MappingError, match=message):
         mapping.inventory_movement(masters(), "r", payload, 1)
 
 
 def test_sales_order_keeps_device_prices_as_decimals() -> None:
-    plan = mapping.sales_order(masters(), "sales_order:u", {
-        "customer": "C-1", "currency": "EUR", "order_date": "2026-03-02", "work_order": "7",
-        "lines": [{"sku": "P-1", "quantity": 3, "unit": "unit", "unit_price": "12.50"}]})
+    plan = mapping.sales_order(
+        masters(),
+        "sales_order:u",
+        {
+            "customer": "C-1",
+            "currency": "EUR",
+            "order_date": "2026-03-02",
+            "work_order": "7",
+            "lines": [{"sku": "P-1", "quantity": 3, "unit": "unit", "unit_price": "12.50"}],
+        },
+    )
 
     [(_, [line])] = plan.values["lines"]
     assert line["unit_price"] == Decimal("12.50") and line["quantity"] == 3.0
@@ -109,8 +138,13 @@ def test_sales_order_keeps_device_prices_as_decimals() -> None:
 
 
 def test_work_order_update_appends_a_marked_note_and_maps_the_status() -> None:
-    values = mapping.work_order_values(masters(), "work_order_update:u", {
-        "changes": {"status": "in_progress", "notes": "On site"}}, "Earlier text", dt.datetime(2026, 3, 2, 9, 0))
+    values = mapping.work_order_values(
+        masters(),
+        "work_order_update:u",
+        {"changes": {"status": "in_progress", "notes": "On site"}},
+        "Earlier text",
+        dt.datetime(2026, 3, 2, 9, 0),
+    )
 
     assert values["status"] == 81
     assert values["comment"].startswith("Earlier text\n\n[work_order_update:u] 2026-03-02 09:00 UTC")
@@ -127,8 +161,12 @@ def test_settings_take_the_password_from_the_environment(monkeypatch: pytest.Mon
     assert isinstance(connector, ErpConnector)
     settings = TrytonSettings.from_options({"url": "http://t", "database": "d"})
     assert settings.password == "from-env" and "from-env" not in repr(settings)
-    assert TrytonSettings.from_options(
-        {"url": "u", "database": "d", "locations": {"VAN-01": "V1"}}).tryton_location("VAN-01") == "V1"
+    assert (
+        TrytonSettings.from_options({"url": "u", "database": "d", "locations": {"VAN-01": "V1"}}).tryton_location(
+            "VAN-01"
+        )
+        == "V1"
+    )
     monkeypatch.delenv("TRYTON_PASSWORD")
     with pytest.raises(ConfigurationError, match="TRYTON_PASSWORD"):
         TrytonSettings.from_options({"url": "http://t", "database": "d"})
