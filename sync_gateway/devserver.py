@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-POUCHDB_SERVER = PROJECT_ROOT / "node_modules" / ".bin" / "pouchdb-server"
+POUCHDB_SERVER = PROJECT_ROOT / "node_modules" / "pouchdb-server" / "bin" / "pouchdb-server"
+VALIDATION_FIX = PROJECT_ROOT / "deploy" / "dev" / "pouchdb-validation-fix.js"
 
 
 def free_port() -> int:
@@ -53,7 +54,7 @@ class PouchServer:
         config["log"] = {"file": str(self.data_dir / "pouchdb-server.log"), "level": "error"}
         config_path.write_text(json.dumps(config))
         config_path.chmod(0o600)
-        args = [str(POUCHDB_SERVER), "-c", str(config_path), "-d", str(self.data_dir) + "/",
+        args = ["node", "--require", str(VALIDATION_FIX), str(POUCHDB_SERVER), "-c", str(config_path), "-d", str(self.data_dir) + "/",
                 "-p", str(self.port), "-o", "127.0.0.1", "-n"]
         if self.in_memory:
             args.append("-m")
