@@ -23,11 +23,11 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sync_gateway.couch.client import CouchClient  # noqa: E402
-from sync_gateway.couch.naming import user_db_name  # noqa: E402
-from sync_gateway.devserver import PouchServer  # noqa: E402
-from tests.support import docs  # noqa: E402
-from tests.support.gateway import GatewayProcess  # noqa: E402
+from sync_gateway.couch.client import CouchClient
+from sync_gateway.couch.naming import user_db_name
+from sync_gateway.devserver import PouchServer
+from tests.support import docs
+from tests.support.gateway import GatewayProcess
 
 
 def transaction(user: str, i: int) -> dict[str, Any]:
@@ -39,14 +39,16 @@ async def raw_bulk_rate(couch: PouchServer, total: int, chunk: int = 100) -> flo
         await client.ensure_db("bench_raw")
         batch = [transaction("raw", i) for i in range(total)]
         started = time.perf_counter()
-        await asyncio.gather(*(client.bulk_docs("bench_raw", batch[s:s + chunk]) for s in range(0, total, chunk)))
+        await asyncio.gather(*(client.bulk_docs("bench_raw", batch[s : s + chunk]) for s in range(0, total, chunk)))
         elapsed = time.perf_counter() - started
         await client.delete_db("bench_raw")
     return total / elapsed
 
 
 def staged(gw: GatewayProcess) -> int:
-    rows = gw.staging_rows("SELECT (SELECT count(*) FROM stg_sales_order) + (SELECT count(*) FROM stg_inventory_movement)")
+    rows = gw.staging_rows(
+        "SELECT (SELECT count(*) FROM stg_sales_order) + (SELECT count(*) FROM stg_inventory_movement)"
+    )
     return int(rows[0][0]) if rows else 0
 
 
@@ -58,7 +60,7 @@ async def pipeline_rate(gw: GatewayProcess, users: list[str], per_user: int, chu
         async with httpx.AsyncClient(base_url=gw.couch.url, auth=(user, f"{user}-pw-123"), timeout=60) as device:
             batch = [transaction(user, i) for i in range(per_user)]
             for s in range(0, per_user, chunk):
-                response = await device.post(f"/{user_db_name(user)}/_bulk_docs", json={"docs": batch[s:s + chunk]})
+                response = await device.post(f"/{user_db_name(user)}/_bulk_docs", json={"docs": batch[s : s + chunk]})
                 response.raise_for_status()
 
     started = time.perf_counter()
@@ -144,8 +146,10 @@ async def main() -> None:
     print(f"  pipeline throughput             : {rate:8.1f} transactions/s (device write -> staging row)")
     print(f"  ratio pipeline / raw bulk       : {rate / raw:8.3f}   (goal >= 0.25)")
     print(f"  latency at {rate / 2:6.1f} tx/s (half max), {len(latencies)} transactions, write -> projected receipt:")
-    print(f"    p50 {pct(latencies, 50) * 1000:7.0f} ms   p95 {pct(latencies, 95) * 1000:7.0f} ms   "
-          f"p99 {pct(latencies, 99) * 1000:7.0f} ms   (goal p95 < 1000 ms)")
+    print(
+        f"    p50 {pct(latencies, 50) * 1000:7.0f} ms   p95 {pct(latencies, 95) * 1000:7.0f} ms   "
+        f"p99 {pct(latencies, 99) * 1000:7.0f} ms   (goal p95 < 1000 ms)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """The ``sync-gateway`` command.
 
-    sync-gateway run [--roles ingest,project,api]      run the gateway against SYNC_COUCH_URL
-    sync-gateway dev                                    embedded pouchdb-server + gateway + demo user
-    sync-gateway users add NAME --password … [--role R] [--attr key=value]
-    sync-gateway users list
-    sync-gateway connectors check NAME
+sync-gateway run [--roles ingest,project,api]      run the gateway against SYNC_COUCH_URL
+sync-gateway dev                                    embedded pouchdb-server + gateway + demo user
+sync-gateway users add NAME --password … [--role R] [--attr key=value]
+sync-gateway users list
+sync-gateway connectors check NAME
 """
 
 from __future__ import annotations
@@ -48,8 +48,7 @@ async def _users_add(settings: Settings, args: argparse.Namespace) -> int:
     attributes = dict(item.split("=", 1) for item in args.attr)
     couch, registry = await _with_registry(settings)
     try:
-        record = await registry.provision(args.name, password, roles=args.role or None,
-                                          attributes=attributes or None)
+        record = await registry.provision(args.name, password, roles=args.role or None, attributes=attributes or None)
     finally:
         await couch.close()
     print(json.dumps(record, indent=2))
@@ -102,10 +101,12 @@ def _dev_secrets(data_dir: Path) -> dict[str, str]:
     path = data_dir / "dev-secrets.json"
     stored = json.loads(path.read_text()) if path.exists() else {}
     values = {
-        "couch_password": os.environ.get("SYNC_COUCH_PASSWORD") or stored.get("couch_password")
+        "couch_password": os.environ.get("SYNC_COUCH_PASSWORD")
+        or stored.get("couch_password")
         or secrets.token_urlsafe(18),
         "admin_token": os.environ.get("SYNC_ADMIN_TOKEN") or stored.get("admin_token") or secrets.token_urlsafe(24),
-        "demo_password": os.environ.get("SYNC_DEMO_PASSWORD") or stored.get("demo_password")
+        "demo_password": os.environ.get("SYNC_DEMO_PASSWORD")
+        or stored.get("demo_password")
         or secrets.token_urlsafe(12),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -124,14 +125,21 @@ async def _dev(args: argparse.Namespace) -> int:
     server.start()
     try:
         settings = _settings(
-            couch_url=server.url, couch_user="admin", couch_password=SecretStr(secret["couch_password"]),
-            admin_token=SecretStr(secret["admin_token"]), api_port=args.api_port,
+            couch_url=server.url,
+            couch_user="admin",
+            couch_password=SecretStr(secret["couch_password"]),
+            admin_token=SecretStr(secret["admin_token"]),
+            api_port=args.api_port,
             connector_options={"url": f"sqlite:///{data_dir / 'staging.db'}"},
         )
         couch, registry = await _with_registry(settings)
         try:
-            await registry.provision("demo", secret["demo_password"], roles=["field_technician"],
-                                     attributes={"territory": "north", "van": "VAN-01"})
+            await registry.provision(
+                "demo",
+                secret["demo_password"],
+                roles=["field_technician"],
+                attributes={"territory": "north", "van": "VAN-01"},
+            )
         finally:
             await couch.close()
         api = f"http://{settings.api_host}:{settings.api_port}"
@@ -168,7 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE", help="an attribute (repeatable)")
     users.add_parser("list", help="list users")
     connectors = sub.add_parser("connectors", help="ERP connectors").add_subparsers(
-        dest="connectors_command", required=True)
+        dest="connectors_command", required=True
+    )
     check = connectors.add_parser("check", help="verify connectivity, modules and mapping of a connector")
     check.add_argument("name")
     return parser

@@ -30,8 +30,9 @@ def free_port() -> int:
 class PouchServer:
     """One pouchdb-server process. Use ``start()``/``stop()`` or as a context manager."""
 
-    def __init__(self, data_dir: Path, admin_user: str, admin_password: str, port: int | None = None,
-                 *, in_memory: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, admin_user: str, admin_password: str, port: int | None = None, *, in_memory: bool = False
+    ) -> None:
         self.data_dir = data_dir
         self.admin_user = admin_user
         self.admin_password = admin_password
@@ -54,13 +55,27 @@ class PouchServer:
         config["log"] = {"file": str(self.data_dir / "pouchdb-server.log"), "level": "error"}
         config_path.write_text(json.dumps(config))
         config_path.chmod(0o600)
-        args = ["node", "--require", str(VALIDATION_FIX), str(POUCHDB_SERVER), "-c", str(config_path), "-d", str(self.data_dir) + "/",
-                "-p", str(self.port), "-o", "127.0.0.1", "-n"]
+        args = [
+            "node",
+            "--require",
+            str(VALIDATION_FIX),
+            str(POUCHDB_SERVER),
+            "-c",
+            str(config_path),
+            "-d",
+            str(self.data_dir) + "/",
+            "-p",
+            str(self.port),
+            "-o",
+            "127.0.0.1",
+            "-n",
+        ]
         if self.in_memory:
             args.append("-m")
         log_file = (self.data_dir / "stdout.log").open("ab")
-        self.process = subprocess.Popen(args, cwd=self.data_dir, stdout=log_file, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            args, cwd=self.data_dir, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
         log_file.close()
         self._wait_ready(timeout)
         return self
@@ -71,8 +86,9 @@ class PouchServer:
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self.process is not None and self.process.poll() is not None:
-                    raise RuntimeError(f"pouchdb-server exited with {self.process.returncode}; "
-                                       f"see {self.data_dir / 'stdout.log'}")
+                    raise RuntimeError(
+                        f"pouchdb-server exited with {self.process.returncode}; see {self.data_dir / 'stdout.log'}"
+                    )
                 try:
                     if client.get(f"{self.url}/_session", auth=auth).status_code == 200:
                         return

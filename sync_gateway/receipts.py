@@ -86,7 +86,7 @@ class ReceiptStore:
         """Existing receipts keyed by transaction id."""
         ids = [receipt_id(t) for t in transaction_ids]
         docs = await self._couch.docs_by_id(db, ids)
-        return {doc_id[len(RECEIPT_PREFIX):]: doc for doc_id, doc in docs.items()}
+        return {doc_id[len(RECEIPT_PREFIX) :]: doc for doc_id, doc in docs.items()}
 
     async def write(
         self, db: str, updates: list[ReceiptUpdate], known: Mapping[str, Mapping[str, Any]] | None = None

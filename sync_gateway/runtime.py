@@ -38,8 +38,9 @@ class Gateway:
         self.settings = settings
         password = settings.couch_password.get_secret_value()
         # workers retry CouchDB forever (they must outlive a restart); API calls give up after a few tries
-        self.couch = CouchClient(settings.couch_url, settings.couch_user, password, retries=None,
-                                 max_delay=settings.retry_max_delay_s)
+        self.couch = CouchClient(
+            settings.couch_url, settings.couch_user, password, retries=None, max_delay=settings.retry_max_delay_s
+        )
         self.api_couch = CouchClient(settings.couch_url, settings.couch_user, password, retries=2)
         self.registry = UserRegistry(self.api_couch, settings.db("registry"))
         self.events = EventLog(self.api_couch, settings.db("events"))
@@ -70,15 +71,25 @@ class Gateway:
         receipts = ReceiptStore(self.couch)
         if "ingest" in s.roles:
             self.ingest = IngestWorker(
-                self.couch, UserRegistry(self.couch, s.db("registry")), worker_events, receipts,
-                worker_checkpoints, self.validator, batch_size=s.ingest_batch_size,
+                self.couch,
+                UserRegistry(self.couch, s.db("registry")),
+                worker_events,
+                receipts,
+                worker_checkpoints,
+                self.validator,
+                batch_size=s.ingest_batch_size,
                 read_timeout=s.feed_read_timeout_s,
             )
         if "project" in s.roles and self.connector is not None:
             self.projector = Projector(
-                self.couch, self.connector, worker_events, receipts,
+                self.couch,
+                self.connector,
+                worker_events,
+                receipts,
                 DeadLetters(self.couch, s.db("conflicts"), read_timeout=s.feed_read_timeout_s),
-                worker_checkpoints, batch_size=s.project_batch_size, read_timeout=s.feed_read_timeout_s,
+                worker_checkpoints,
+                batch_size=s.project_batch_size,
+                read_timeout=s.feed_read_timeout_s,
                 max_delay=s.retry_max_delay_s,
             )
 
@@ -94,8 +105,12 @@ class Gateway:
             from sync_gateway.api.app import create_app
 
             config = uvicorn.Config(
-                create_app(self), host=self.settings.api_host, port=self.settings.api_port,
-                log_level="warning", access_log=False, lifespan="off",
+                create_app(self),
+                host=self.settings.api_host,
+                port=self.settings.api_port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
             )
             server = uvicorn.Server(config)
             self._tasks["api"] = asyncio.create_task(server.serve(), name="api")

@@ -24,8 +24,12 @@ def couch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchServ
 @pytest.fixture(scope="session")
 def gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """One gateway with every role, shared by the tests that only need a running pipeline."""
-    gw = GatewayProcess(couch_server, tmp_path_factory.mktemp("gateway"), prefix="sync_",
-                        extra_env={"SYNC_MAX_DOC_BYTES": str(64 * 1024)})
+    gw = GatewayProcess(
+        couch_server,
+        tmp_path_factory.mktemp("gateway"),
+        prefix="sync_",
+        extra_env={"SYNC_MAX_DOC_BYTES": str(64 * 1024)},
+    )
     gw.start()
     yield gw
     gw.stop()

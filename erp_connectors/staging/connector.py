@@ -121,9 +121,7 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 def _existing_ref(conn: Connection, table: Table, ev: Event) -> str | None:
     found = conn.execute(
-        select(table.c.id).where(
-            (table.c.event_id == ev.event_id) | (table.c.transaction_id == ev.doc_id)
-        )
+        select(table.c.id).where((table.c.event_id == ev.event_id) | (table.c.transaction_id == ev.doc_id))
     ).first()
     if found is None:
         return None
@@ -154,30 +152,61 @@ def _row(ev: Event) -> dict[str, Any]:
                 (_money(line["unit_price"], "unit_price") * Decimal(str(line["quantity"])) for line in p["lines"]),
                 Decimal(0),
             )
-            return {**base, "customer": p["customer"], "currency": p["currency"], "order_date": p["order_date"],
-                    "work_order": p.get("work_order"), "total": total}
+            return {
+                **base,
+                "customer": p["customer"],
+                "currency": p["currency"],
+                "order_date": p["order_date"],
+                "work_order": p.get("work_order"),
+                "total": total,
+            }
         if ev.doc_type == "inventory_movement":
-            return {**base, "sku": p["sku"], "quantity": float(p["quantity"]), "unit": p["unit"],
-                    "from_location": p["from_location"], "to_location": p["to_location"],
-                    "reason": p["reason"], "work_order": p.get("work_order")}
+            return {
+                **base,
+                "sku": p["sku"],
+                "quantity": float(p["quantity"]),
+                "unit": p["unit"],
+                "from_location": p["from_location"],
+                "to_location": p["to_location"],
+                "reason": p["reason"],
+                "work_order": p.get("work_order"),
+            }
         if ev.doc_type == "delivery_confirmation":
             signature = ev.attachments.get("signature.png")
             if signature is None or not signature.data:
                 raise _Refused("delivery confirmation has no signature.png")
             position = p.get("position") or {}
-            return {**base, "customer": p["customer"], "shipment_ref": p.get("shipment_ref"),
-                    "recipient_name": p["recipient_name"], "delivered_at": p["delivered_at"],
-                    "latitude": position.get("lat"), "longitude": position.get("lon"),
-                    "signature_png": signature.data,
-                    "signature_sha256": hashlib.sha256(signature.data).hexdigest()}
+            return {
+                **base,
+                "customer": p["customer"],
+                "shipment_ref": p.get("shipment_ref"),
+                "recipient_name": p["recipient_name"],
+                "delivered_at": p["delivered_at"],
+                "latitude": position.get("lat"),
+                "longitude": position.get("lon"),
+                "signature_png": signature.data,
+                "signature_sha256": hashlib.sha256(signature.data).hexdigest(),
+            }
         if ev.doc_type == "service_report":
-            return {**base, "work_order": p["work_order"], "customer": p["customer"],
-                    "technician": p["technician"], "started_at": p["started_at"], "ended_at": p["ended_at"],
-                    "hours": float(p["hours"]), "summary": p["summary"]}
+            return {
+                **base,
+                "work_order": p["work_order"],
+                "customer": p["customer"],
+                "technician": p["technician"],
+                "started_at": p["started_at"],
+                "ended_at": p["ended_at"],
+                "hours": float(p["hours"]),
+                "summary": p["summary"],
+            }
         if ev.doc_type == "work_order_update":
             changes = p["changes"]
-            return {**base, "work_order": p["work_order"], "base_erp_version": p["base_erp_version"],
-                    "new_status": changes.get("status"), "notes": changes.get("notes")}
+            return {
+                **base,
+                "work_order": p["work_order"],
+                "base_erp_version": p["base_erp_version"],
+                "new_status": changes.get("status"),
+                "notes": changes.get("notes"),
+            }
     except KeyError as exc:
         raise _Refused(f"missing field {exc.args[0]!r}") from exc
     raise _Refused(f"unsupported type {ev.doc_type!r}")
@@ -187,16 +216,30 @@ def _insert_lines(conn: Connection, ev: Event, new_id: int) -> None:
     p = ev.payload
     if ev.doc_type == "sales_order":
         rows = [
-            {"order_id": new_id, "line_no": i + 1, "sku": line["sku"], "quantity": float(line["quantity"]),
-             "unit": line["unit"], "unit_price": _money(line["unit_price"], "unit_price")}
+            {
+                "order_id": new_id,
+                "line_no": i + 1,
+                "sku": line["sku"],
+                "quantity": float(line["quantity"]),
+                "unit": line["unit"],
+                "unit_price": _money(line["unit_price"], "unit_price"),
+            }
             for i, line in enumerate(p["lines"])
         ]
         conn.execute(t.sales_order_line.insert(), rows)
         return
     items = p.get("lines") if ev.doc_type == "delivery_confirmation" else p.get("materials")
     if items:
-        conn.execute(t.item_line.insert(), [
-            {"transaction_id": ev.doc_id, "line_no": i + 1, "sku": item["sku"],
-             "quantity": float(item["quantity"]), "unit": item["unit"]}
-            for i, item in enumerate(items)
-        ])
+        conn.execute(
+            t.item_line.insert(),
+            [
+                {
+                    "transaction_id": ev.doc_id,
+                    "line_no": i + 1,
+                    "sku": item["sku"],
+                    "quantity": float(item["quantity"]),
+                    "unit": item["unit"],
+                }
+                for i, item in enumerate(items)
+            ],
+        )

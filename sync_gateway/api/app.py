@@ -55,7 +55,8 @@ def create_app(gateway: Gateway) -> FastAPI:
         @app.get("/docs", include_in_schema=False)
         async def docs() -> HTMLResponse:
             return get_swagger_ui_html(
-                openapi_url="/openapi.json", title="Sync gateway admin API",
+                openapi_url="/openapi.json",
+                title="Sync gateway admin API",
                 swagger_js_url="/static/swagger/swagger-ui-bundle.js",
                 swagger_css_url="/static/swagger/swagger-ui.css",
                 swagger_favicon_url="/static/swagger/favicon-32x32.png",

@@ -15,6 +15,5 @@ def require_admin(request: Request) -> str:
     if not expected:
         raise HTTPException(401, "no admin token is configured on the gateway (set SYNC_ADMIN_TOKEN)")
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
-        raise HTTPException(401, "send Authorization: Bearer <admin token>",
-                            headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, "send Authorization: Bearer <admin token>", headers={"WWW-Authenticate": "Bearer"})
     return "admin"

@@ -64,8 +64,7 @@ async def list_events(
     cursor: str | None = None,
 ) -> dict[str, Any]:
     try:
-        page = await gw.events.query(user=user, doc_type=type, since=since, until=until, limit=limit,
-                                     cursor=cursor)
+        page = await gw.events.query(user=user, doc_type=type, since=since, until=until, limit=limit, cursor=cursor)
     except ValueError as exc:
         raise InvalidRequest(str(exc), code="invalid_cursor") from exc
     return {"events": page.events, "next_cursor": page.next_cursor}
@@ -81,7 +80,8 @@ async def get_event(event_id: str, gw: GatewayDep) -> dict[str, Any]:
 
 @router.get("/dead-letters", summary="Events the ERP refused, waiting for an admin")
 async def list_dead_letters(
-    gw: GatewayDep, status: Annotated[str | None, Query(pattern="^(open|retry_requested|resolved)$")] = None,
+    gw: GatewayDep,
+    status: Annotated[str | None, Query(pattern="^(open|retry_requested|resolved)$")] = None,
 ) -> dict[str, Any]:
     return {"dead_letters": await gw.dead_letters.list(status=status)}
 
@@ -92,7 +92,8 @@ async def get_dead_letter(item_id: str, gw: GatewayDep) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if not k.startswith("_")} | {"id": doc["_id"]}
 
 
-@router.post("/dead-letters/{item_id}/retry", status_code=202,
-             summary="Ask the projector to push a dead-lettered event again")
+@router.post(
+    "/dead-letters/{item_id}/retry", status_code=202, summary="Ask the projector to push a dead-lettered event again"
+)
 async def retry_dead_letter(item_id: str, gw: GatewayDep, admin: Annotated[str, Depends(require_admin)]) -> Any:
     return await gw.dead_letters.request_retry(item_id, by=admin)

@@ -25,8 +25,7 @@ async def user_sync_status(gw: Gateway, name: str) -> dict[str, Any]:
     for doc_type in TRANSACTION_TYPES:
         rows = await couch.all_docs(db, include_docs=True, startkey=f"{doc_type}:", endkey=f"{doc_type}:\ufff0")
         submitted.update(r["id"] for r in rows if (r.get("doc") or {}).get("status") == "submitted")
-    receipts = await couch.all_docs(db, include_docs=True, startkey=RECEIPT_PREFIX,
-                                    endkey=RECEIPT_PREFIX + "\ufff0")
+    receipts = await couch.all_docs(db, include_docs=True, startkey=RECEIPT_PREFIX, endkey=RECEIPT_PREFIX + "\ufff0")
     by_status: Counter[str] = Counter()
     receipted: set[str] = set()
     for row in receipts:

@@ -33,6 +33,7 @@ log = structlog.get_logger(__name__)
 Seq = Any  # opaque: an int on pouchdb-server, a string on CouchDB
 Doc = dict[str, Any]
 
+
 class _Default(enum.Enum):
     token = 0
 
@@ -277,8 +278,9 @@ class CouchClient:
         return result
 
     async def view(self, db: str, ddoc: str, view: str, **params: Any) -> Doc:
-        result: Doc = await self.json("GET", f"/{_quote(db)}/_design/{_quote(ddoc)}/_view/{_quote(view)}",
-                                      params=params)
+        result: Doc = await self.json(
+            "GET", f"/{_quote(db)}/_design/{_quote(ddoc)}/_view/{_quote(view)}", params=params
+        )
         return result
 
     # ------------------------------------------------------------------------------------------ _local
@@ -299,8 +301,7 @@ class CouchClient:
         """Create or update a CouchDB user in ``_users``; ``password=None`` keeps the current one."""
         doc_id = f"org.couchdb.user:{name}"
         current = await self.get_or_none("_users", doc_id)
-        doc: dict[str, Any] = {**(current or {}), "_id": doc_id, "name": name, "type": "user",
-                               "roles": list(roles)}
+        doc: dict[str, Any] = {**(current or {}), "_id": doc_id, "name": name, "type": "user", "roles": list(roles)}
         if password is not None:
             doc["password"] = password
         await self.put("_users", doc)
@@ -333,7 +334,9 @@ class CouchClient:
             query.setdefault("heartbeat", "false")
         try:
             response = await self.request(
-                "GET", f"/{_quote(db)}/_changes", params=query,
+                "GET",
+                f"/{_quote(db)}/_changes",
+                params=query,
                 timeout=None if timeout is None else timeout + 5.0,
                 retries=0 if feed == "longpoll" else _DEFAULT,
             )
@@ -345,7 +348,12 @@ class CouchClient:
         return ChangesBatch(results=list(data.get("results", [])), last_seq=data.get("last_seq", since))
 
     async def continuous_changes(
-        self, db: str, *, since: Seq = None, heartbeat_ms: int = 10_000, read_timeout: float = 60.0,
+        self,
+        db: str,
+        *,
+        since: Seq = None,
+        heartbeat_ms: int = 10_000,
+        read_timeout: float = 60.0,
         **params: Any,
     ) -> AsyncIterator[dict[str, Any]]:
         """Yield change rows of a continuous feed forever; heartbeat newlines are skipped and a silent
@@ -357,7 +365,9 @@ class CouchClient:
                 query["since"] = last
             try:
                 async with self._http.stream(
-                    "GET", f"/{_quote(db)}/_changes", params=_encode_params(query),
+                    "GET",
+                    f"/{_quote(db)}/_changes",
+                    params=_encode_params(query),
                     timeout=httpx.Timeout(read_timeout, connect=5.0),
                 ) as response:
                     if response.status_code >= 400:

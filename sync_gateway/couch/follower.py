@@ -73,8 +73,12 @@ class Follower:
         """Read and handle one page; returns the number of rows handled."""
         feed = "longpoll" if self.caught_up else "normal"
         batch = await self._couch.changes(
-            self.db, since=self.since, limit=self._batch_size, feed=feed,
-            timeout=self._read_timeout if feed == "longpoll" else None, **self._params,
+            self.db,
+            since=self.since,
+            limit=self._batch_size,
+            feed=feed,
+            timeout=self._read_timeout if feed == "longpoll" else None,
+            **self._params,
         )
         self.last_poll_at = time.time()
         if batch.results:

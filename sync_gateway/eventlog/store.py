@@ -98,8 +98,11 @@ class EventLog:
 
     async def setup(self) -> None:
         await self._couch.ensure_db(self.db)
-        design = {"_id": DESIGN_ID, "language": "javascript",
-                  "views": {name: {"map": src} for name, src in _VIEWS.items()}}
+        design = {
+            "_id": DESIGN_ID,
+            "language": "javascript",
+            "views": {name: {"map": src} for name, src in _VIEWS.items()},
+        }
         current = await self._couch.get_or_none(self.db, DESIGN_ID)
         if current is None or current.get("views") != design["views"]:
             if current:
@@ -175,7 +178,11 @@ class EventLog:
 
     async def for_document(self, source_db: str, doc_id: str) -> list[dict[str, Any]]:
         data = await self._couch.view(
-            self.db, "events", "by_doc", startkey=[source_db, doc_id], endkey=[source_db, doc_id, {}],
+            self.db,
+            "events",
+            "by_doc",
+            startkey=[source_db, doc_id],
+            endkey=[source_db, doc_id, {}],
             include_docs=True,
         )
         return [public_event(row["doc"]) for row in data.get("rows", []) if row.get("doc")]

@@ -94,8 +94,7 @@ class DocumentValidator:
         doc_type = doc.get("type")
         prefix = doc_id.split(":", 1)[0]
         if doc_type not in TRANSACTION_TYPES:
-            return [Reason("unknown_type", f"type {doc_type!r} is not one of {', '.join(TRANSACTION_TYPES)}",
-                           "type")]
+            return [Reason("unknown_type", f"type {doc_type!r} is not one of {', '.join(TRANSACTION_TYPES)}", "type")]
         if prefix != doc_type:
             return [Reason("id_type_mismatch", f"id prefix {prefix!r} does not match type {doc_type!r}", "_id")]
         version = doc.get("schema_version")
@@ -103,9 +102,13 @@ class DocumentValidator:
         validator = self._validators.get(key)
         if validator is None:
             known = ", ".join(str(v) for v in self.versions[doc_type])
-            return [Reason("unknown_schema_version",
-                           f"schema_version {version!r} of {doc_type} is not supported (known: {known})",
-                           "schema_version")]
+            return [
+                Reason(
+                    "unknown_schema_version",
+                    f"schema_version {version!r} of {doc_type} is not supported (known: {known})",
+                    "schema_version",
+                )
+            ]
         allowed = self._known_fields[key]
         reasons = [
             Reason("unknown_field", f"field {name!r} is not part of {doc_type} v{version}", name)

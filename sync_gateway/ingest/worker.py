@@ -83,7 +83,10 @@ class IngestWorker:
             while True:
                 try:
                     batch = await self._couch.changes(
-                        self._registry.db, since=since, feed="longpoll", include_docs=False,
+                        self._registry.db,
+                        since=since,
+                        feed="longpoll",
+                        include_docs=False,
                         timeout=self._read_timeout,
                     )
                     if batch.results:
@@ -118,8 +121,13 @@ class IngestWorker:
             await self.handle_changes(db, user, rows)
 
         follower = Follower(
-            self._couch, self._checkpoints, db, _checkpoint_name(db), handle,
-            batch_size=self._batch_size, read_timeout=self._read_timeout,
+            self._couch,
+            self._checkpoints,
+            db,
+            _checkpoint_name(db),
+            handle,
+            batch_size=self._batch_size,
+            read_timeout=self._read_timeout,
             changes_params={"style": "all_docs", "conflicts": True},
         )
         self.followers[db] = follower
@@ -143,14 +151,20 @@ class IngestWorker:
         event_docs = []
         for decision in decisions:
             current = existing.get(decision.doc_id)
-            if (decision.accepted and current is not None and current.get("status") != "rejected"
-                    and current.get("event_id") != decision.event.event_id):
+            if (
+                decision.accepted
+                and current is not None
+                and current.get("status") != "rejected"
+                and current.get("event_id") != decision.event.event_id
+            ):
                 decision.event = _with_kind(decision.event, "transaction.edited_after_acceptance")
             event_docs.append(event_to_doc(decision.event, [r.as_dict() for r in decision.reasons]))
         outcome = await self._events.append(event_docs)
         updates = [
             ReceiptUpdate(
-                transaction_id=d.doc_id, event_id=d.event.event_id, rev=d.rev,
+                transaction_id=d.doc_id,
+                event_id=d.event.event_id,
+                rev=d.rev,
                 status="accepted" if d.accepted else "rejected",
                 reasons=[r.as_dict() for r in d.reasons],
             )
@@ -161,8 +175,7 @@ class IngestWorker:
         appended = sum(1 for status in outcome.values() if status == "appended")
         self.appended += appended
         self.rejected += sum(1 for d in decisions if d.event.kind == "transaction.rejected")
-        log.info("ingest.batch_appended", user_db=db, changes=len(rows), events=len(event_docs),
-                 appended=appended)
+        log.info("ingest.batch_appended", user_db=db, changes=len(rows), events=len(event_docs), appended=appended)
 
     def _decide(self, db: str, user: str, doc: dict[str, Any], server_time: str) -> _Decision:
         size = len(json.dumps({k: v for k, v in doc.items() if k != "_attachments"}).encode())
@@ -174,7 +187,8 @@ class IngestWorker:
             for name, att in (doc.get("_attachments") or {}).items():
                 attachments[name] = Attachment(
                     content_type=str(att.get("content_type", "application/octet-stream")),
-                    data=att.get("_data", b""), digest=str(att.get("digest", "")),
+                    data=att.get("_data", b""),
+                    digest=str(att.get("digest", "")),
                 )
         payload = {k: v for k, v in doc.items() if k not in _INTERNAL_FIELDS}
         if reasons and size > self._validator.max_doc_bytes:
@@ -205,9 +219,10 @@ class IngestWorker:
                     doc["_attachments"][name]["_data"] = base64.b64decode(att["data"])
 
         small = [
-            d for d in docs
-            if d.get("_attachments") and sum(int(a.get("length") or 0) for a in d["_attachments"].values())
-            <= self._validator.max_doc_bytes
+            d
+            for d in docs
+            if d.get("_attachments")
+            and sum(int(a.get("length") or 0) for a in d["_attachments"].values()) <= self._validator.max_doc_bytes
         ]
         await asyncio.gather(*(fetch(d) for d in small))
 

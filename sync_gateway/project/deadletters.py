@@ -55,8 +55,7 @@ class DeadLetters:
                 "attempts": 1,
                 "created_at": now,
                 "updated_at": now,
-                "history": [{"action": "dead_lettered", "by": "projector", "at": now,
-                             "message": outcome.message}],
+                "history": [{"action": "dead_lettered", "by": "projector", "at": now, "message": outcome.message}],
             }
             for ev, outcome in refused
         ]
@@ -66,12 +65,16 @@ class DeadLetters:
             if result is None or not (result.ok or result.conflict):
                 raise CouchError(f"dead letter {doc['_id']} not written: {result}")
         for ev, outcome in refused:
-            log.warning("projection.dead_lettered", connector=connector, event_id=ev.event_id,
-                        doc_id=ev.doc_id, message=outcome.message)
+            log.warning(
+                "projection.dead_lettered",
+                connector=connector,
+                event_id=ev.event_id,
+                doc_id=ev.doc_id,
+                message=outcome.message,
+            )
 
     async def list(self, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
-        rows = await self._couch.all_docs(self.db, include_docs=True, startkey=PREFIX,
-                                          endkey=PREFIX + "\ufff0")
+        rows = await self._couch.all_docs(self.db, include_docs=True, startkey=PREFIX, endkey=PREFIX + "\ufff0")
         items = [_public(r["doc"]) for r in rows if r.get("doc")]
         if status is not None:
             items = [i for i in items if i.get("status") == status]
@@ -91,13 +94,17 @@ class DeadLetters:
                 code="dead_letter_not_open",
             )
         now = _now()
-        doc.update(status="retry_requested", updated_at=now,
-                   history=[*doc.get("history", []), {"action": "retry_requested", "by": by, "at": now}])
+        doc.update(
+            status="retry_requested",
+            updated_at=now,
+            history=[*doc.get("history", []), {"action": "retry_requested", "by": by, "at": now}],
+        )
         try:
             doc["_rev"] = await self._couch.put(self.db, doc)
         except RevisionConflict as exc:
-            raise StateConflict(f"dead letter {item_id} changed meanwhile; reload it",
-                                code="concurrent_change") from exc
+            raise StateConflict(
+                f"dead letter {item_id} changed meanwhile; reload it", code="concurrent_change"
+            ) from exc
         return _public(doc)
 
     async def watch_retries(self, callback: RetryCallback) -> None:
@@ -108,8 +115,7 @@ class DeadLetters:
             await self._retry(item["id"], callback)
         while True:
             try:
-                batch = await self._couch.changes(self.db, since=since, feed="longpoll",
-                                                  timeout=self._read_timeout)
+                batch = await self._couch.changes(self.db, since=since, feed="longpoll", timeout=self._read_timeout)
                 for row in batch.results:
                     doc = row.get("doc") or {}
                     if doc.get("kind") == "dead_letter" and doc.get("status") == "retry_requested":
@@ -127,14 +133,23 @@ class DeadLetters:
         now = _now()
         if outcome.status == "ok":
             doc.update(status="resolved", erp_ref=outcome.erp_ref)
-            entry = {"action": "retried", "by": "projector", "at": now, "result": "projected",
-                     "erp_ref": outcome.erp_ref}
+            entry = {
+                "action": "retried",
+                "by": "projector",
+                "at": now,
+                "result": "projected",
+                "erp_ref": outcome.erp_ref,
+            }
         else:
             doc.update(status="open", message=outcome.message or doc.get("message"))
-            entry = {"action": "retried", "by": "projector", "at": now, "result": outcome.status,
-                     "message": outcome.message}
-        doc.update(attempts=int(doc.get("attempts", 1)) + 1, updated_at=now,
-                   history=[*doc.get("history", []), entry])
+            entry = {
+                "action": "retried",
+                "by": "projector",
+                "at": now,
+                "result": outcome.status,
+                "message": outcome.message,
+            }
+        doc.update(attempts=int(doc.get("attempts", 1)) + 1, updated_at=now, history=[*doc.get("history", []), entry])
         await self._couch.put(self.db, doc)
         log.info("deadletter.retried", item=item_id, result=outcome.status)
 

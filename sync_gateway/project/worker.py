@@ -50,8 +50,13 @@ class Projector:
         self._dead = dead_letters
         self._max_delay = max_delay
         self.follower = Follower(
-            couch, checkpoints, events.db, f"project:{connector.name}", self.handle_changes,
-            batch_size=batch_size, read_timeout=read_timeout,
+            couch,
+            checkpoints,
+            events.db,
+            f"project:{connector.name}",
+            self.handle_changes,
+            batch_size=batch_size,
+            read_timeout=read_timeout,
         )
         self.projected = 0
         self.dead_lettered = 0
@@ -89,7 +94,8 @@ class Projector:
             retry = []
             for ev in pending:
                 outcome = by_id.get(ev.event_id) or PushOutcome(
-                    ev.event_id, "transient", message="connector returned no outcome")
+                    ev.event_id, "transient", message="connector returned no outcome"
+                )
                 if outcome.status == "transient":
                     retry.append(ev)
                 else:
@@ -99,8 +105,14 @@ class Projector:
                 attempt += 1
                 self.retrying = True
                 delay = min(self._max_delay, 0.25 * 2 ** min(attempt, 8))
-                log.warning("projection.retrying", connector=self.connector.name, events=len(pending),
-                            attempt=attempt, retry_in=delay, error=by_id.get(pending[0].event_id))
+                log.warning(
+                    "projection.retrying",
+                    connector=self.connector.name,
+                    events=len(pending),
+                    attempt=attempt,
+                    retry_in=delay,
+                    error=by_id.get(pending[0].event_id),
+                )
                 await asyncio.sleep(delay)
         self.retrying = False
         return settled
@@ -114,15 +126,23 @@ class Projector:
         for ev in events:
             outcome = outcomes[ev.event_id]
             status = "projected" if outcome.status == "ok" else "dead_lettered"
-            updates.append((ev.source_db, ReceiptUpdate(
-                transaction_id=ev.doc_id, event_id=ev.event_id, rev=ev.rev, status=status,
-                erp_ref=outcome.erp_ref, message=outcome.message,
-            )))
+            updates.append(
+                (
+                    ev.source_db,
+                    ReceiptUpdate(
+                        transaction_id=ev.doc_id,
+                        event_id=ev.event_id,
+                        rev=ev.rev,
+                        status=status,
+                        erp_ref=outcome.erp_ref,
+                        message=outcome.message,
+                    ),
+                )
+            )
         await self._receipts.write_many(group_by_db(updates))
         self.projected += len(events) - len(refused)
         self.dead_lettered += len(refused)
-        log.info("projection.batch_done", connector=self.connector.name, events=len(events),
-                 dead_lettered=len(refused))
+        log.info("projection.batch_done", connector=self.connector.name, events=len(events), dead_lettered=len(refused))
 
     async def retry_dead_letter(self, item: dict[str, Any]) -> PushOutcome:
         """Push one dead-lettered event again (an admin asked for it)."""
@@ -136,10 +156,18 @@ class Projector:
         except ConnectorError as exc:
             outcome = PushOutcome(event.event_id, "transient", message=str(exc))
         if outcome.status == "ok":
-            await self._receipts.write(event.source_db, [ReceiptUpdate(
-                transaction_id=event.doc_id, event_id=event.event_id, rev=event.rev, status="projected",
-                erp_ref=outcome.erp_ref,
-            )])
+            await self._receipts.write(
+                event.source_db,
+                [
+                    ReceiptUpdate(
+                        transaction_id=event.doc_id,
+                        event_id=event.event_id,
+                        rev=event.rev,
+                        status="projected",
+                        erp_ref=outcome.erp_ref,
+                    )
+                ],
+            )
             self.projected += 1
         return outcome
 

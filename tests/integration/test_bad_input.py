@@ -22,10 +22,13 @@ async def test_invalid_documents_are_rejected_with_reasons_and_nothing_is_lost(
     bad = {
         "schema": {**docs.sales_order("eve-phone"), "lines": []},
         "unknown_type": {**docs.sales_order("eve-phone"), "type": "purchase_order"},
-        "malformed": {**docs.sales_order("eve-phone", lines=[
-            {"sku": "PUMP-100", "quantity": "two", "unit": "unit", "unit_price": 12.5}]), "created_at": "yesterday"},
-        "oversized": {**docs.service_report("eve-phone"), "findings": "x" * 7000,
-                      "photos_inline": "A" * (80 * 1024)},
+        "malformed": {
+            **docs.sales_order(
+                "eve-phone", lines=[{"sku": "PUMP-100", "quantity": "two", "unit": "unit", "unit_price": 12.5}]
+            ),
+            "created_at": "yesterday",
+        },
+        "oversized": {**docs.service_report("eve-phone"), "findings": "x" * 7000, "photos_inline": "A" * (80 * 1024)},
         "future_version": {**docs.inventory_movement("eve-phone"), "schema_version": 2},
     }
     good = docs.inventory_movement("eve-phone", quantity=4)
@@ -33,16 +36,21 @@ async def test_invalid_documents_are_rejected_with_reasons_and_nothing_is_lost(
         for doc in [*bad.values(), good]:
             await phone.put("eve", doc)
         live = await phone.sync_live("eve", db_url, "eve", "eve-secret-1")
-        receipts = {name: await phone.wait_for("eve", f"receipt:{doc['_id']}", timeout=30, status="rejected")
-                    for name, doc in bad.items()}
+        receipts = {
+            name: await phone.wait_for("eve", f"receipt:{doc['_id']}", timeout=30, status="rejected")
+            for name, doc in bad.items()
+        }
         good_receipt = await phone.wait_for("eve", f"receipt:{good['_id']}", timeout=30, status="projected")
         await phone.sync_stop(live)
 
     codes = {name: {(r["code"], r["field"]) for r in receipt["reasons"]} for name, receipt in receipts.items()}
     assert ("schema_violation", "lines") in codes["schema"]
     assert codes["unknown_type"] == {("unknown_type", "type")}
-    assert {("schema_violation", "created_at"), ("schema_violation", "lines.0.quantity"),
-            ("schema_violation", "lines.0.unit_price")} <= codes["malformed"]
+    assert {
+        ("schema_violation", "created_at"),
+        ("schema_violation", "lines.0.quantity"),
+        ("schema_violation", "lines.0.unit_price"),
+    } <= codes["malformed"]
     assert codes["oversized"] == {("too_large", "")}
     assert codes["future_version"] == {("unknown_schema_version", "schema_version")}
     assert all(r["message"] for receipt in receipts.values() for r in receipt["reasons"])
@@ -50,7 +58,8 @@ async def test_invalid_documents_are_rejected_with_reasons_and_nothing_is_lost(
 
     # only the good one reached the ERP; the rejected ones are events with their reasons; documents untouched
     assert gateway.staging_rows("SELECT transaction_id FROM stg_inventory_movement WHERE user_name = 'eve'") == [
-        (good["_id"],)]
+        (good["_id"],)
+    ]
     assert gateway.staging_rows("SELECT count(*) FROM stg_sales_order WHERE user_name = 'eve'") == [(0,)]
     events = (await api.get("/api/events", params={"user": "eve", "limit": 50})).json()["events"]
     kinds = {e["doc_id"]: e["kind"] for e in events}
@@ -75,7 +84,8 @@ async def test_a_fixed_transaction_is_accepted_after_rejection(gateway: GatewayP
         await phone.sync_stop(live)
     assert accepted["erp_ref"].startswith("SO-")
     assert gateway.staging_rows("SELECT currency FROM stg_sales_order WHERE transaction_id = ?", order["_id"]) == [
-        ("EUR",)]
+        ("EUR",)
+    ]
 
 
 @pytest.mark.parametrize(

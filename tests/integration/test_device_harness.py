@@ -148,15 +148,15 @@ async def test_offline_writes_and_attachment_are_pushed_with_member_credentials(
         assert created["rev"].startswith("1-")
         assert await phone.get_attachment("phone", "photo:1", "photo.png") == png
 
-        result = await phone.replicate("phone", f"{couch.url}/{remote_db}", MEMBER, couch.member_password,
-                                       direction="push")
+        result = await phone.replicate(
+            "phone", f"{couch.url}/{remote_db}", MEMBER, couch.member_password, direction="push"
+        )
 
     assert result["ok"] is True
     assert result["docs_written"] == 4
     assert result["errors"] == []
     rows = (await admin.get(f"/{remote_db}/_all_docs", params={"include_docs": "true"})).json()["rows"]
-    assert {row["id"]: row["doc"].get("n") for row in rows} == {"note:0": 0, "note:1": 1, "note:2": 2,
-                                                               "photo:1": None}
+    assert {row["id"]: row["doc"].get("n") for row in rows} == {"note:0": 0, "note:1": 1, "note:2": 2, "photo:1": None}
     attachment = await admin.get(f"/{remote_db}/photo:1/photo.png")
     assert attachment.status_code == 200
     assert attachment.content == png
@@ -177,8 +177,9 @@ async def test_server_side_doc_with_attachment_reaches_the_device_on_pull(
     )
     assert attached.status_code == 201, attached.text
     async with Device() as phone:
-        result = await phone.replicate("phone", f"{couch.url}/{remote_db}", MEMBER, couch.member_password,
-                                       direction="pull")
+        result = await phone.replicate(
+            "phone", f"{couch.url}/{remote_db}", MEMBER, couch.member_password, direction="pull"
+        )
         doc = await phone.get("phone", "order:7", attachments=True)
         data = await phone.get_attachment("phone", "order:7", "label.png")
     assert result["docs_written"] == 1
@@ -214,8 +215,13 @@ async def _wait_for_server_doc(admin: httpx.AsyncClient, db: str, doc_id: str) -
     for _ in range(100):
         response = await admin.get(
             f"/{db}/_changes",
-            params={"feed": "longpoll", "since": since if isinstance(since, int | str) else json.dumps(since),
-                    "include_docs": "true", "filter": "_doc_ids", "doc_ids": json.dumps([doc_id])},
+            params={
+                "feed": "longpoll",
+                "since": since if isinstance(since, int | str) else json.dumps(since),
+                "include_docs": "true",
+                "filter": "_doc_ids",
+                "doc_ids": json.dumps([doc_id]),
+            },
             headers={"Accept-Encoding": "identity"},
             timeout=30.0,
         )

@@ -22,8 +22,12 @@ TOTAL = 300
 @pytest.fixture
 def crashy_gateway(couch_server: PouchServer, tmp_path: Path) -> Iterator[GatewayProcess]:
     # its own system databases, so the shared gateway of other tests never sees these users
-    gw = GatewayProcess(couch_server, tmp_path, prefix="crash_", extra_env={
-        "SYNC_INGEST_BATCH_SIZE": "20", "SYNC_PROJECT_BATCH_SIZE": "10"})
+    gw = GatewayProcess(
+        couch_server,
+        tmp_path,
+        prefix="crash_",
+        extra_env={"SYNC_INGEST_BATCH_SIZE": "20", "SYNC_PROJECT_BATCH_SIZE": "10"},
+    )
     gw.start()
     yield gw
     gw.stop()
@@ -40,37 +44,46 @@ async def test_sigkill_mid_flight_loses_nothing_and_duplicates_nothing(crashy_ga
     ]
     async with httpx.AsyncClient(base_url=gw.couch.url, auth=("gus", "gus-secret-1"), timeout=30) as device:
         for start in range(0, TOTAL, 50):
-            response = await device.post(f"/{db}/_bulk_docs", json={"docs": transactions[start:start + 50]})
+            response = await device.post(f"/{db}/_bulk_docs", json={"docs": transactions[start : start + 50]})
             assert response.status_code == 201
 
     def staged() -> int:
-        rows = gw.staging_rows("SELECT (SELECT count(*) FROM stg_sales_order) + "
-                               "(SELECT count(*) FROM stg_inventory_movement)")
+        rows = gw.staging_rows(
+            "SELECT (SELECT count(*) FROM stg_sales_order) + (SELECT count(*) FROM stg_inventory_movement)"
+        )
         return int(rows[0][0]) if rows else 0
 
     async def staged_count() -> int:
         return staged()
 
     for threshold in (20, 150):
-        await wait_until(staged_count, lambda n, t=threshold: n >= t, timeout=120, interval=0.02,
-                         what=f"{threshold} staged rows")
+        await wait_until(
+            staged_count, lambda n, t=threshold: n >= t, timeout=120, interval=0.02, what=f"{threshold} staged rows"
+        )
         gw.kill()
         assert staged() < TOTAL, "everything landed before the kill: the test would prove nothing"
         gw.start()
 
     await wait_until(staged_count, lambda n: n >= TOTAL, timeout=180, what="all transactions staged")
-    ids = gw.staging_rows("SELECT transaction_id FROM stg_sales_order UNION ALL "
-                          "SELECT transaction_id FROM stg_inventory_movement")
+    ids = gw.staging_rows(
+        "SELECT transaction_id FROM stg_sales_order UNION ALL SELECT transaction_id FROM stg_inventory_movement"
+    )
     assert sorted(r[0] for r in ids) == sorted(t["_id"] for t in transactions)
     assert gw.staging_rows("SELECT sum(quantity) FROM stg_inventory_movement") == [
-        (float(sum(i + 1 for i in range(TOTAL) if i % 2)),)]
+        (float(sum(i + 1 for i in range(TOTAL) if i % 2)),)
+    ]
 
     async with gw.couch_admin() as couch:
+
         async def projected_receipts() -> int:
-            rows = (await couch.get(f"/{db}/_all_docs", params={
-                "startkey": '"receipt:"', "endkey": '"receipt:\ufff0"', "include_docs": "true"})).json()["rows"]
+            rows = (
+                await couch.get(
+                    f"/{db}/_all_docs",
+                    params={"startkey": '"receipt:"', "endkey": '"receipt:\ufff0"', "include_docs": "true"},
+                )
+            ).json()["rows"]
             return sum(1 for r in rows if r["doc"]["status"] == "projected")
 
         await wait_until(projected_receipts, lambda n: n == TOTAL, timeout=60, what="all receipts projected")
-        events = (await couch.get("/crash_events/_all_docs", params={"startkey": '"ev-"', "endkey": '"ev-\ufff0"'}))
+        events = await couch.get("/crash_events/_all_docs", params={"startkey": '"ev-"', "endkey": '"ev-\ufff0"'})
         assert len(events.json()["rows"]) == TOTAL

@@ -22,16 +22,29 @@ pytestmark = pytest.mark.integration
 
 
 async def provision_via_api(api: httpx.AsyncClient, name: str, password: str) -> None:
-    response = await api.post("/api/users", json={"name": name, "password": password,
-                                                  "roles": ["field_technician"]})
+    response = await api.post("/api/users", json={"name": name, "password": password, "roles": ["field_technician"]})
     assert response.status_code == 201, response.text
 
 
 def provision_via_cli(gateway: GatewayProcess, name: str, password: str) -> None:
     result = subprocess.run(
-        [str(Path(sys.executable).parent / "sync-gateway"), "users", "add", name, "--password", password,
-         "--role", "delivery_driver", "--attr", "van=VAN-02"],
-        env=gateway.env, capture_output=True, text=True, timeout=60, check=False,
+        [
+            str(Path(sys.executable).parent / "sync-gateway"),
+            "users",
+            "add",
+            name,
+            "--password",
+            password,
+            "--role",
+            "delivery_driver",
+            "--attr",
+            "van=VAN-02",
+        ],
+        env=gateway.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
 
@@ -58,8 +71,10 @@ async def test_two_offline_devices_sync_all_transaction_types_exactly_once(
             await phone.put("anna", doc)
         rev = (await phone.put("anna", delivery))["rev"]
         await phone.put_attachment("anna", delivery["_id"], rev, "signature.png", "image/png", signature)
-        ben_docs = [docs.sales_order("ben-phone", customer="CUST-0042"),
-                    docs.inventory_movement("ben-phone", sku="PUMP-100", quantity=1)]
+        ben_docs = [
+            docs.sales_order("ben-phone", customer="CUST-0042"),
+            docs.inventory_movement("ben-phone", sku="PUMP-100", quantity=1),
+        ]
         for doc in ben_docs:
             await phone.put("ben", doc)
 
@@ -70,8 +85,9 @@ async def test_two_offline_devices_sync_all_transaction_types_exactly_once(
         receipts: dict[str, dict[str, Any]] = {}
         for local_db, items in (("anna", anna_all), ("ben", ben_docs)):
             for doc in items:
-                receipts[doc["_id"]] = await phone.wait_for(local_db, f"receipt:{doc['_id']}", timeout=30,
-                                                            status="projected")
+                receipts[doc["_id"]] = await phone.wait_for(
+                    local_db, f"receipt:{doc['_id']}", timeout=30, status="projected"
+                )
         await phone.sync_stop(anna_sync)
         await phone.sync_stop(ben_sync)
 
@@ -81,8 +97,10 @@ async def test_two_offline_devices_sync_all_transaction_types_exactly_once(
         assert f"receipt:{draft['_id']}" not in local_ids
 
     # --- staging ERP: exactly one row per transaction, with the right content
-    rows = gateway.staging_rows("SELECT transaction_id, customer, total, user_name FROM stg_sales_order "
-                                "WHERE user_name IN ('anna.tech', 'ben.driver') ORDER BY user_name")
+    rows = gateway.staging_rows(
+        "SELECT transaction_id, customer, total, user_name FROM stg_sales_order "
+        "WHERE user_name IN ('anna.tech', 'ben.driver') ORDER BY user_name"
+    )
     assert [(r[0], r[1], float(r[2]), r[3]) for r in rows] == [
         (anna_docs[0]["_id"], "CUST-0001", 323.30, "anna.tech"),
         (ben_docs[0]["_id"], "CUST-0042", 323.30, "ben.driver"),
@@ -90,30 +108,43 @@ async def test_two_offline_devices_sync_all_transaction_types_exactly_once(
     lines = gateway.staging_rows(
         "SELECT l.line_no, l.sku, l.quantity, l.unit_price FROM stg_sales_order_line l "
         "JOIN stg_sales_order o ON o.id = l.order_id WHERE o.transaction_id = ? ORDER BY l.line_no",
-        anna_docs[0]["_id"])
+        anna_docs[0]["_id"],
+    )
     assert [(n, s, q, float(p)) for n, s, q, p in lines] == [(1, "PUMP-100", 2.0, 149.90), (2, "SEAL-12", 10.0, 2.35)]
     moves = gateway.staging_rows(
         "SELECT transaction_id, sku, quantity, from_location, to_location FROM stg_inventory_movement "
-        "WHERE user_name IN ('anna.tech', 'ben.driver') ORDER BY quantity")
-    assert moves == [(ben_docs[1]["_id"], "PUMP-100", 1.0, "VAN-01", "CUSTOMER"),
-                     (anna_docs[1]["_id"], "SEAL-12", 3.0, "VAN-01", "CUSTOMER")]
+        "WHERE user_name IN ('anna.tech', 'ben.driver') ORDER BY quantity"
+    )
+    assert moves == [
+        (ben_docs[1]["_id"], "PUMP-100", 1.0, "VAN-01", "CUSTOMER"),
+        (anna_docs[1]["_id"], "SEAL-12", 3.0, "VAN-01", "CUSTOMER"),
+    ]
     signed = gateway.staging_rows(
         "SELECT transaction_id, recipient_name, signature_png, signature_sha256, latitude "
-        "FROM stg_delivery_confirmation WHERE user_name = 'anna.tech'")
+        "FROM stg_delivery_confirmation WHERE user_name = 'anna.tech'"
+    )
     assert signed == [(delivery["_id"], "Maria Lopez", signature, hashlib.sha256(signature).hexdigest(), 48.137)]
-    reports = gateway.staging_rows("SELECT transaction_id, hours, technician FROM stg_service_report "
-                                   "WHERE user_name = 'anna.tech'")
+    reports = gateway.staging_rows(
+        "SELECT transaction_id, hours, technician FROM stg_service_report WHERE user_name = 'anna.tech'"
+    )
     assert reports == [(anna_docs[2]["_id"], 2.5, "anna.tech")]
-    updates = gateway.staging_rows("SELECT transaction_id, work_order, new_status FROM stg_work_order_update "
-                                   "WHERE user_name = 'anna.tech'")
+    updates = gateway.staging_rows(
+        "SELECT transaction_id, work_order, new_status FROM stg_work_order_update WHERE user_name = 'anna.tech'"
+    )
     assert updates == [(anna_docs[3]["_id"], "WO-1001", "done")]
-    materials = gateway.staging_rows("SELECT sku, quantity FROM stg_item_line WHERE transaction_id = ?",
-                                     anna_docs[2]["_id"])
+    materials = gateway.staging_rows(
+        "SELECT sku, quantity FROM stg_item_line WHERE transaction_id = ?", anna_docs[2]["_id"]
+    )
     assert materials == [("SEAL-12", 2.0)]
 
     # --- receipts on the devices carry the ERP reference of the staging row
-    prefixes = {"sales_order": "SO", "inventory_movement": "IM", "delivery_confirmation": "DC",
-                "service_report": "SR", "work_order_update": "WU"}
+    prefixes = {
+        "sales_order": "SO",
+        "inventory_movement": "IM",
+        "delivery_confirmation": "DC",
+        "service_report": "SR",
+        "work_order_update": "WU",
+    }
     for doc in [*anna_all, *ben_docs]:
         receipt = receipts[doc["_id"]]
         assert receipt["transaction_id"] == doc["_id"]

@@ -20,8 +20,9 @@ SCRIPT = Path(sys.executable).parent / "sync-gateway"
 
 
 class GatewayProcess:
-    def __init__(self, couch: PouchServer, workdir: Path, *, prefix: str = "sync_",
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, couch: PouchServer, workdir: Path, *, prefix: str = "sync_", extra_env: dict[str, str] | None = None
+    ) -> None:
         self.couch = couch
         self.workdir = workdir
         self.token = secrets.token_urlsafe(16)
@@ -51,8 +52,9 @@ class GatewayProcess:
 
     def start(self, timeout: float = 30.0) -> None:
         log = self.log_path.open("ab")
-        self.process = subprocess.Popen([str(SCRIPT), "run"], env=self.env, cwd=PROJECT_ROOT,
-                                        stdout=log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [str(SCRIPT), "run"], env=self.env, cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2.0) as client:
@@ -91,12 +93,12 @@ class GatewayProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def api_client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"},
-                                 timeout=30.0)
+        return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30.0)
 
     def couch_admin(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(base_url=self.couch.url, auth=(self.couch.admin_user, self.couch.admin_password),
-                                 timeout=30.0)
+        return httpx.AsyncClient(
+            base_url=self.couch.url, auth=(self.couch.admin_user, self.couch.admin_password), timeout=30.0
+        )
 
     def staging_rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         if not self.staging_path.exists():

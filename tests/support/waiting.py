@@ -10,8 +10,14 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-async def wait_until(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], *, timeout: float = 60.0,
-                     interval: float = 0.1, what: str = "condition") -> T:
+async def wait_until(
+    probe: Callable[[], Awaitable[T]],
+    done: Callable[[T], bool],
+    *,
+    timeout: float = 60.0,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> T:
     """Call ``probe`` until ``done(result)``; return the result, or fail with the last one seen."""
     deadline = time.monotonic() + timeout
     while True:

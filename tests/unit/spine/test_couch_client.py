@@ -54,8 +54,10 @@ async def test_client_errors_map_to_the_error_tree_without_retry(status: int, er
 async def test_bulk_results_are_matched_by_id_even_when_reordered() -> None:
     def handle(request: httpx.Request) -> httpx.Response:
         ids = [d["_id"] for d in json.loads(request.content)["docs"]]
-        rows = [{"id": i, "error": "conflict", "reason": "exists"} if i == "b" else {"id": i, "rev": "1-r"}
-                for i in reversed(ids)]
+        rows = [
+            {"id": i, "error": "conflict", "reason": "exists"} if i == "b" else {"id": i, "rev": "1-r"}
+            for i in reversed(ids)
+        ]
         return httpx.Response(201, json=rows)
 
     async with client(httpx.MockTransport(handle)) as couch:

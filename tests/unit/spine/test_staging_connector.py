@@ -15,9 +15,20 @@ from tests.support import docs
 
 
 def event(doc: dict[str, Any], n: int, **extra: Any) -> Event:
-    return Event(event_id=f"ev-{n}", kind="transaction.accepted", doc_type=doc["type"], user="u", device_id="d",
-                 source_db="userdb-75", doc_id=doc["_id"], rev="1-a", device_time=doc["created_at"],
-                 server_time="2026-11-28T00:00:00+00:00", payload=doc, **extra)
+    return Event(
+        event_id=f"ev-{n}",
+        kind="transaction.accepted",
+        doc_type=doc["type"],
+        user="u",
+        device_id="d",
+        source_db="userdb-75",
+        doc_id=doc["_id"],
+        rev="1-a",
+        device_time=doc["created_at"],
+        server_time="2026-11-28T00:00:00+00:00",
+        payload=doc,
+        **extra,
+    )
 
 
 async def test_push_is_idempotent_and_isolates_a_bad_event(tmp_path: Path) -> None:
@@ -27,8 +38,11 @@ async def test_push_is_idempotent_and_isolates_a_bad_event(tmp_path: Path) -> No
         order = docs.sales_order("d")
         unsigned = docs.delivery_confirmation("d")
         signed = docs.delivery_confirmation("d")
-        batch = [event(order, 1), event(unsigned, 2),
-                 event(signed, 3, attachments={"signature.png": Attachment("image/png", b"\x89PNG..")})]
+        batch = [
+            event(order, 1),
+            event(unsigned, 2),
+            event(signed, 3, attachments={"signature.png": Attachment("image/png", b"\x89PNG..")}),
+        ]
         first = await connector.push(batch)
         assert [o.status for o in first] == ["ok", "permanent", "ok"]
         assert first[1].message == "delivery confirmation has no signature.png"
@@ -43,5 +57,5 @@ async def test_push_is_idempotent_and_isolates_a_bad_event(tmp_path: Path) -> No
 
 
 def test_unknown_connector_names_fail_loudly() -> None:
-    with pytest.raises(PluginError, match="unknown plugin 'nope'.*registered: .*staging"):
+    with pytest.raises(PluginError, match=r"unknown plugin 'nope'.*registered: .*staging"):
         load_connector("nope", {})

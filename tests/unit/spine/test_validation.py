@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tests.support import docs
 from sync_gateway.ingest.validation import DocumentValidator
+from tests.support import docs
 
 validator = DocumentValidator(max_doc_bytes=10_000)
 
@@ -15,8 +15,13 @@ def codes(doc: dict[str, object]) -> set[tuple[str, str]]:
 def test_every_realistic_transaction_is_valid() -> None:
     delivery = docs.delivery_confirmation("d")
     delivery["_attachments"] = {"signature.png": {"content_type": "image/png", "stub": True, "length": 90}}
-    for doc in (docs.sales_order("d"), docs.inventory_movement("d"), docs.service_report("d"),
-                docs.work_order_update("d"), delivery):
+    for doc in (
+        docs.sales_order("d"),
+        docs.inventory_movement("d"),
+        docs.service_report("d"),
+        docs.work_order_update("d"),
+        delivery,
+    ):
         assert validator.validate(doc) == [], doc["type"]
 
 
@@ -30,8 +35,11 @@ def test_unknown_fields_are_named() -> None:
 
 def test_bad_values_name_their_field() -> None:
     doc = docs.sales_order("d", lines=[{"sku": "A", "quantity": -1, "unit": "parsec", "unit_price": "1,50"}])
-    assert codes(doc) == {("schema_violation", "lines.0.quantity"), ("schema_violation", "lines.0.unit"),
-                          ("schema_violation", "lines.0.unit_price")}
+    assert codes(doc) == {
+        ("schema_violation", "lines.0.quantity"),
+        ("schema_violation", "lines.0.unit"),
+        ("schema_violation", "lines.0.unit_price"),
+    }
 
 
 def test_size_limit_type_and_version_checks() -> None:
@@ -42,6 +50,5 @@ def test_size_limit_type_and_version_checks() -> None:
 
 
 def test_dates_must_be_real_dates_with_a_zone() -> None:
-    assert codes({**docs.sales_order("d"), "created_at": "2026-11-28T10:00:00"}) == {
-        ("schema_violation", "created_at")}
+    assert codes({**docs.sales_order("d"), "created_at": "2026-11-28T10:00:00"}) == {("schema_violation", "created_at")}
     assert codes({**docs.sales_order("d"), "order_date": "2026-02-30"}) == {("schema_violation", "order_date")}
