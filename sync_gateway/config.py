@@ -6,10 +6,10 @@ as ``SecretStr`` so they never show up in a repr or a log line.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Role = Literal["ingest", "project", "api"]
 ALL_ROLES: tuple[Role, ...] = ("ingest", "project", "api")
@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     couch_password: SecretStr = SecretStr("")
     admin_token: SecretStr = SecretStr("")
 
-    roles: list[Role] = Field(default_factory=lambda: list(ALL_ROLES))
+    roles: Annotated[list[Role], NoDecode] = Field(default_factory=lambda: list(ALL_ROLES))
     api_host: str = "127.0.0.1"
     api_port: int = 8000
 
