@@ -8,6 +8,7 @@ at the same moment; the rank check plus a re-read on 409 keeps the highest statu
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -121,10 +122,9 @@ class ReceiptStore:
         raise CouchError(f"receipts in {db} kept conflicting: {sorted(pending)}")
 
     async def write_many(self, updates_by_db: Mapping[str, list[ReceiptUpdate]]) -> int:
-        total = 0
-        for db, updates in updates_by_db.items():
-            total += await self.write(db, updates)
-        return total
+        """Write receipts into several user databases at once."""
+        counts = await asyncio.gather(*(self.write(db, updates) for db, updates in updates_by_db.items()))
+        return sum(counts)
 
 
 def group_by_db(items: Iterable[tuple[str, ReceiptUpdate]]) -> dict[str, list[ReceiptUpdate]]:

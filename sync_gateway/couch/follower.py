@@ -1,13 +1,16 @@
 """A resumable reader of one database's changes feed.
 
 It reads pages with longpoll from a checkpoint, hands each page to a handler and saves the checkpoint only
-after the handler returns, so every change is handled at least once. Failures back off and retry: a CouchDB
-restart pauses the follower, it never ends it.
+after the handler returns, so every change is handled at least once. Saves are spaced by
+``save_interval`` (a busy feed would otherwise pay one extra write per page): after a crash the follower
+replays at most that many seconds of pages, which deterministic event ids and idempotent receipts absorb.
+Failures back off and retry: a CouchDB restart pauses the follower, it never ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,6 +41,7 @@ class Follower:
         read_timeout: float = 60.0,
         max_delay: float = 30.0,
         changes_params: dict[str, Any] | None = None,
+        save_interval: float = 1.0,
     ) -> None:
         self.db = db
         self.name = name
@@ -53,10 +57,25 @@ class Follower:
         self.last_poll_at: float | None = None
         self.caught_up = False
         self.failures = 0
+        self._save_interval = save_interval
+        self._saved: Seq = None
+        self._last_save = 0.0
+        self._flush: asyncio.Task[None] | None = None
 
     async def run(self, since: Seq = None, *, loaded: bool = False) -> None:
         """Run until cancelled. ``loaded=True`` means ``since`` already is the saved checkpoint."""
         self.since = since if loaded else await self._checkpoints.load(self.name)
+        self._saved = self.since
+        try:
+            await self._loop()
+        finally:
+            if self._flush is not None:
+                self._flush.cancel()
+            if self.since != self._saved:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._save())
+
+    async def _loop(self) -> None:
         while True:
             try:
                 await self.step()
@@ -84,8 +103,26 @@ class Follower:
         if batch.results:
             await self._handler(batch.results)
             self.last_change_at = time.time()
-        if batch.last_seq != self.since:
-            await self._checkpoints.save(self.name, batch.last_seq, db=self.db)
-            self.since = batch.last_seq
+        self.since = batch.last_seq
         self.caught_up = len(batch.results) < self._batch_size
+        if self.since != self._saved:
+            if not self.caught_up or time.monotonic() - self._last_save >= self._save_interval:
+                await self._save()
+            elif self._flush is None or self._flush.done():
+                # caught up: the next longpoll may wait for a long time, save once the interval is over
+                self._flush = asyncio.create_task(self._save_later())
         return len(batch.results)
+
+    async def _save_later(self) -> None:
+        await asyncio.sleep(max(0.0, self._save_interval - (time.monotonic() - self._last_save)))
+        if self.since != self._saved:
+            try:
+                await self._save()
+            except CouchError as exc:
+                log.warning("follower.checkpoint_save_failed", db=self.db, error=str(exc))
+
+    async def _save(self) -> None:
+        seq = self.since
+        await self._checkpoints.save(self.name, seq, db=self.db)
+        self._saved = seq
+        self._last_save = time.monotonic()

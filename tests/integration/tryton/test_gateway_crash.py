@@ -1,0 +1,94 @@
+"""The whole gateway, projecting into a real Tryton, is SIGKILLed mid-batch and restarted: every movement a
+device submitted is in Tryton exactly once and the van's stock is the sum of the movements."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from erp_connectors.tryton.client import TrytonClient
+from sync_gateway.couch.naming import user_db_name
+from sync_gateway.devserver import PouchServer
+from tests.support import docs
+from tests.support.gateway import GatewayProcess
+from tests.support.waiting import wait_until
+
+from .conftest import TrytonServer, stock_quantity
+
+pytestmark = pytest.mark.integration
+
+COUNT = 40
+
+
+@pytest.fixture
+def tryton_gateway(couch_server: PouchServer, tryton_server: TrytonServer, tmp_path: Path) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(
+        couch_server,
+        tmp_path,
+        prefix="trygw_",
+        extra_env={
+            "SYNC_CONNECTOR": "tryton",
+            "SYNC_CONNECTOR_OPTIONS": json.dumps(tryton_server.options()),
+            "SYNC_PROJECT_BATCH_SIZE": "8",
+        },
+    )
+    gw.start(timeout=60)
+    yield gw
+    gw.stop()
+
+
+async def test_gateway_killed_mid_batch_projects_each_movement_once(
+    tryton_gateway: GatewayProcess, rpc: TrytonClient
+) -> None:
+    gw = tryton_gateway
+    async with gw.api_client() as api:
+        assert (await api.post("/api/users", json={"name": "vera", "password": "vera-secret-1"})).status_code == 201
+    van_before = await stock_quantity(rpc, "VAN-02", "P-400")
+    moves = [
+        {
+            **docs.inventory_movement("vera-phone", sku="P-400", quantity=float(1 + i % 3)),
+            "from_location": "WH",
+            "to_location": "VAN-02",
+            "reason": "transfer",
+        }
+        for i in range(COUNT)
+    ]
+    refs = [m["_id"] for m in moves]
+    async with httpx.AsyncClient(base_url=gw.couch.url, auth=("vera", "vera-secret-1")) as device:
+        response = await device.post(f"/{user_db_name('vera')}/_bulk_docs", json={"docs": moves})
+        assert response.status_code == 201
+
+    async def shipments(states: list[str] | None = None) -> int:
+        domain: list[object] = [("reference", "in", refs)]
+        if states:
+            domain.append(("state", "in", states))
+        count: int = await rpc.execute("stock.shipment.internal", "search_count", domain)
+        return count
+
+    await wait_until(shipments, lambda n: n >= 8, timeout=120, interval=0.05, what="first shipments in Tryton")
+    gw.kill()
+    assert await shipments(["done"]) < COUNT, "everything landed before the kill: the test would prove nothing"
+    gw.start(timeout=60)
+
+    await wait_until(lambda: shipments(["done"]), lambda n: n >= COUNT, timeout=180, what="all shipments done")
+    rows = await rpc.execute(
+        "stock.shipment.internal", "search_read", [("reference", "in", refs)], 0, None, None, ["reference", "state"]
+    )
+    assert sorted(r["reference"] for r in rows) == sorted(refs)  # each exactly once
+    assert await stock_quantity(rpc, "VAN-02", "P-400") == van_before + sum(m["quantity"] for m in moves)
+    async with gw.couch_admin() as couch:
+
+        async def projected() -> int:
+            rows = (
+                await couch.get(
+                    f"/{user_db_name('vera')}/_all_docs",
+                    params={"startkey": '"receipt:"', "endkey": '"receipt:\ufff0"', "include_docs": "true"},
+                )
+            ).json()["rows"]
+            return sum(1 for r in rows if r["doc"]["status"] == "projected")
+
+        await wait_until(projected, lambda n: n == COUNT, timeout=60, what="receipts projected")
