@@ -11,8 +11,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-Role = Literal["ingest", "project", "api"]
-ALL_ROLES: tuple[Role, ...] = ("ingest", "project", "api")
+Role = Literal["ingest", "project", "distribute", "api"]
+ALL_ROLES: tuple[Role, ...] = ("ingest", "project", "distribute", "api")
 
 
 class Settings(BaseSettings):
@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     feed_read_timeout_s: float = 60.0
     user_scan_interval_s: float = 2.0
     retry_max_delay_s: float = 30.0
+    pull_interval_s: float = 5.0
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -17,6 +17,7 @@ from sync_gateway.config import Settings
 from sync_gateway.contracts import ErpConnector
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.eventlog.store import EventLog
 from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.ingest.worker import IngestWorker
@@ -28,7 +29,7 @@ from sync_gateway.users import UserRegistry
 
 log = structlog.get_logger(__name__)
 
-SYSTEM_DBS = ("events", "conflicts", "registry", "checkpoints")
+SYSTEM_DBS = ("events", "conflicts", "registry", "checkpoints", "mirror")
 
 
 class Gateway:
@@ -48,10 +49,13 @@ class Gateway:
         self.checkpoints = Checkpoints(self.api_couch, settings.db("checkpoints"))
         self.validator = DocumentValidator(max_doc_bytes=settings.max_doc_bytes)
         self.connector: ErpConnector | None = (
-            load_connector(settings.connector, settings.connector_options) if "project" in settings.roles else None
+            load_connector(settings.connector, settings.connector_options)
+            if {"project", "distribute"} & set(settings.roles)
+            else None
         )
         self.ingest: IngestWorker | None = None
         self.projector: Projector | None = None
+        self.mirror: MirrorPuller | None = None
         self.started_at = time.time()
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
@@ -93,6 +97,11 @@ class Gateway:
                 max_delay=s.retry_max_delay_s,
             )
 
+        if "distribute" in s.roles and self.connector is not None:
+            self.mirror = MirrorPuller(
+                self.couch, self.connector, s.db("mirror"), worker_checkpoints, interval=s.pull_interval_s
+            )
+
     async def run(self) -> None:
         """Run every role of this process until cancelled (Ctrl-C, SIGTERM)."""
         await self.setup()
@@ -101,6 +110,8 @@ class Gateway:
             self._tasks["ingest"] = asyncio.create_task(self.ingest.run(), name="ingest")
         if self.projector is not None:
             self._tasks["project"] = asyncio.create_task(self.projector.run(), name="project")
+        if self.mirror is not None:
+            self._tasks["distribute"] = asyncio.create_task(self.mirror.run(), name="distribute")
         if "api" in self.settings.roles:
             from sync_gateway.api.app import create_app
 

@@ -1,5 +1,6 @@
-"""The whole gateway, projecting into a real Tryton, is SIGKILLed mid-batch and restarted: every movement a
-device submitted is in Tryton exactly once and the van's stock is the sum of the movements."""
+"""The whole gateway against a real Tryton: SIGKILLed mid-batch and restarted, every movement a device
+submitted is in Tryton exactly once and the van's stock is the sum of the movements; master data and the
+resulting stock levels flow back into the mirror."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ def tryton_gateway(couch_server: PouchServer, tryton_server: TrytonServer, tmp_p
             "SYNC_CONNECTOR": "tryton",
             "SYNC_CONNECTOR_OPTIONS": json.dumps(tryton_server.options()),
             "SYNC_PROJECT_BATCH_SIZE": "8",
+            "SYNC_PULL_INTERVAL_S": "0.3",
         },
     )
     gw.start(timeout=60)
@@ -92,3 +94,39 @@ async def test_gateway_killed_mid_batch_projects_each_movement_once(
             return sum(1 for r in rows if r["doc"]["status"] == "projected")
 
         await wait_until(projected, lambda n: n == COUNT, timeout=60, what="receipts projected")
+
+
+async def test_master_data_and_resulting_stock_reach_the_mirror(tryton_gateway: GatewayProcess) -> None:
+    gw = tryton_gateway
+    async with gw.couch_admin() as couch:
+
+        async def mirror(doc_id: str) -> dict[str, object]:
+            response = await couch.get(f"/trygw_mirror/{doc_id}")
+            return dict(response.json()) if response.status_code == 200 else {}
+
+        product = await wait_until(lambda: mirror("product:P-100"), bool, timeout=60, what="product in the mirror")
+        assert product["type"] == "product" and product["name"] == "Filter cartridge"
+        assert product["erp_version"]
+        customer = await wait_until(lambda: mirror("customer:C-002"), bool, timeout=30, what="customer")
+        assert customer["addresses"][0]["city"] == "Lakeside"  # type: ignore[index]
+        before = await mirror("stock:VAN-01:P-300")
+
+        async with gw.api_client() as api:
+            assert (await api.post("/api/users", json={"name": "walt", "password": "walt-secret-1"})).status_code == 201
+        move = {
+            **docs.inventory_movement("walt-phone", sku="P-300", quantity=3.0),
+            "from_location": "WH",
+            "to_location": "VAN-01",
+            "reason": "transfer",
+        }
+        async with httpx.AsyncClient(base_url=gw.couch.url, auth=("walt", "walt-secret-1")) as device:
+            assert (await device.put(f"/{user_db_name('walt')}/{move['_id']}", json=move)).status_code == 201
+
+        expected = float(before.get("quantity", 0.0)) + 3.0  # type: ignore[arg-type]
+        after = await wait_until(
+            lambda: mirror("stock:VAN-01:P-300"),
+            lambda d: d.get("quantity") == expected,
+            timeout=60,
+            what="van stock in the mirror",
+        )
+        assert after["erp_version"] != before.get("erp_version")
