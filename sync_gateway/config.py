@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     system_db_prefix: str = "sync_"
     connector: str = "staging"
     connector_options: dict[str, Any] = Field(default_factory=dict)
-    handlers: dict[str, str] = Field(default_factory=lambda: {"default": "server_wins"})
+    handlers: dict[str, str] = Field(default_factory=lambda: {"default": "field_merge"})
 
     max_doc_bytes: int = 512 * 1024
     ingest_batch_size: int = 500

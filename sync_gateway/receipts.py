@@ -23,7 +23,7 @@ from sync_gateway.errors import CouchError
 log = structlog.get_logger(__name__)
 
 RECEIPT_PREFIX = "receipt:"
-RANK = {"rejected": 0, "accepted": 1, "dead_lettered": 2, "projected": 3}
+RANK = {"rejected": 0, "in_review": 0, "accepted": 1, "dead_lettered": 2, "projected": 3}
 
 
 def receipt_id(transaction_id: str) -> str:
@@ -49,8 +49,8 @@ def _should_apply(current: Mapping[str, Any] | None, update: ReceiptUpdate) -> b
     current_status = str(current.get("status"))
     if current.get("event_id") == update.event_id and RANK.get(update.status, 0) <= RANK.get(current_status, 0):
         return False  # already recorded (a replayed batch)
-    if current_status == "rejected":
-        return True  # a fixed and resubmitted transaction may move on
+    if current_status in ("rejected", "in_review"):
+        return True  # a fixed, resubmitted or reviewed transaction may move on
     if update.status == "rejected":
         return False  # a later revision cannot take back what was accepted
     if current.get("event_id") != update.event_id and update.status == "accepted":

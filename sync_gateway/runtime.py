@@ -14,6 +14,8 @@ import structlog
 import uvicorn
 
 from sync_gateway.config import Settings
+from sync_gateway.conflicts.apply import ConflictApplier
+from sync_gateway.conflicts.pipeline import ConflictPipeline, ReviewSink
 from sync_gateway.contracts import ErpConnector
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
@@ -21,7 +23,7 @@ from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.eventlog.store import EventLog
 from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.ingest.worker import IngestWorker
-from sync_gateway.plugins import load_connector
+from sync_gateway.plugins import load_connector, load_handlers
 from sync_gateway.project.deadletters import DeadLetters
 from sync_gateway.project.worker import Projector
 from sync_gateway.receipts import ReceiptStore
@@ -53,6 +55,8 @@ class Gateway:
             if {"project", "distribute"} & set(settings.roles)
             else None
         )
+        self._applier = ConflictApplier(self.api_couch, self.events)
+        self.handlers = load_handlers(settings.handlers)  # unknown names fail here, at start-up
         self.ingest: IngestWorker | None = None
         self.projector: Projector | None = None
         self.mirror: MirrorPuller | None = None
@@ -74,6 +78,9 @@ class Gateway:
         worker_events = EventLog(self.couch, s.db("events"))
         receipts = ReceiptStore(self.couch)
         if "ingest" in s.roles:
+            pipeline = ConflictPipeline(
+                self.couch, self.handlers, ConflictApplier(self.couch, worker_events), self.review_queue()
+            )
             self.ingest = IngestWorker(
                 self.couch,
                 UserRegistry(self.couch, s.db("registry")),
@@ -81,6 +88,7 @@ class Gateway:
                 receipts,
                 worker_checkpoints,
                 self.validator,
+                conflicts=pipeline,
                 batch_size=s.ingest_batch_size,
                 read_timeout=s.feed_read_timeout_s,
             )
@@ -144,6 +152,29 @@ class Gateway:
             await self.connector.close()
         await self.couch.close()
         await self.api_couch.close()
+
+    async def conflict_applier(self, item: dict[str, Any], winner: dict[str, Any], by: str) -> dict[str, Any]:
+        """Apply a reviewer's resolution of a review item (called by the review queue)."""
+        return await self._applier.apply(
+            source_db=str(item["source_db"]),
+            doc_id=str(item["doc_id"]),
+            winner=winner,
+            versions=item.get("versions", []),
+            user=str(item.get("user", "")),
+            by=by,
+            conflict_kind=str(item.get("conflict_kind", "revision")),
+            handler=str(item.get("handler", "")),
+            item_id=str(item.get("id") or item.get("_id") or ""),
+        )
+
+    def review_queue(self) -> ReviewSink | None:
+        """The review queue, once it exists in this build (``sync_gateway.review``)."""
+        try:
+            from sync_gateway.review.queue import ReviewQueue  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            return None
+        queue: ReviewSink = ReviewQueue(self.couch, self.settings.db("conflicts"))
+        return queue
 
     def workers_alive(self) -> dict[str, bool]:
         alive = {name: not task.done() for name, task in self._tasks.items() if name != "api"}

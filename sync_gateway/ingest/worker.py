@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from sync_gateway.conflicts.pipeline import ConflictPipeline
 from sync_gateway.contracts import TRANSACTION_TYPES, Attachment, Event
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
@@ -60,9 +61,11 @@ class IngestWorker:
         checkpoints: Checkpoints,
         validator: DocumentValidator,
         *,
+        conflicts: ConflictPipeline | None = None,
         batch_size: int = 500,
         read_timeout: float = 60.0,
     ) -> None:
+        self._conflicts = conflicts
         self._couch = couch
         self._registry = registry
         self._events = events
@@ -141,13 +144,17 @@ class IngestWorker:
 
     async def handle_changes(self, db: str, user: str, rows: list[dict[str, Any]]) -> None:
         """Validate, append and receipt one page of changes of one user database."""
-        docs = [row["doc"] for row in rows if _is_candidate(row)]
-        if not docs:
+        candidates = [row["doc"] for row in rows if _is_candidate(row)]
+        if not candidates:
             return
-        await self._inline_attachments(db, docs)
         server_time = now_iso()
+        in_review = await self._settle_conflicts(db, user, [d for d in candidates if d.get("_conflicts")], server_time)
+        docs = [d for d in candidates if not d.get("_conflicts")]
+        await self._inline_attachments(db, docs)
         decisions = [self._decide(db, user, doc, server_time) for doc in docs]
-        existing = await self._receipts.current(db, [d.doc_id for d in decisions])
+        existing = await self._receipts.current(
+            db, [d.doc_id for d in decisions] + [u.transaction_id for u in in_review]
+        )
         event_docs = []
         for decision in decisions:
             current = existing.get(decision.doc_id)
@@ -171,11 +178,34 @@ class IngestWorker:
             for d in decisions
             if d.event.kind in ("transaction.accepted", "transaction.rejected")
         ]
-        await self._receipts.write(db, updates, known=existing)
+        await self._receipts.write(db, updates + in_review, known=existing)
         appended = sum(1 for status in outcome.values() if status == "appended")
         self.appended += appended
         self.rejected += sum(1 for d in decisions if d.event.kind == "transaction.rejected")
         log.info("ingest.batch_appended", user_db=db, changes=len(rows), events=len(event_docs), appended=appended)
+
+    async def _settle_conflicts(
+        self, db: str, user: str, docs: list[dict[str, Any]], server_time: str
+    ) -> list[ReceiptUpdate]:
+        """Revision conflicts go through the conflict pipeline before anything is appended: a resolved one
+        comes back through the feed as a new revision, a deferred one waits for a reviewer."""
+        updates = []
+        for doc in docs:
+            if self._conflicts is None:
+                outcome, reason = "deferred", "conflicting revisions; no conflict pipeline configured"
+            else:
+                outcome, reason = await self._conflicts.revision_conflict(db, user, doc["_id"], server_time)
+            if outcome == "deferred" and doc.get("status") != "draft":
+                updates.append(
+                    ReceiptUpdate(
+                        transaction_id=doc["_id"],
+                        status="in_review",
+                        event_id=event_id_for(db, doc["_id"], doc["_rev"]),
+                        rev=doc["_rev"],
+                        message=f"conflicting edits wait for a reviewer: {reason}",
+                    )
+                )
+        return updates
 
     def _decide(self, db: str, user: str, doc: dict[str, Any], server_time: str) -> _Decision:
         size = len(json.dumps({k: v for k, v in doc.items() if k != "_attachments"}).encode())
@@ -237,7 +267,7 @@ def _is_candidate(row: Mapping[str, Any]) -> bool:
     prefix = str(row.get("id", "")).split(":", 1)[0]
     if doc is None or row.get("deleted") or doc.get("_deleted") or prefix not in TRANSACTION_TYPES:
         return False
-    return bool(doc.get("status") != "draft")
+    return bool(doc.get("status") != "draft" or doc.get("_conflicts"))  # conflicting drafts converge too
 
 
 def _with_kind(event: Event, kind: str) -> Event:

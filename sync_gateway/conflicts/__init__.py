@@ -1,0 +1,1 @@
+"""Conflict detection in user databases and applying resolutions (handlers live in ``conflict_handlers/``)."""
