@@ -1,0 +1,358 @@
+"""The review queue: conflicts a handler deferred, kept in ``sync_conflicts`` until a person settles them.
+
+Each item (``conflict:<hash>``) holds every competing version, the common ancestor when known, why the handler
+deferred, and a ``history`` of who did what and when. States::
+
+    open ──claim──▶ claimed ──resolve──▶ resolving ──(applied)──▶ resolved
+      │  ◀─reopen──┘   │                     │ (applier failed: back to open/claimed)
+      └──reject──▶ rejected ◀──reject─┘    resolved / rejected ──reopen──▶ open
+
+Every change writes the item with its ``_rev``, so two reviewers acting at once cannot both win: the second
+gets :class:`StateConflict` ``concurrent_change``. A resolution first moves the item to ``resolving`` (that
+write is the lock), then calls the applier, which writes the winner into the user database; an item left in
+``resolving`` by a crash can be reopened. Dead letters share the database under ``deadletter:`` ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+
+from sync_gateway.contracts import Conflict
+from sync_gateway.couch.client import CouchClient
+from sync_gateway.errors import InvalidRequest, NotFound, RevisionConflict, StateConflict, SyncGatewayError
+from sync_gateway.ingest.validation import DocumentValidator
+from sync_gateway.review.winner import build_winner, check_winner
+
+log = structlog.get_logger(__name__)
+
+PREFIX = "conflict:"
+KINDS: tuple[str, ...] = ("revision", "stale_base", "business")
+STATUSES: tuple[str, ...] = ("open", "claimed", "resolving", "resolved", "rejected")
+ACTIVE: tuple[str, ...] = ("open", "claimed")
+
+Applier = Callable[[dict[str, Any], dict[str, Any], str], Awaitable[dict[str, Any]]]
+"""``(item, winner, by) -> {"rev": new_rev, "event_id": ...}``: writes the winner into the user database,
+deletes the losing leaves and appends the resolution event."""
+
+_DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_DROPPED_META = ("_conflicts", "_revisions", "_revs_info", "_deleted_conflicts", "_local_seq")
+
+
+class ApplierUnavailable(SyncGatewayError):
+    """No applier is configured in this process, so a resolution cannot be written (HTTP 503)."""
+
+    code = "applier_unavailable"
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def conflict_item_id(source_db: str, doc_id: str, revs: Sequence[str], kind: str) -> str:
+    """The item id of one conflict: the same database, document, set of revisions and kind give one item."""
+    key = json.dumps([source_db, doc_id, sorted(revs), kind], separators=(",", ":"), ensure_ascii=False)
+    return PREFIX + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+def public_item(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The item as the API shows it: ``id`` and ``rev`` instead of CouchDB's ``_id`` and ``_rev``."""
+    out = {k: v for k, v in doc.items() if not k.startswith("_")}
+    out["id"] = doc["_id"]
+    out["rev"] = doc.get("_rev")
+    return out
+
+
+def parse_age(value: str, now: datetime | None = None) -> str:
+    """An age bound as an ISO time: ``2h``, ``30m``, ``7d`` (that long before now) or an ISO-8601 time."""
+    now = now or datetime.now(UTC)
+    match = _DURATION.match(value.strip())
+    if match:
+        return (now - timedelta(**{_UNITS[match[2]]: int(match[1])})).isoformat()
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError as exc:
+        raise InvalidRequest(
+            f"{value!r} is neither a duration like 2h, 30m, 7d nor an ISO-8601 time", code="invalid_filter"
+        ) from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC).isoformat()
+
+
+def _encode_cursor(item: Mapping[str, Any]) -> str:
+    raw = json.dumps([item["created_at"], item["id"]], separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    try:
+        created, item_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise InvalidRequest("cursor is not one this API returned", code="invalid_cursor") from exc
+    if not isinstance(created, str) or not isinstance(item_id, str):
+        raise InvalidRequest("cursor is not one this API returned", code="invalid_cursor")
+    return created, item_id
+
+
+def _stored_doc(doc: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in _DROPPED_META}
+
+
+class ReviewQueue:
+    """Opens, lists and moves review items. ``applier`` writes resolutions; without one, resolve refuses."""
+
+    def __init__(
+        self,
+        couch: CouchClient,
+        db: str,
+        *,
+        validator: DocumentValidator | None = None,
+        applier: Applier | None = None,
+    ) -> None:
+        self._couch = couch
+        self.db = db
+        self._validator = validator or DocumentValidator()
+        self._applier = applier
+
+    # ------------------------------------------------------------------------------------------ opening
+
+    async def open_item(
+        self,
+        conflict: Conflict,
+        *,
+        source_db: str,
+        user: str,
+        handler: str,
+        reason: str,
+        flags: Sequence[str] = (),
+    ) -> dict[str, Any]:
+        """Queue ``conflict`` for review; opening the same conflict again returns the existing item."""
+        item_id = conflict_item_id(source_db, conflict.doc_id, [v.rev for v in conflict.versions], conflict.kind)
+        now = _now()
+        doc: dict[str, Any] = {
+            "_id": item_id,
+            "kind": "conflict",
+            "conflict_kind": conflict.kind,
+            "status": "open",
+            "doc_type": conflict.doc_type,
+            "doc_id": conflict.doc_id,
+            "source_db": source_db,
+            "user": user,
+            "versions": [
+                {
+                    "rev": v.rev,
+                    "doc": _stored_doc(v.doc),
+                    "source_db": v.source_db,
+                    "user": v.user,
+                    "deleted": v.deleted,
+                }
+                for v in conflict.versions
+            ],
+            "ancestor": _stored_doc(conflict.ancestor) if conflict.ancestor is not None else None,
+            "current": _stored_doc(conflict.current) if conflict.current is not None else None,
+            "reasons": list(conflict.reasons),
+            "handler": handler,
+            "handler_reason": reason,
+            "flags": sorted(flags),
+            "server_time": conflict.server_time,
+            "created_at": now,
+            "updated_at": now,
+            "claimed_by": None,
+            "resolution": None,
+            "history": [{"action": "opened", "by": "gateway", "at": now, "detail": {"handler": handler}}],
+        }
+        try:
+            doc["_rev"] = await self._couch.put(self.db, doc)
+        except RevisionConflict:
+            existing = await self._couch.get(self.db, item_id)
+            return public_item(existing)
+        log.info(
+            "conflict.queued",
+            item=item_id,
+            doc_id=conflict.doc_id,
+            user_db=source_db,
+            handler=handler,
+            kind=conflict.kind,
+        )
+        return public_item(doc)
+
+    # ------------------------------------------------------------------------------------------ reading
+
+    async def list(
+        self,
+        *,
+        kind: str | None = None,
+        doc_type: str | None = None,
+        user: str | None = None,
+        status: str | None = None,
+        older_than: str | None = None,
+        newer_than: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """Items matching every given filter, oldest first: ``{"items": [...], "next_cursor": ...}``.
+
+        ``older_than``/``newer_than`` bound ``created_at`` (a duration like ``2h`` or an ISO time).
+        """
+        if kind is not None and kind not in KINDS:
+            raise InvalidRequest(f"kind must be one of {', '.join(KINDS)}", code="invalid_filter")
+        if status is not None and status not in STATUSES:
+            raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", code="invalid_filter")
+        if not 1 <= limit <= 500:
+            raise InvalidRequest("limit must be between 1 and 500", code="invalid_filter")
+        before = parse_age(older_than) if older_than else None
+        after = parse_age(newer_than) if newer_than else None
+        start = _decode_cursor(cursor) if cursor else None
+        rows = await self._couch.all_docs(self.db, include_docs=True, startkey=PREFIX, endkey=PREFIX + "\ufff0")
+        items = []
+        for row in rows:
+            doc = row.get("doc")
+            if not doc or doc.get("kind") != "conflict":
+                continue
+            if (
+                (kind and doc.get("conflict_kind") != kind)
+                or (doc_type and doc.get("doc_type") != doc_type)
+                or (user and doc.get("user") != user)
+                or (status and doc.get("status") != status)
+                or (before and str(doc.get("created_at")) >= before)
+                or (after and str(doc.get("created_at")) <= after)
+            ):
+                continue
+            if start and (str(doc.get("created_at")), doc["_id"]) <= start:
+                continue
+            items.append(public_item(doc))
+        items.sort(key=lambda i: (str(i.get("created_at")), i["id"]))
+        page = items[:limit]
+        next_cursor = _encode_cursor(page[-1]) if len(items) > limit else None
+        return {"items": page, "next_cursor": next_cursor}
+
+    async def _load(self, item_id: str) -> dict[str, Any]:
+        doc = await self._couch.get_or_none(self.db, item_id) if item_id.startswith(PREFIX) else None
+        if doc is None or doc.get("kind") != "conflict":
+            raise NotFound(f"no conflict {item_id!r} in the review queue", code="conflict_not_found")
+        return doc
+
+    async def get(self, item_id: str) -> dict[str, Any]:
+        """One item; :class:`NotFound` ``conflict_not_found`` if there is none."""
+        return public_item(await self._load(item_id))
+
+    # ------------------------------------------------------------------------------------------ actions
+
+    async def claim(self, item_id: str, by: str, *, rev: str | None = None) -> dict[str, Any]:
+        """Mark the item as being worked on by ``by``. Claiming one's own claim again changes nothing."""
+        doc = await self._load(item_id)
+        self._check_rev(doc, rev)
+        if doc["status"] == "claimed" and doc.get("claimed_by") == by:
+            return public_item(doc)
+        if doc["status"] == "claimed":
+            raise StateConflict(f"{item_id} is claimed by {doc.get('claimed_by')}", code="already_claimed")
+        if doc["status"] != "open":
+            raise StateConflict(f"{item_id} is {doc['status']}; only open items can be claimed", code="not_open")
+        return await self._save(doc, by, "claimed", status="claimed", claimed_by=by)
+
+    async def reject(self, item_id: str, by: str, note: str = "", *, rev: str | None = None) -> dict[str, Any]:
+        """Close the item without writing anything to the user database (not a real conflict, or settled
+        elsewhere); the versions stay in the item."""
+        doc = await self._load(item_id)
+        self._check_rev(doc, rev)
+        if doc["status"] not in ACTIVE:
+            raise StateConflict(f"{item_id} is {doc['status']}; only open items can be rejected", code="not_open")
+        return await self._save(doc, by, "rejected", {"note": note}, status="rejected", claimed_by=None)
+
+    async def reopen(self, item_id: str, by: str, note: str = "", *, rev: str | None = None) -> dict[str, Any]:
+        """Put the item back into the open queue: release a claim, undo a rejection, or review a resolution
+        again (an applied resolution stays applied; resolving again writes a new winner)."""
+        doc = await self._load(item_id)
+        self._check_rev(doc, rev)
+        if doc["status"] == "open":
+            raise StateConflict(f"{item_id} is already open", code="already_open")
+        return await self._save(doc, by, "reopened", {"note": note}, status="open", claimed_by=None)
+
+    async def resolve(
+        self, item_id: str, by: str, action: str, payload: Mapping[str, Any], *, rev: str | None = None
+    ) -> dict[str, Any]:
+        """Settle the item with the winner ``payload`` describes (see :mod:`sync_gateway.review.winner`).
+
+        Nothing is written unless the winner is valid and an applier is configured. Raises NotFound
+        ``conflict_not_found``, StateConflict ``already_resolved``/``concurrent_change``, InvalidRequest,
+        SchemaValidationError ``schema_invalid`` or :class:`ApplierUnavailable`.
+        """
+        doc = await self._load(item_id)
+        self._check_rev(doc, rev)
+        if doc["status"] not in ACTIVE:
+            raise StateConflict(
+                f"{item_id} is {doc['status']}; reopen it before resolving it again", code="already_resolved"
+            )
+        winner, decision = build_winner(doc, {**payload, "action": action})
+        check_winner(self._validator, winner)
+        if self._applier is None:
+            raise ApplierUnavailable("this gateway process cannot write resolutions now; try again later")
+        previous = {"status": doc["status"], "claimed_by": doc.get("claimed_by")}
+        locked = await self._save(doc, by, "resolving", decision, status="resolving")
+        doc["_rev"] = locked["rev"]
+        try:
+            applied = await self._applier(locked, winner, by)
+        except Exception as exc:
+            log.warning("conflict.apply_failed", item=item_id, error=str(exc))
+            try:
+                await self._save(doc, by, "resolve_failed", {"error": type(exc).__name__}, **previous)
+            except SyncGatewayError as undo:
+                log.warning("conflict.unlock_failed", item=item_id, error=str(undo))
+            raise
+        resolution = {
+            **decision,
+            "by": by,
+            "at": _now(),
+            "winner": winner,
+            "rev": applied.get("rev"),
+            "event_id": applied.get("event_id"),
+        }
+        result = await self._save(
+            doc,
+            by,
+            "resolved",
+            {**decision, "rev": applied.get("rev"), "event_id": applied.get("event_id")},
+            status="resolved",
+            resolution=resolution,
+        )
+        return result
+
+    # ------------------------------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _check_rev(doc: Mapping[str, Any], rev: str | None) -> None:
+        if rev is not None and rev != doc.get("_rev"):
+            raise StateConflict(
+                f"{doc['_id']} changed since you loaded it (now {doc.get('status')}); reload it",
+                code="concurrent_change",
+            )
+
+    async def _save(
+        self,
+        doc: dict[str, Any],
+        by: str,
+        action: str,
+        detail: Mapping[str, Any] | None = None,
+        **changes: Any,
+    ) -> dict[str, Any]:
+        now = _now()
+        entry = {"action": action, "by": by, "at": now, "detail": dict(detail or {})}
+        doc.update(changes, updated_at=now, history=[*doc.get("history", []), entry])
+        try:
+            doc["_rev"] = await self._couch.put(self.db, doc)
+        except RevisionConflict as exc:
+            raise StateConflict(
+                f"{doc['_id']} was changed by someone else meanwhile; reload it", code="concurrent_change"
+            ) from exc
+        log.info(f"conflict.{action}", item=doc["_id"], by=by)
+        return public_item(doc)
