@@ -12,7 +12,10 @@ from fastapi.staticfiles import StaticFiles
 
 from sync_gateway import __version__
 from sync_gateway.api.errors import install_error_handlers
+from sync_gateway.api.review_routes import router as review_router
 from sync_gateway.api.routes import router
+from sync_gateway.api.ui.pages import STATIC_DIR as REVIEW_STATIC_DIR
+from sync_gateway.api.ui.pages import router as review_pages
 
 if TYPE_CHECKING:
     from sync_gateway.runtime import Gateway
@@ -32,6 +35,9 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(review_router)
+    app.include_router(review_pages)
+    app.mount("/review/static", StaticFiles(directory=REVIEW_STATIC_DIR), name="review-static")
 
     @app.get("/health", tags=["probes"], summary="Liveness: the process answers")
     async def health() -> dict[str, str]:
