@@ -6,6 +6,7 @@ as ``SecretStr`` so they never show up in a repr or a log line.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -41,6 +42,9 @@ class Settings(BaseSettings):
     user_scan_interval_s: float = 2.0
     retry_max_delay_s: float = 30.0
     pull_interval_s: float = 5.0
+    linger_s: float = 0.02
+    profiles_dir: str = ""  # offline data profiles (YAML); empty: the profiles/ folder shipped with the gateway
+    distribute_batch_size: int = 500
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -51,6 +55,9 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def profiles_path(self) -> Path:
+        return Path(self.profiles_dir) if self.profiles_dir else Path(__file__).resolve().parents[1] / "profiles"
 
     def db(self, name: str) -> str:
         """Name of a system database: ``events`` → ``sync_events``."""

@@ -9,7 +9,7 @@ at the same moment; the rank check plus a re-read on 409 keeps the highest statu
 from __future__ import annotations
 
 import asyncio
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -80,8 +80,23 @@ def _render(current: Mapping[str, Any] | None, update: ReceiptUpdate) -> dict[st
 
 
 class ReceiptStore:
-    def __init__(self, couch: CouchClient) -> None:
+    """Reads and writes receipts. Remembers the receipts it wrote last (ingest and projector share one store
+    in a process), so an update usually needs no read first; a stale memory only costs a 409 and a re-read."""
+
+    def __init__(self, couch: CouchClient, remember: int = 20_000) -> None:
         self._couch = couch
+        self._recent: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
+        self._remember = remember
+
+    def _note(self, db: str, doc: dict[str, Any]) -> None:
+        key = (db, str(doc["transaction_id"]))
+        self._recent[key] = doc
+        self._recent.move_to_end(key)
+        while len(self._recent) > self._remember:
+            self._recent.popitem(last=False)
+
+    def remembered(self, db: str, transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        return {t: self._recent[(db, t)] for t in transaction_ids if (db, t) in self._recent}
 
     async def current(self, db: str, transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         """Existing receipts keyed by transaction id."""
@@ -95,7 +110,14 @@ class ReceiptStore:
         """Apply updates to one user database; returns how many receipts were written."""
         pending = {u.transaction_id: u for u in updates}
         written = 0
-        current = dict(known) if known is not None else await self.current(db, pending)
+        current: dict[str, Mapping[str, Any]]
+        if known is not None:
+            current = dict(known)
+        else:
+            current = dict(self.remembered(db, pending))
+            missing = [t for t in pending if t not in current]
+            if missing:
+                current.update(await self.current(db, missing))
         for _attempt in range(5):
             docs = [
                 _render(current.get(tid), update)
@@ -109,8 +131,9 @@ class ReceiptStore:
             for doc in docs:
                 tid = doc["transaction_id"]
                 result = results.get(doc["_id"])
-                if result is not None and result.ok:
+                if result is not None and result.ok and result.rev is not None:
                     written += 1
+                    self._note(db, {**doc, "_rev": result.rev})
                 elif result is not None and result.conflict:
                     retry[tid] = pending[tid]
                 else:
@@ -118,7 +141,7 @@ class ReceiptStore:
             if not retry:
                 return written
             pending = retry
-            current = await self.current(db, pending)
+            current = dict(await self.current(db, pending))
         raise CouchError(f"receipts in {db} kept conflicting: {sorted(pending)}")
 
     async def write_many(self, updates_by_db: Mapping[str, list[ReceiptUpdate]]) -> int:

@@ -317,6 +317,7 @@ class CouchClient:
         include_docs: bool = True,
         feed: str = "normal",
         timeout: float | None = None,
+        selector: dict[str, Any] | None = None,
         **params: Any,
     ) -> ChangesBatch:
         """One page of ``_changes`` (``normal`` or ``longpoll``).
@@ -332,10 +333,18 @@ class CouchClient:
         if feed == "longpoll" and timeout is not None:
             query["timeout"] = int(timeout * 1000)
             query.setdefault("heartbeat", "false")
+        method, body = "GET", None
+        if selector is not None:
+            query["filter"] = "_selector"
+            if (await self.capabilities()).selector_in_body:
+                method, body = "POST", {"selector": selector}
+            else:  # pouchdb-server: only as a URL parameter (a body selector crashes it)
+                query["selector"] = selector
         try:
             response = await self.request(
-                "GET",
+                method,
                 f"/{_quote(db)}/_changes",
+                json_body=body,
                 params=query,
                 timeout=None if timeout is None else timeout + 5.0,
                 retries=0 if feed == "longpoll" else _DEFAULT,

@@ -33,6 +33,10 @@ log = structlog.get_logger(__name__)
 _INTERNAL_FIELDS = ("_rev", "_attachments", "_conflicts", "_revisions", "_deleted")
 
 
+# the feed skips what the gateway itself writes into user databases (receipts, config, master data)
+TRANSACTION_SELECTOR = {"_id": {"$regex": "^(" + "|".join(TRANSACTION_TYPES) + "):"}}
+
+
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
@@ -64,7 +68,9 @@ class IngestWorker:
         conflicts: ConflictPipeline | None = None,
         batch_size: int = 500,
         read_timeout: float = 60.0,
+        linger: float = 0.0,
     ) -> None:
+        self._linger = linger
         self._conflicts = conflicts
         self._couch = couch
         self._registry = registry
@@ -131,7 +137,8 @@ class IngestWorker:
             handle,
             batch_size=self._batch_size,
             read_timeout=self._read_timeout,
-            changes_params={"style": "all_docs", "conflicts": True},
+            changes_params={"style": "all_docs", "conflicts": True, "selector": TRANSACTION_SELECTOR},
+            linger=self._linger,
         )
         self.followers[db] = follower
         self._tasks[db] = asyncio.create_task(follower.run(since, loaded=True), name=f"ingest:{db}")
@@ -152,9 +159,12 @@ class IngestWorker:
         docs = [d for d in candidates if not d.get("_conflicts")]
         await self._inline_attachments(db, docs)
         decisions = [self._decide(db, user, doc, server_time) for doc in docs]
-        existing = await self._receipts.current(
-            db, [d.doc_id for d in decisions] + [u.transaction_id for u in in_review]
-        )
+        # a first revision has no receipt yet (a replay after a crash finds one through the 409 path)
+        ids = [d.doc_id for d in decisions if not d.rev.startswith("1-")] + [u.transaction_id for u in in_review]
+        fresh = [d.doc_id for d in decisions if d.rev.startswith("1-")]
+        existing = self._receipts.remembered(db, fresh)
+        if ids:
+            existing.update(await self._receipts.current(db, ids))
         event_docs = []
         for decision in decisions:
             current = existing.get(decision.doc_id)

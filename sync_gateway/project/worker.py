@@ -42,6 +42,7 @@ class Projector:
         batch_size: int = 200,
         read_timeout: float = 60.0,
         max_delay: float = 30.0,
+        linger: float = 0.0,
     ) -> None:
         self._couch = couch
         self.connector = connector
@@ -57,6 +58,8 @@ class Projector:
             self.handle_changes,
             batch_size=batch_size,
             read_timeout=read_timeout,
+            changes_params={"selector": {"kind": {"$in": sorted(PROJECTED_KINDS)}}},
+            linger=linger,
         )
         self.projected = 0
         self.dead_lettered = 0
