@@ -19,6 +19,7 @@ from sync_gateway.conflicts.pipeline import ConflictPipeline, ReviewSink
 from sync_gateway.contracts import ErpConnector
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.eventlog.store import EventLog
 from sync_gateway.ingest.validation import DocumentValidator
@@ -60,6 +61,7 @@ class Gateway:
         self.ingest: IngestWorker | None = None
         self.projector: Projector | None = None
         self.mirror: MirrorPuller | None = None
+        self.distributor: Distributor | None = None
         self.started_at = time.time()
         self._tasks: dict[str, asyncio.Task[Any]] = {}
 
@@ -109,6 +111,21 @@ class Gateway:
             self.mirror = MirrorPuller(
                 self.couch, self.connector, s.db("mirror"), worker_checkpoints, interval=s.pull_interval_s
             )
+        if "distribute" in s.roles:
+            from sync_gateway.profiles import load_profiles
+            from sync_gateway.rules import config_documents
+
+            self.distributor = Distributor(
+                self.couch,
+                worker_checkpoints,
+                registry_db=s.db("registry"),
+                mirror_db=s.db("mirror"),
+                profiles=load_profiles([s.profiles_path()]),
+                config_docs=config_documents(),
+                batch_size=s.distribute_batch_size,
+                read_timeout=s.feed_read_timeout_s,
+                max_delay=s.retry_max_delay_s,
+            )
 
     async def run(self) -> None:
         """Run every role of this process until cancelled (Ctrl-C, SIGTERM)."""
@@ -120,6 +137,8 @@ class Gateway:
             self._tasks["project"] = asyncio.create_task(self.projector.run(), name="project")
         if self.mirror is not None:
             self._tasks["distribute"] = asyncio.create_task(self.mirror.run(), name="distribute")
+        if self.distributor is not None:
+            self._tasks["distributor"] = asyncio.create_task(self.distributor.run(), name="distributor")
         if "api" in self.settings.roles:
             from sync_gateway.api.app import create_app
 

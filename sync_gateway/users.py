@@ -15,7 +15,7 @@ from typing import Any
 from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.naming import user_db_name, valid_username
-from sync_gateway.errors import InvalidRequest, NotFound
+from sync_gateway.errors import InvalidRequest, NotFound, RevisionConflict
 
 USER_PREFIX = "user:"
 SYNC_DESIGN_ID = "_design/sync"
@@ -79,6 +79,30 @@ class UserRegistry:
         }
         record["_rev"] = await self._couch.put(self.db, record)
         return _public(record)
+
+    async def update(
+        self, name: str, *, roles: list[str] | None = None, attributes: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Replace the roles and merge ``attributes`` (a ``None`` value removes one); returns the record."""
+        for _ in range(3):
+            existing = await self._couch.get_or_none(self.db, USER_PREFIX + name)
+            if existing is None:
+                raise NotFound(f"no user named {name!r}; create it with POST /api/users", code="user_not_found")
+            merged = {**existing.get("attributes", {}), **(attributes or {})}
+            record = {
+                **existing,
+                "roles": list(roles) if roles is not None else existing.get("roles", []),
+                "attributes": {k: v for k, v in merged.items() if v is not None},
+                "updated_at": datetime.now(UTC).isoformat(),
+            }
+            if roles is not None and roles != existing.get("roles"):
+                await self._couch.upsert_user(name, None, roles)
+            try:
+                record["_rev"] = await self._couch.put(self.db, record)
+            except RevisionConflict:
+                continue
+            return _public(record)
+        raise RevisionConflict(f"user {name!r} keeps changing; try again")
 
     async def get(self, name: str) -> dict[str, Any]:
         doc = await self._couch.get_or_none(self.db, USER_PREFIX + name)

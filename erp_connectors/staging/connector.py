@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, create_engine, event, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
+from erp_connectors.staging import masters
 from erp_connectors.staging import tables as t
 from sync_gateway.contracts import Event, Health, PullBatch, PushOutcome
 from sync_gateway.errors import TransientConnectorError
@@ -42,6 +43,7 @@ class StagingConnector:
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         t.metadata.create_all(engine)
+        masters.create_tables(engine)
         self._engine = engine
 
     async def close(self) -> None:
@@ -67,8 +69,11 @@ class StagingConnector:
             conn.execute(text("SELECT 1"))
 
     async def pull(self, cursor: str | None, limit: int) -> PullBatch:
-        """The staging database holds no master data yet: nothing to pull."""
-        return PullBatch(docs=[], cursor=cursor)
+        """Master data rows changed since ``cursor`` (see ``masters``)."""
+        try:
+            return await asyncio.to_thread(masters.pull, self.engine, cursor, limit)
+        except OperationalError as exc:
+            raise TransientConnectorError(f"staging database: {exc.orig}") from exc
 
     # ------------------------------------------------------------------------------------------ push
 

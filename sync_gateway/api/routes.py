@@ -43,6 +43,20 @@ async def add_user(body: NewUser, gw: GatewayDep) -> dict[str, Any]:
     return await gw.registry.provision(body.name, body.password, roles=body.roles, attributes=body.attributes)
 
 
+class UserChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    roles: list[str] | None = Field(default=None, examples=[["delivery_driver"]])
+    attributes: dict[str, Any] | None = Field(
+        default=None, description="merged into the current attributes; null removes one", examples=[{"van": "VAN-02"}]
+    )
+
+
+@router.patch("/users/{name}", summary="Change a user's roles or attributes; the distributor re-evaluates its data")
+async def change_user(name: str, body: UserChange, gw: GatewayDep) -> dict[str, Any]:
+    return await gw.registry.update(name, roles=body.roles, attributes=body.attributes)
+
+
 @router.get("/users/{name}", summary="One user's registry record")
 async def get_user(name: str, gw: GatewayDep) -> dict[str, Any]:
     return await gw.registry.get(name)
