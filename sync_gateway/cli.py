@@ -5,6 +5,8 @@ sync-gateway dev                                    embedded pouchdb-server + ga
 sync-gateway users add NAME --password … [--role R] [--attr key=value]
 sync-gateway users list
 sync-gateway connectors check NAME
+sync-gateway profiles check [FILES]                 validate offline data profiles
+sync-gateway profiles plan [FILES] [--json]         dry run: what a profile change would add, change, evict
 """
 
 from __future__ import annotations
@@ -88,6 +90,50 @@ async def _connectors_check(settings: Settings, name: str) -> int:
     return 0 if not problems else 1
 
 
+async def _profiles(settings: Settings, args: argparse.Namespace) -> int:
+    from sync_gateway.distribute.plan import format_report, plan
+    from sync_gateway.profiles import load_profiles
+    from sync_gateway.rules import config_documents
+
+    profiles = load_profiles(args.files or [settings.profiles_path()])
+    if args.profiles_command == "check":
+        for profile in profiles.profiles:
+            print(f"{profile.name:<22} roles={','.join(profile.roles):<24} entities={','.join(profile.entities)}")
+        return 0
+    couch = CouchClient(settings.couch_url, settings.couch_user, settings.couch_password.get_secret_value())
+    try:
+        report = await plan(
+            couch,
+            registry_db=settings.db("registry"),
+            mirror_db=settings.db("mirror"),
+            profiles=profiles,
+            config_docs=config_documents(),
+        )
+    finally:
+        await couch.close()
+    print(json.dumps(report.as_json(), indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _seed_masters(staging_url: str) -> None:
+    """Load the demo master data into an empty staging database (``make run``)."""
+    from sqlalchemy import create_engine
+
+    from erp_connectors.staging import masters
+    from sync_gateway.distribute.seed import demo_masters
+
+    if staging_url.startswith("sqlite:///"):
+        Path(staging_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(staging_url)
+    try:
+        masters.create_tables(engine)
+        if masters.is_empty(engine):
+            for entity, rows in demo_masters().items():
+                masters.write(engine, entity, rows)
+    finally:
+        engine.dispose()
+
+
 async def _run(settings: Settings) -> int:
     from sync_gateway.runtime import Gateway
 
@@ -132,6 +178,7 @@ async def _dev(args: argparse.Namespace) -> int:
             api_port=args.api_port,
             connector_options={"url": f"sqlite:///{data_dir / 'staging.db'}"},
         )
+        _seed_masters(f"sqlite:///{data_dir / 'staging.db'}")
         couch, registry = await _with_registry(settings)
         try:
             await registry.provision(
@@ -180,6 +227,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check = connectors.add_parser("check", help="verify connectivity, modules and mapping of a connector")
     check.add_argument("name")
+    profiles = sub.add_parser("profiles", help="offline data profiles").add_subparsers(
+        dest="profiles_command", required=True
+    )
+    for command, text in (
+        ("check", "load and validate profile files"),
+        ("plan", "dry run: per user and entity, documents and bytes added, changed, evicted (writes nothing)"),
+    ):
+        parser_ = profiles.add_parser(command, help=text)
+        parser_.add_argument("files", nargs="*", help="profile files or folders (default: SYNC_PROFILES_DIR)")
+        if command == "plan":
+            parser_.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -208,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.users_command == "add":
                 return asyncio.run(_users_add(settings, args))
             return asyncio.run(_users_list(settings))
+        if args.command == "profiles":
+            return asyncio.run(_profiles(settings, args))
         return asyncio.run(_connectors_check(settings, args.name))
     except KeyboardInterrupt:
         return 130

@@ -242,11 +242,7 @@ class Distributor:
             raise CouchError(f"reconciling failed for {len(failed)} user databases, e.g. {sorted(failed)[0]}")
 
     def config_for(self, user: str) -> dict[str, Planned]:
-        """The ``config:`` documents a user's database carries: the rules and its profile summary."""
-        if self.index.users[user].disabled:
-            return {}
-        docs = [*self._config, profile_config_doc(self.index.profiles_of(user))]
-        return {str(d["_id"]): Planned("config", dict(d), content_digest(d)) for d in docs}
+        return config_planned(self.index, user, self._config)
 
     # ------------------------------------------------------------------------------------------ changes
 
@@ -439,6 +435,14 @@ class Distributor:
 
     def holders(self, doc_id: str) -> set[str]:
         return set(self._holders.get(doc_id, set()))
+
+
+def config_planned(index: ProfileIndex, user: str, config_docs: Sequence[Mapping[str, Any]]) -> dict[str, Planned]:
+    """The ``config:`` documents a user's database carries: the rules and its profile summary."""
+    if index.users[user].disabled:
+        return {}
+    docs = [*config_docs, profile_config_doc(index.profiles_of(user))]
+    return {str(d["_id"]): Planned("config", dict(d), content_digest(d)) for d in docs}
 
 
 async def scan_mirror(couch: CouchClient, db: str, page: int = 1000) -> AsyncIterator[list[dict[str, Any]]]:

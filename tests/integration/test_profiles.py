@@ -4,7 +4,11 @@ reassignments, attribute changes and ERP deletions reach the phones; one user ca
 
 from __future__ import annotations
 
+import asyncio
+import json
+import subprocess
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -14,11 +18,12 @@ from erp_connectors.staging import masters
 from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import PouchServer
 from tests.support.device import Device, DeviceError
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import SCRIPT, GatewayProcess
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
+REPO = Path(__file__).resolve().parents[2]
 RULE_DOCS = {"config:rules:approval", "config:rules:availability", "config:rules:pricing", "config:rules:workflow"}
 
 
@@ -247,3 +252,58 @@ async def test_devices_carry_exactly_their_profile_and_follow_erp_changes(
         assert (await couch.get(f"/{anna_db}/product:P2")).json()["_rev"].startswith("1-")
         assert (await couch.get(f"/{anna_db}/product:P1")).status_code == 404
         assert p1_rev.startswith("1-")
+
+
+async def test_plan_shows_per_user_changes_of_a_profile_edit_and_writes_nothing(
+    profiles_gateway: GatewayProcess, erp: Engine, admin: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    gw = profiles_gateway
+    masters.write(erp, "work_order", [{"key": "WO-9", "name": "Job 9", "assignee": "cara", "customer": "C4"}])
+    masters.write(erp, "customer", [{"code": "C4", "name": "Customer 4", "phone": "+47 4"}])
+    masters.write(erp, "stock", [{"location": "VAN-07", "sku": "P2", "quantity": 3}])
+    response = await admin.post(
+        "/api/users",
+        json={
+            "name": "cara",
+            "password": "cara-secret-1",
+            "roles": ["field_technician"],
+            "attributes": {"van": "VAN-07"},
+        },
+    )
+    assert response.status_code == 201, response.text
+    cara_db = user_db_name("cara")
+    async with gw.couch_admin() as couch:
+        held = await wait_until(
+            lambda: ids_of(couch, cara_db),
+            lambda ids: {"work_order:WO-9", "customer:C4", "stock:VAN-07:P2", "config:profile"} <= ids,
+            timeout=20,
+            what="cara's backfill",
+        )
+        seq_before = (await couch.get(f"/{cara_db}")).json()["update_seq"]
+
+    edited = (REPO / "profiles" / "field_technician.yaml").read_text()
+    edited = edited.replace("include: [code, name, addresses, phone, discount_percent]", "include: [code, name]")
+    edited = edited[: edited.index("  stock:")]  # stock no longer goes on technicians' phones
+    (tmp_path / "field_technician.yaml").write_text(edited)
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [str(SCRIPT), "profiles", "plan", str(tmp_path), "--json"],
+        env={**gw.env, "SYNC_PROFILES_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    cara = {row["entity"]: row for row in report["changes"] if row["user"] == "cara"}
+    assert set(cara) == {"customer", "stock", "config"}
+    assert (cara["stock"]["evicted"], cara["stock"]["after"]) == (len([i for i in held if i.startswith("stock:")]), 0)
+    assert cara["stock"]["evicted_bytes"] > 0
+    assert (cara["customer"]["changed"], cara["customer"]["added"], cara["customer"]["evicted"]) == (1, 0, 0)
+    assert cara["config"]["changed"] == 1  # config:profile lists the entities
+    assert "work_order" not in cara and report["totals"]["evicted"] >= 1
+
+    async with gw.couch_admin() as couch:
+        assert (await couch.get(f"/{cara_db}")).json()["update_seq"] == seq_before
+        assert await ids_of(couch, cara_db) == held
