@@ -6,7 +6,10 @@ what=${1:-test}
 need=()
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
-# (the browser tests of the review UI will add chromium here)
+# the browser tests of the review UI drive Debian's chromium through Playwright
+if [ "$what" = test ]; then
+  command -v chromium >/dev/null || need+=(chromium)
+fi
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ]; then
   echo "missing system packages: ${need[*]} (install them, or run as root to have them installed)" >&2
