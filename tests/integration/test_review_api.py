@@ -4,6 +4,7 @@ works it through ``/api/conflicts``. Bad input is refused with a stable code and
 
 from __future__ import annotations
 
+import re
 import secrets
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -216,6 +217,27 @@ async def test_reject_and_reopen_are_recorded_and_filters_find_the_item(
     item = await queued_item(review_api, tech.name, draft["_id"])
     leaves = await server_leaves(review_gateway, tech.db, draft["_id"])
 
+    # --- the web UI's forms: without the session's CSRF token, or from another site, nothing happens
+    async with httpx.AsyncClient(base_url=review_gateway.url) as browser:
+        login = await browser.post("/review/login", data={"token": "wrong", "reviewer": "sam"})
+        assert login.status_code == 401 and "review_session" not in browser.cookies
+        login = await browser.post("/review/login", data={"token": review_gateway.token, "reviewer": "sam"})
+        assert login.status_code == 303 and login.headers["location"] == "/review"
+        page = await browser.get(f"/review/items/{item['id']}")
+        assert page.status_code == 200 and draft["_id"] in page.text
+        match = re.search(r'name="csrf" value="([0-9a-f]{32})"', page.text)
+        assert match
+        forged = await browser.post(f"/review/items/{item['id']}/claim", data={"csrf": "0" * 32})
+        assert forged.status_code == 403
+        foreign = await browser.post(
+            f"/review/items/{item['id']}/claim", data={"csrf": match[1]}, headers={"Origin": "https://evil.example"}
+        )
+        assert foreign.status_code == 403
+        assert (await review_api.get(f"/api/conflicts/{item['id']}")).json()["rev"] == item["rev"]
+        claimed = await browser.post(f"/review/items/{item['id']}/claim", data={"csrf": match[1], "rev": item["rev"]})
+        assert claimed.status_code == 303
+    assert (await review_api.get(f"/api/conflicts/{item['id']}")).json()["claimed_by"] == "sam"
+
     response = await review_api.post(f"/api/conflicts/{item['id']}/reject", json={"note": "duplicate visit"})
     assert response.status_code == 200 and response.json()["status"] == "rejected"
     listed = await review_api.get("/api/conflicts", params={"user": tech.name, "status": "rejected"})
@@ -227,6 +249,7 @@ async def test_reject_and_reopen_are_recorded_and_filters_find_the_item(
     reopened = response.json()
     assert reopened["status"] == "open"
     assert [(h["action"], h["detail"].get("note")) for h in reopened["history"][1:]] == [
+        ("claimed", None),
         ("rejected", "duplicate visit"),
         ("reopened", "not a duplicate"),
     ]
