@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     retry_max_delay_s: float = 30.0
     pull_interval_s: float = 5.0
     linger_s: float = 0.02
+    accepted_receipt_delay_s: float = 1.0
     profiles_dir: str = ""  # offline data profiles (YAML); empty: the profiles/ folder shipped with the gateway
     distribute_batch_size: int = 500
 

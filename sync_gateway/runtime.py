@@ -93,6 +93,8 @@ class Gateway:
                 conflicts=pipeline,
                 batch_size=s.ingest_batch_size,
                 read_timeout=s.feed_read_timeout_s,
+                linger=s.linger_s,
+                accepted_receipt_delay=s.accepted_receipt_delay_s if "project" in s.roles else 0.0,
             )
         if "project" in s.roles and self.connector is not None:
             self.projector = Projector(
@@ -105,6 +107,7 @@ class Gateway:
                 batch_size=s.project_batch_size,
                 read_timeout=s.feed_read_timeout_s,
                 max_delay=s.retry_max_delay_s,
+                linger=s.linger_s,
             )
 
         if "distribute" in s.roles and self.connector is not None:

@@ -101,7 +101,7 @@ class CouchClient:
             auth=httpx.BasicAuth(user, password) if user else None,
             headers=_HEADERS,
             timeout=httpx.Timeout(timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=200),
+            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=32),
             transport=transport,
         )
         self._caps: ServerCapabilities | None = None

@@ -41,7 +41,7 @@ class Follower:
         read_timeout: float = 60.0,
         max_delay: float = 30.0,
         changes_params: dict[str, Any] | None = None,
-        save_interval: float = 1.0,
+        save_interval: float = 5.0,
         linger: float = 0.0,
     ) -> None:
         self.db = db

@@ -87,9 +87,7 @@ class MirrorPuller:
         latest: dict[str, MasterDoc] = {m.doc_id: m for m in masters}  # a page may carry a record twice
         current = await self._couch.docs_by_id(self.db, list(latest))
         docs = [
-            mirror_doc(m, current.get(doc_id))
-            for doc_id, m in latest.items()
-            if not _unchanged(m, current.get(doc_id))
+            mirror_doc(m, current.get(doc_id)) for doc_id, m in latest.items() if not _unchanged(m, current.get(doc_id))
         ]
         results = await self._couch.bulk_docs(self.db, docs)
         failed = [doc_id for doc_id, r in results.items() if not r.ok]

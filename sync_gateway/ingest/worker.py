@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +32,8 @@ log = structlog.get_logger(__name__)
 
 _INTERNAL_FIELDS = ("_rev", "_attachments", "_conflicts", "_revisions", "_deleted")
 
+
+_SETTLED = ("projected", "dead_lettered")
 
 # the feed skips what the gateway itself writes into user databases (receipts, config, master data)
 TRANSACTION_SELECTOR = {"_id": {"$regex": "^(" + "|".join(TRANSACTION_TYPES) + "):"}}
@@ -69,8 +71,11 @@ class IngestWorker:
         batch_size: int = 500,
         read_timeout: float = 60.0,
         linger: float = 0.0,
+        accepted_receipt_delay: float = 0.0,
     ) -> None:
         self._linger = linger
+        self._accepted_delay = accepted_receipt_delay
+        self._background: set[asyncio.Task[None]] = set()
         self._conflicts = conflicts
         self._couch = couch
         self._registry = registry
@@ -188,7 +193,15 @@ class IngestWorker:
             for d in decisions
             if d.event.kind in ("transaction.accepted", "transaction.rejected")
         ]
-        await self._receipts.write(db, updates + in_review, known=existing)
+        accepted = [u for u in updates if u.status == "accepted"]
+        immediate = [u for u in updates if u.status != "accepted"] + in_review
+        if accepted and self._accepted_delay > 0:
+            # the projector usually answers within a moment: then the device gets one receipt, `projected`
+            self._spawn(self._write_accepted_later(db, accepted))
+        else:
+            immediate += accepted
+        if immediate:
+            await self._receipts.write(db, immediate, known=existing)
         appended = sum(1 for status in outcome.values() if status == "appended")
         self.appended += appended
         self.rejected += sum(1 for d in decisions if d.event.kind == "transaction.rejected")
@@ -216,6 +229,23 @@ class IngestWorker:
                     )
                 )
         return updates
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _write_accepted_later(self, db: str, updates: list[ReceiptUpdate]) -> None:
+        """Write ``accepted`` receipts for what is still unprojected after the grace period."""
+        await asyncio.sleep(self._accepted_delay)
+        settled = self._receipts.remembered(db, [u.transaction_id for u in updates])
+        waiting = [u for u in updates if settled.get(u.transaction_id, {}).get("status") not in _SETTLED]
+        if not waiting:
+            return
+        try:
+            await self._receipts.write(db, waiting)
+        except CouchError as exc:  # a hint for the device only: the event is appended, projection goes on
+            log.warning("ingest.accepted_receipts_failed", user_db=db, error=str(exc))
 
     def _decide(self, db: str, user: str, doc: dict[str, Any], server_time: str) -> _Decision:
         size = len(json.dumps({k: v for k, v in doc.items() if k != "_attachments"}).encode())
