@@ -1,11 +1,14 @@
-"""Fixtures: a real trytond per test session (see ``server.py``), connectors, a read-back client, events."""
+"""Fixtures: a real trytond per test session (see ``server.py``), connectors, a read-back client, events, and a
+gateway process projecting into it."""
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +16,8 @@ import pytest
 from erp_connectors.tryton import TrytonConnector, TrytonSettings
 from erp_connectors.tryton.client import TrytonClient
 from sync_gateway.contracts import Attachment, Event
+from sync_gateway.devserver import PouchServer
+from tests.support.gateway import GatewayProcess
 
 from .server import TrytonServer, running_tryton
 
@@ -93,3 +98,21 @@ async def stock_quantity(rpc: TrytonClient, location_code: str, sku: str) -> flo
         "product.product", "read", [product], ["quantity"], context={"locations": [location], "with_childs": False}
     )
     return float(rows[0]["quantity"])
+
+
+@pytest.fixture
+def tryton_gateway(couch_server: PouchServer, tryton_server: TrytonServer, tmp_path: Path) -> Iterator[GatewayProcess]:
+    gw = GatewayProcess(
+        couch_server,
+        tmp_path,
+        prefix="trygw_",
+        extra_env={
+            "SYNC_CONNECTOR": "tryton",
+            "SYNC_CONNECTOR_OPTIONS": json.dumps(tryton_server.options()),
+            "SYNC_PROJECT_BATCH_SIZE": "8",
+            "SYNC_PULL_INTERVAL_S": "0.3",
+        },
+    )
+    gw.start(timeout=60)
+    yield gw
+    gw.stop()

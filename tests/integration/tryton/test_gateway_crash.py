@@ -4,43 +4,20 @@ resulting stock levels flow back into the mirror."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 
 from erp_connectors.tryton.client import TrytonClient
 from sync_gateway.couch.naming import user_db_name
-from sync_gateway.devserver import PouchServer
 from tests.support import docs
 from tests.support.gateway import GatewayProcess
 from tests.support.waiting import wait_until
 
-from .conftest import TrytonServer, stock_quantity
+from .conftest import stock_quantity
 
 pytestmark = pytest.mark.integration
 
 COUNT = 40
-
-
-@pytest.fixture
-def tryton_gateway(couch_server: PouchServer, tryton_server: TrytonServer, tmp_path: Path) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(
-        couch_server,
-        tmp_path,
-        prefix="trygw_",
-        extra_env={
-            "SYNC_CONNECTOR": "tryton",
-            "SYNC_CONNECTOR_OPTIONS": json.dumps(tryton_server.options()),
-            "SYNC_PROJECT_BATCH_SIZE": "8",
-            "SYNC_PULL_INTERVAL_S": "0.3",
-        },
-    )
-    gw.start(timeout=60)
-    yield gw
-    gw.stop()
 
 
 async def test_gateway_killed_mid_batch_projects_each_movement_once(
