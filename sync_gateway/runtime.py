@@ -22,6 +22,7 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.eventlog.store import EventLog
+from sync_gateway.ingest.business import BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.ingest.worker import IngestWorker
 from sync_gateway.plugins import load_connector, load_handlers
@@ -95,6 +96,7 @@ class Gateway:
                 read_timeout=s.feed_read_timeout_s,
                 linger=s.linger_s,
                 accepted_receipt_delay=s.accepted_receipt_delay_s if "project" in s.roles else 0.0,
+                business=BusinessRules(self.couch, s.db("mirror")),
             )
         if "project" in s.roles and self.connector is not None:
             self.projector = Projector(

@@ -24,6 +24,7 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.follower import Follower
 from sync_gateway.errors import CouchError
 from sync_gateway.eventlog.store import EventLog, event_id_for, event_to_doc
+from sync_gateway.ingest.business import BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator, Reason
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
 from sync_gateway.users import UserRegistry
@@ -72,7 +73,9 @@ class IngestWorker:
         read_timeout: float = 60.0,
         linger: float = 0.0,
         accepted_receipt_delay: float = 0.0,
+        business: BusinessRules | None = None,
     ) -> None:
+        self._business = business
         self._linger = linger
         self._accepted_delay = accepted_receipt_delay
         self._background: set[asyncio.Task[None]] = set()
@@ -164,6 +167,7 @@ class IngestWorker:
         docs = [d for d in candidates if not d.get("_conflicts")]
         await self._inline_attachments(db, docs)
         decisions = [self._decide(db, user, doc, server_time) for doc in docs]
+        await self._apply_business_rules(decisions)
         # a first revision has no receipt yet (a replay after a crash finds one through the 409 path)
         ids = [d.doc_id for d in decisions if not d.rev.startswith("1-")] + [u.transaction_id for u in in_review]
         fresh = [d.doc_id for d in decisions if d.rev.startswith("1-")]
@@ -229,6 +233,18 @@ class IngestWorker:
                     )
                 )
         return updates
+
+    async def _apply_business_rules(self, decisions: list[_Decision]) -> None:
+        """Schema-valid transactions must also pass the shared business rules (prices, stock, approvals,
+        workflow) against the mirrored master data; a failure is a rejection with the rule's reasons."""
+        accepted = {d.doc_id: d for d in decisions if d.accepted}
+        if self._business is None or not accepted:
+            return
+        failures = await self._business.check([d.event.payload for d in accepted.values()])
+        for doc_id, reasons in failures.items():
+            decision = accepted[doc_id]
+            decision.reasons = [Reason(r["code"], r["message"], r.get("field", "")) for r in reasons]
+            decision.event = replace(decision.event, kind="transaction.rejected", attachments={})
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -1,0 +1,91 @@
+"""Business rules on ingest: the same JSON Logic definitions the devices run (``sync_gateway.rules``), evaluated
+against the master data mirror.
+
+A rule can only judge what the mirror knows: with no product mirrored at all (an ERP that shares no catalogue)
+prices are not checked, and stock is checked only at locations whose stock is mirrored (a van, a warehouse;
+never the customer's premises). A product missing from a mirrored catalogue, though, is an error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from sync_gateway.couch.client import CouchClient
+from sync_gateway.rules import check_transaction
+
+_PREFIX_KNOWN_TTL_S = 30.0
+# which mirrored entity a reason code relies on: without any such entity mirrored, the reason is dropped
+_NEEDS = {
+    "unknown_product": "product:",
+    "price_mismatch": "product:",
+    "unknown_customer": "customer:",
+    "unknown_work_order": "work_order:",
+    "unknown_status": "work_order:",
+    "transition_not_allowed": "work_order:",
+}
+
+
+class BusinessRules:
+    def __init__(self, couch: CouchClient, mirror_db: str) -> None:
+        self._couch = couch
+        self._db = mirror_db
+        self._known: dict[str, tuple[bool, float]] = {}
+
+    async def _mirrored(self, prefix: str) -> bool:
+        """Whether the mirror holds any document whose id starts with ``prefix`` (cached for a while)."""
+        cached = self._known.get(prefix)
+        if cached is not None and time.monotonic() - cached[1] < _PREFIX_KNOWN_TTL_S:
+            return cached[0]
+        rows = await self._couch.all_docs(self._db, startkey=prefix, endkey=prefix + "\ufff0", limit=1)
+        found = bool(rows)
+        self._known[prefix] = (found, time.monotonic())
+        return found
+
+    async def check(self, docs: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, str]]]:
+        """Reasons per transaction id for the documents that break a rule."""
+        docs = [d for d in docs if d.get("type") in ("sales_order", "inventory_movement", "work_order_update")]
+        if not docs:
+            return {}
+        context = await self._context(docs)
+        found: dict[str, list[dict[str, str]]] = {}
+        for doc in docs:
+            reasons = []
+            for reason in check_transaction(doc, context):
+                needs = _NEEDS.get(reason["code"])
+                if needs is not None and not await self._mirrored(needs):
+                    continue
+                if reason["code"] == "insufficient_stock" and not await self._mirrored(
+                    f"stock:{doc.get('from_location')}:"
+                ):
+                    continue
+                reasons.append(dict(reason))
+            if reasons:
+                found[str(doc["_id"])] = reasons
+        return found
+
+    async def _context(self, docs: list[Mapping[str, Any]]) -> dict[str, Any]:
+        ids: set[str] = set()
+        for doc in docs:
+            if doc["type"] == "sales_order":
+                ids.add(f"customer:{doc.get('customer')}")
+                ids.update(f"product:{line.get('sku')}" for line in doc.get("lines") or [])
+            elif doc["type"] == "inventory_movement":
+                ids.add(f"stock:{doc.get('from_location')}:{doc.get('sku')}")
+            elif doc["type"] == "work_order_update":
+                ids.add(f"work_order:{doc.get('work_order')}")
+        mirrored = await self._couch.docs_by_id(self._db, sorted(ids))
+        context: dict[str, Any] = {"products": {}, "customers": {}, "stock": {}, "work_orders": {}}
+        for doc_id, doc in mirrored.items():
+            kind, _, key = doc_id.partition(":")
+            if kind == "product":
+                context["products"][key] = doc
+            elif kind == "customer":
+                context["customers"][key] = doc
+            elif kind == "work_order":
+                context["work_orders"][key] = doc
+            elif kind == "stock":
+                location, _, sku = key.rpartition(":")
+                context["stock"].setdefault(location, {})[sku] = doc.get("quantity", 0)
+        return context
