@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Role = Literal["ingest", "project", "distribute", "api"]
 ALL_ROLES: tuple[Role, ...] = ("ingest", "project", "distribute", "api")
+RuleSetName = Literal["pricing", "approval", "availability", "workflow"]
+ALL_RULE_SETS: tuple[RuleSetName, ...] = ("pricing", "approval", "availability", "workflow")
 
 
 class Settings(BaseSettings):
@@ -44,13 +46,14 @@ class Settings(BaseSettings):
     pull_interval_s: float = 5.0
     linger_s: float = 0.02
     accepted_receipt_delay_s: float = 1.0
+    enforced_rules: Annotated[list[RuleSetName], NoDecode] = Field(default_factory=lambda: list(ALL_RULE_SETS))
     profiles_dir: str = ""  # offline data profiles (YAML); empty: the profiles/ folder shipped with the gateway
     distribute_batch_size: int = 500
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
-    @field_validator("roles", mode="before")
+    @field_validator("roles", "enforced_rules", mode="before")
     @classmethod
     def _split_roles(cls, value: Any) -> Any:
         if isinstance(value, str):

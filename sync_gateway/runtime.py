@@ -96,7 +96,7 @@ class Gateway:
                 read_timeout=s.feed_read_timeout_s,
                 linger=s.linger_s,
                 accepted_receipt_delay=s.accepted_receipt_delay_s if "project" in s.roles else 0.0,
-                business=BusinessRules(self.couch, s.db("mirror")),
+                business=BusinessRules(self.couch, s.db("mirror"), s.enforced_rules),
             )
         if "project" in s.roles and self.connector is not None:
             self.projector = Projector(

@@ -16,6 +16,20 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.rules import check_transaction
 
 _PREFIX_KNOWN_TTL_S = 30.0
+RULE_SETS = ("pricing", "approval", "availability", "workflow")
+# the rule set each reason code comes from; a deployment enforces a subset (an ERP that allows negative stock
+# turns off "availability", one that prices orders itself turns off "pricing")
+_RULE_SET_OF = {
+    "unknown_product": "pricing",
+    "unknown_customer": "pricing",
+    "invalid_amount": "pricing",
+    "price_mismatch": "pricing",
+    "approval_required": "approval",
+    "insufficient_stock": "availability",
+    "unknown_work_order": "workflow",
+    "unknown_status": "workflow",
+    "transition_not_allowed": "workflow",
+}
 # which mirrored entity a reason code relies on: without any such entity mirrored, the reason is dropped
 _NEEDS = {
     "unknown_product": "product:",
@@ -28,7 +42,8 @@ _NEEDS = {
 
 
 class BusinessRules:
-    def __init__(self, couch: CouchClient, mirror_db: str) -> None:
+    def __init__(self, couch: CouchClient, mirror_db: str, enforced: Iterable[str] = RULE_SETS) -> None:
+        self._enforced = frozenset(enforced)
         self._couch = couch
         self._db = mirror_db
         self._known: dict[str, tuple[bool, float]] = {}
@@ -53,6 +68,8 @@ class BusinessRules:
         for doc in docs:
             reasons = []
             for reason in check_transaction(doc, context):
+                if _RULE_SET_OF.get(reason["code"], "pricing") not in self._enforced:
+                    continue
                 needs = _NEEDS.get(reason["code"])
                 if needs is not None and not await self._mirrored(needs):
                     continue

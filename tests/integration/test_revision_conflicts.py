@@ -59,8 +59,9 @@ async def test_disjoint_offline_edits_on_two_devices_merge_and_converge(
     async with gateway.couch_admin() as couch:
         server = (await couch.get(f"/{user_db_name('hana')}/{report['_id']}", params={"conflicts": "true"})).json()
     assert not server.get("_conflicts") and server["_rev"] == projected["transaction_rev"]
-    staged = gateway.staging_rows("SELECT summary, payload FROM stg_service_report WHERE transaction_id = ?",
-                                  report["_id"])
+    staged = gateway.staging_rows(
+        "SELECT summary, payload FROM stg_service_report WHERE transaction_id = ?", report["_id"]
+    )
     assert len(staged) == 1 and staged[0][0] == "Pump serviced, pressure OK"
     assert "Bearing worn, replaced" in staged[0][1]
     events = (await api.get("/api/events", params={"user": "hana"})).json()["events"]
