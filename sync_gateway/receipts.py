@@ -110,14 +110,9 @@ class ReceiptStore:
         """Apply updates to one user database; returns how many receipts were written."""
         pending = {u.transaction_id: u for u in updates}
         written = 0
-        current: dict[str, Mapping[str, Any]]
-        if known is not None:
-            current = dict(known)
-        else:
-            current = dict(self.remembered(db, pending))
-            missing = [t for t in pending if t not in current]
-            if missing:
-                current.update(await self.current(db, missing))
+        # what we do not remember is assumed new: creating it without a read is right in the usual case, and a
+        # receipt that exists after all answers 409, which re-reads it below
+        current: dict[str, Mapping[str, Any]] = dict(known) if known is not None else dict(self.remembered(db, pending))
         for _attempt in range(5):
             docs = [
                 _render(current.get(tid), update)
