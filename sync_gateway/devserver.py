@@ -27,6 +27,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, grace: float) -> None:
+    """Stop a process we started, by its PID: SIGTERM and ``grace`` seconds to exit, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    if grace > 0:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            pass
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+
+
 class PouchServer:
     """One pouchdb-server process. Use ``start()``/``stop()`` or as a context manager."""
 
@@ -99,21 +114,12 @@ class PouchServer:
         raise TimeoutError(f"pouchdb-server did not answer on {self.url} within {timeout} s")
 
     def stop(self) -> None:
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process(self.process, grace=10.0)
+        self.process = None
 
     def kill(self) -> None:
         """SIGKILL, for restart tests."""
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_process(self.process, grace=0.0)
         self.process = None
 
     def __enter__(self) -> PouchServer:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from sync_gateway.devserver import PROJECT_ROOT, PouchServer, free_port
+from sync_gateway.devserver import PROJECT_ROOT, PouchServer, free_port, stop_process
 
 SCRIPT = Path(sys.executable).parent / "sync-gateway"
 
@@ -71,20 +70,11 @@ class GatewayProcess:
         raise TimeoutError(f"gateway not ready in {timeout} s:\n{self.log_tail()}")
 
     def stop(self) -> None:
-        proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_process(self.process, grace=15.0)
+        self.process = None
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
+        stop_process(self.process, grace=0.0)
         self.process = None
 
     def log_tail(self, lines: int = 40) -> str:
