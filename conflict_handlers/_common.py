@@ -308,6 +308,27 @@ def settle_deletions(conflict: Conflict, versions: Sequence[Version]) -> Resolut
     return resolved(conflict.doc_id, None, f"deleted in {revs}; other versions unchanged")
 
 
+def merge_prologue(
+    conflict: Conflict, no_ancestor_reason: str
+) -> tuple[list[Version], Version | None, Resolution | None]:
+    """What every merging handler does first: business/empty conflicts, deletions, and the no-ancestor case.
+
+    Returns the live versions, the newest of them, and an early resolution when the merge itself is not needed.
+    """
+    versions, early = merge_candidates(conflict)
+    if early is not None:
+        return versions, None, early
+    settled = settle_deletions(conflict, versions)
+    if settled is not None:
+        return versions, None, settled
+    newest = latest(versions, conflict.server_time)
+    if conflict.ancestor is None:
+        if same_content(versions):
+            return versions, newest, resolved(conflict.doc_id, newest.doc, "all versions hold the same content")
+        return versions, newest, defer(no_ancestor_reason)
+    return versions, newest, None
+
+
 def same_content(versions: Sequence[Version]) -> bool:
     """Whether every version holds the same fields, ignoring metadata and bookkeeping."""
     strip = set(BOOKKEEPING_FIELDS)

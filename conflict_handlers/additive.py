@@ -32,12 +32,9 @@ from ._common import (
     canonical_json,
     content,
     defer,
-    latest,
-    merge_candidates,
+    merge_prologue,
     merge_value,
     resolved,
-    same_content,
-    settle_deletions,
     stamp_bookkeeping,
     three_way_merge,
 )
@@ -88,17 +85,9 @@ class Additive:
         self.item_keys = tuple(item_keys)
 
     def resolve(self, conflict: Conflict) -> Resolution:
-        versions, early = merge_candidates(conflict)
-        if early is not None:
-            return early
-        settled = settle_deletions(conflict, versions)
-        if settled is not None:
-            return settled
-        newest = latest(versions, conflict.server_time)
-        if conflict.ancestor is None:
-            if same_content(versions):
-                return resolved(conflict.doc_id, newest.doc, "all versions hold the same content")
-            return defer("deltas need a common ancestor and there is none")
+        versions, newest, early = merge_prologue(conflict, "deltas need a common ancestor and there is none")
+        if early is not None or newest is None or conflict.ancestor is None:
+            return early or defer("no versions to merge")
         ancestor = content(conflict.ancestor)
         docs = [content(v.doc) for v in versions]
         combined: dict[str, JSON] = {}

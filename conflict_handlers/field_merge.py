@@ -17,11 +17,8 @@ from sync_gateway.contracts import Conflict, ConflictHandler, Resolution
 from ._common import (
     BOOKKEEPING_FIELDS,
     content,
-    latest,
-    merge_candidates,
+    merge_prologue,
     resolved,
-    same_content,
-    settle_deletions,
     stamp_bookkeeping,
     three_way_merge,
 )
@@ -32,17 +29,11 @@ class FieldMerge:
     name = "field_merge"
 
     def resolve(self, conflict: Conflict) -> Resolution:
-        versions, early = merge_candidates(conflict)
-        if early is not None:
-            return early
-        settled = settle_deletions(conflict, versions)
-        if settled is not None:
-            return settled
-        newest = latest(versions, conflict.server_time)
-        if conflict.ancestor is None:
-            if same_content(versions):
-                return resolved(conflict.doc_id, newest.doc, "all versions hold the same content")
-            return _defer("versions differ and there is no common ancestor to merge against")
+        versions, newest, early = merge_prologue(
+            conflict, "versions differ and there is no common ancestor to merge against"
+        )
+        if early is not None or newest is None or conflict.ancestor is None:
+            return early or _defer("no versions to merge")
         body, clashes = three_way_merge(
             content(conflict.ancestor), [content(v.doc) for v in versions], skip=BOOKKEEPING_FIELDS
         )
