@@ -135,7 +135,8 @@ class IngestWorker:
 
     def _start(self, db: str, user: str, since: Any) -> None:
         async def handle(rows: list[dict[str, Any]]) -> None:
-            await self.handle_changes(db, user, rows)
+            with structlog.contextvars.bound_contextvars(user_db=db):  # every log line of this page names the db
+                await self.handle_changes(db, user, rows)
 
         follower = Follower(
             self._couch,

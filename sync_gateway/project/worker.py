@@ -66,6 +66,7 @@ class Projector:
         self.retrying = False
 
     async def run(self) -> None:
+        structlog.contextvars.bind_contextvars(connector=self.connector.name)  # this task and its children
         await asyncio.gather(self.follower.run(), self._dead.watch_retries(self.retry_dead_letter))
 
     async def handle_changes(self, rows: list[dict[str, Any]]) -> None:
