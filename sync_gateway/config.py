@@ -41,7 +41,6 @@ class Settings(BaseSettings):
     ingest_batch_size: int = 500
     project_batch_size: int = 200
     feed_read_timeout_s: float = 60.0
-    user_scan_interval_s: float = 2.0
     retry_max_delay_s: float = 30.0
     pull_interval_s: float = 5.0
     linger_s: float = 0.02

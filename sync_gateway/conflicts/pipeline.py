@@ -91,7 +91,7 @@ class ConflictPipeline:
 
     async def revision_conflict(self, db: str, user: str, doc_id: str, server_time: str) -> tuple[Outcome, str]:
         """Handle the leaves of ``doc_id``; returns the outcome and a reason for the device's receipt."""
-        conflict, _leaves = await read_revision_conflict(self._couch, db, doc_id, user=user, server_time=server_time)
+        conflict = await read_revision_conflict(self._couch, db, doc_id, user=user, server_time=server_time)
         if sum(1 for v in conflict.versions if not v.deleted) < 2:
             return "gone", ""
         outcome, resolution = await self.settle(conflict, source_db=db, user=user)

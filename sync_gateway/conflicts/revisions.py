@@ -35,10 +35,8 @@ def common_ancestor(leaves: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
-async def read_revision_conflict(
-    couch: CouchClient, db: str, doc_id: str, *, user: str, server_time: str
-) -> tuple[Conflict, list[dict[str, Any]]]:
-    """The conflict of ``doc_id`` in ``db`` and its raw leaves (with ``_rev`` and attachment stubs)."""
+async def read_revision_conflict(couch: CouchClient, db: str, doc_id: str, *, user: str, server_time: str) -> Conflict:
+    """The conflict of ``doc_id`` in ``db``: every leaf (deleted ones flagged) and the common ancestor."""
     rows = await couch.json(
         "GET", doc_path(db, doc_id), params={"open_revs": "all", "revs": "true"}, headers={"Accept": "application/json"}
     )
@@ -56,4 +54,4 @@ async def read_revision_conflict(
     conflict = Conflict(
         kind="revision", doc_type=doc_type, doc_id=doc_id, versions=versions, ancestor=ancestor, server_time=server_time
     )
-    return conflict, leaves
+    return conflict

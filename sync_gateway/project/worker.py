@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -174,7 +173,3 @@ class Projector:
             )
             self.projected += 1
         return outcome
-
-
-def utcnow() -> str:
-    return datetime.now(UTC).isoformat()

@@ -73,17 +73,7 @@ async def test_sigkill_mid_flight_loses_nothing_and_duplicates_nothing(crashy_ga
         (float(sum(i + 1 for i in range(TOTAL) if i % 2)),)
     ]
 
+    await wait_until(lambda: gw.projected_receipts(db), lambda n: n == TOTAL, timeout=60, what="all receipts projected")
     async with gw.couch_admin() as couch:
-
-        async def projected_receipts() -> int:
-            rows = (
-                await couch.get(
-                    f"/{db}/_all_docs",
-                    params={"startkey": '"receipt:"', "endkey": '"receipt:\ufff0"', "include_docs": "true"},
-                )
-            ).json()["rows"]
-            return sum(1 for r in rows if r["doc"]["status"] == "projected")
-
-        await wait_until(projected_receipts, lambda n: n == TOTAL, timeout=60, what="all receipts projected")
         events = await couch.get("/crash_events/_all_docs", params={"startkey": '"ev-"', "endkey": '"ev-\ufff0"'})
         assert len(events.json()["rows"]) == TOTAL

@@ -90,6 +90,15 @@ class GatewayProcess:
             base_url=self.couch.url, auth=(self.couch.admin_user, self.couch.admin_password), timeout=30.0
         )
 
+    async def projected_receipts(self, db: str) -> int:
+        """How many receipts in user database ``db`` say ``projected`` (read as admin)."""
+        async with self.couch_admin() as couch:
+            response = await couch.get(
+                f"/{db}/_all_docs",
+                params={"startkey": '"receipt:"', "endkey": '"receipt:\ufff0"', "include_docs": "true"},
+            )
+        return sum(1 for row in response.json()["rows"] if row["doc"]["status"] == "projected")
+
     def staging_rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
         if not self.staging_path.exists():
             return []

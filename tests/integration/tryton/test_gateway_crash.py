@@ -59,18 +59,9 @@ async def test_gateway_killed_mid_batch_projects_each_movement_once(
     )
     assert sorted(r["reference"] for r in rows) == sorted(refs)  # each exactly once
     assert await stock_quantity(rpc, "VAN-02", "P-400") == van_before + sum(m["quantity"] for m in moves)
-    async with gw.couch_admin() as couch:
-
-        async def projected() -> int:
-            rows = (
-                await couch.get(
-                    f"/{user_db_name('vera')}/_all_docs",
-                    params={"startkey": '"receipt:"', "endkey": '"receipt:\ufff0"', "include_docs": "true"},
-                )
-            ).json()["rows"]
-            return sum(1 for r in rows if r["doc"]["status"] == "projected")
-
-        await wait_until(projected, lambda n: n == COUNT, timeout=60, what="receipts projected")
+    await wait_until(
+        lambda: gw.projected_receipts(user_db_name("vera")), lambda n: n == COUNT, timeout=60, what="receipts projected"
+    )
 
 
 async def test_master_data_and_resulting_stock_reach_the_mirror(tryton_gateway: GatewayProcess) -> None:
