@@ -23,7 +23,7 @@ from sync_gateway.errors import CouchError
 log = structlog.get_logger(__name__)
 
 RECEIPT_PREFIX = "receipt:"
-RANK = {"rejected": 0, "in_review": 0, "accepted": 1, "dead_lettered": 2, "projected": 3}
+RANK = {"rejected": 0, "in_review": 0, "accepted": 1, "dead_lettered": 2, "projected": 3, "superseded": 3}
 
 
 def receipt_id(transaction_id: str) -> str:

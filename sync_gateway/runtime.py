@@ -14,8 +14,9 @@ import structlog
 import uvicorn
 
 from sync_gateway.config import Settings
-from sync_gateway.conflicts.apply import ConflictApplier
 from sync_gateway.conflicts.pipeline import ConflictPipeline, ReviewSink
+from sync_gateway.conflicts.resolver import Resolver
+from sync_gateway.conflicts.stale import StaleBaseDetector
 from sync_gateway.contracts import ErpConnector
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
@@ -57,7 +58,7 @@ class Gateway:
             if {"project", "distribute"} & set(settings.roles)
             else None
         )
-        self._applier = ConflictApplier(self.api_couch, self.events)
+        self._resolver = Resolver(self.api_couch, self.events)
         self.handlers = load_handlers(settings.handlers)  # unknown names fail here, at start-up
         self.ingest: IngestWorker | None = None
         self.projector: Projector | None = None
@@ -82,7 +83,7 @@ class Gateway:
         receipts = ReceiptStore(self.couch)
         if "ingest" in s.roles:
             pipeline = ConflictPipeline(
-                self.couch, self.handlers, ConflictApplier(self.couch, worker_events), self.review_queue()
+                self.couch, self.handlers, Resolver(self.couch, worker_events, receipts), self.review_queue()
             )
             self.ingest = IngestWorker(
                 self.couch,
@@ -96,7 +97,8 @@ class Gateway:
                 read_timeout=s.feed_read_timeout_s,
                 linger=s.linger_s,
                 accepted_receipt_delay=s.accepted_receipt_delay_s if "project" in s.roles else 0.0,
-                business=BusinessRules(self.couch, s.db("mirror"), s.enforced_rules),
+                business=BusinessRules(self.couch, s.db("mirror"), worker_events, s.enforced_rules),
+                stale=StaleBaseDetector(self.couch, s.db("mirror"), worker_events),
             )
         if "project" in s.roles and self.connector is not None:
             self.projector = Projector(
@@ -179,17 +181,11 @@ class Gateway:
 
     async def conflict_applier(self, item: dict[str, Any], winner: dict[str, Any], by: str) -> dict[str, Any]:
         """Apply a reviewer's resolution of a review item (called by the review queue)."""
-        return await self._applier.apply(
-            source_db=str(item["source_db"]),
-            doc_id=str(item["doc_id"]),
-            winner=winner,
-            versions=item.get("versions", []),
-            user=str(item.get("user", "")),
-            by=by,
-            conflict_kind=str(item.get("conflict_kind", "revision")),
-            handler=str(item.get("handler", "")),
-            item_id=str(item.get("id") or item.get("_id") or ""),
-        )
+        return await self._resolver.apply(item, winner, by)
+
+    async def conflict_decliner(self, item: dict[str, Any], by: str, note: str) -> None:
+        """A reviewer rejected an item: refuse its transaction where that means something (stale base, business)."""
+        await self._resolver.decline(item, by, note)
 
     def review_queue(self) -> ReviewSink | None:
         """The review queue, once it exists in this build (``sync_gateway.review``)."""

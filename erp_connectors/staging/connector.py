@@ -113,6 +113,8 @@ class StagingConnector:
                 raise
             return PushOutcome(ev.event_id, "permanent", message=f"staging refused: {exc.orig}")
         _insert_lines(conn, ev, int(new_id))
+        if ev.doc_type == "work_order_update":
+            _update_work_order(conn, ev)
         return PushOutcome(ev.event_id, "ok", erp_ref=f"{t.REF_PREFIX[ev.doc_type]}-{int(new_id):06d}")
 
 
@@ -215,6 +217,24 @@ def _row(ev: Event) -> dict[str, Any]:
     except KeyError as exc:
         raise _Refused(f"missing field {exc.args[0]!r}") from exc
     raise _Refused(f"unsupported type {ev.doc_type!r}")
+
+
+def _update_work_order(conn: Connection, ev: Event) -> None:
+    """The ERP's side of a work order update: set the changed fields, append the notes; the work order's new
+    version reaches the mirror through ``pull``. An unknown work order stays a staged row only."""
+    key = str(ev.payload["work_order"])
+    row = conn.execute(select(masters.work_order.c.notes).where(masters.work_order.c.key == key)).first()
+    if row is None:
+        return
+    changes = ev.payload["changes"]
+    values: dict[str, Any] = {"key": key}
+    for name in ("status", "scheduled_for"):
+        if name in changes:
+            values[name] = changes[name]
+    if changes.get("notes"):
+        entry = f"[{ev.doc_id}] {changes['notes']}"
+        values["notes"] = f"{row[0]}\n{entry}" if row[0] else entry
+    masters.upsert(conn, "work_order", [values])
 
 
 def _insert_lines(conn: Connection, ev: Event, new_id: int) -> None:

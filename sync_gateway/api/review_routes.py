@@ -26,6 +26,7 @@ def review_queue(gateway: Gateway) -> ReviewQueue:
         gateway.settings.db("conflicts"),
         validator=gateway.validator,
         applier=getattr(gateway, "conflict_applier", None),
+        decliner=getattr(gateway, "conflict_decliner", None),
     )
 
 

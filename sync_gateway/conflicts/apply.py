@@ -87,38 +87,64 @@ class ConflictApplier:
             deleted = await self._couch.bulk_docs(source_db, [loser])
             if not deleted[doc_id].ok:
                 raise CouchError(f"losing leaf {loser['_rev']} of {doc_id} not deleted: {deleted[doc_id].error}")
-        now = datetime.now(UTC).isoformat(timespec="microseconds")
-        event_id = resolution_event_id(source_db, doc_id, new_rev)
-        await self._events.append(
-            [
-                {
-                    "_id": event_id,
-                    "kind": "conflict.resolved",
-                    "doc_type": str(winner.get("type") or doc_id.split(":", 1)[0]),
-                    "user": user,
-                    "device_id": None,
-                    "source_db": source_db,
-                    "doc_id": doc_id,
-                    "rev": new_rev,
-                    "device_time": None,
-                    "server_time": now,
-                    "payload": {k: v for k, v in new_doc.items() if k != "_rev"},
-                    "resolution": {
-                        "by": by,
-                        "handler": handler,
-                        "conflict_kind": conflict_kind,
-                        "item_id": item_id,
-                        "base_rev": base_rev,
-                        "deleted_revs": [loser["_rev"] for loser in losers],
-                    },
-                    "versions": [dict(v) for v in versions],
-                }
-            ]
+        event_id = await append_resolution_event(
+            self._events,
+            source_db=source_db,
+            doc_id=doc_id,
+            rev=new_rev,
+            user=user,
+            doc_type=str(winner.get("type") or doc_id.split(":", 1)[0]),
+            payload={k: v for k, v in new_doc.items() if k != "_rev"},
+            resolution={
+                "by": by,
+                "handler": handler,
+                "conflict_kind": conflict_kind,
+                "item_id": item_id,
+                "base_rev": base_rev,
+                "deleted_revs": [loser["_rev"] for loser in losers],
+            },
+            versions=versions,
         )
         log.info(
             "conflict.resolved", user_db=source_db, doc_id=doc_id, by=by, handler=handler, losing_leaves=len(losers)
         )
         return {"rev": new_rev, "event_id": event_id}
+
+
+async def append_resolution_event(
+    events: EventLog,
+    *,
+    source_db: str,
+    doc_id: str,
+    rev: str,
+    user: str,
+    doc_type: str,
+    payload: Mapping[str, Any],
+    resolution: Mapping[str, Any],
+    versions: Sequence[Mapping[str, Any]],
+) -> str:
+    """Append the ``conflict.resolved`` event of one resolution (every competing version kept); returns its id."""
+    event_id = resolution_event_id(source_db, doc_id, rev)
+    await events.append(
+        [
+            {
+                "_id": event_id,
+                "kind": "conflict.resolved",
+                "doc_type": doc_type,
+                "user": user,
+                "device_id": None,
+                "source_db": source_db,
+                "doc_id": doc_id,
+                "rev": rev,
+                "device_time": None,
+                "server_time": datetime.now(UTC).isoformat(timespec="microseconds"),
+                "payload": dict(payload),
+                "resolution": dict(resolution),
+                "versions": [dict(v) for v in versions],
+            }
+        ]
+    )
+    return event_id
 
 
 def _rev_order(rev: str) -> tuple[int, str]:

@@ -8,7 +8,7 @@ from typing import Any, Literal, Protocol
 
 import structlog
 
-from sync_gateway.conflicts.apply import ConflictApplier
+from sync_gateway.conflicts.resolver import Resolver
 from sync_gateway.conflicts.revisions import read_revision_conflict
 from sync_gateway.contracts import Conflict, ConflictHandler, Resolution
 from sync_gateway.couch.client import CouchClient
@@ -34,19 +34,34 @@ def versions_as_json(conflict: Conflict) -> list[dict[str, Any]]:
     ]
 
 
+def conflict_record(conflict: Conflict, *, source_db: str, user: str, handler: str) -> dict[str, Any]:
+    """A conflict in the shape the resolver takes (the review item's fields)."""
+    return {
+        "source_db": source_db,
+        "doc_id": conflict.doc_id,
+        "user": user,
+        "conflict_kind": conflict.kind,
+        "handler": handler,
+        "versions": versions_as_json(conflict),
+        "current": dict(conflict.current) if conflict.current is not None else None,
+        "ancestor": dict(conflict.ancestor) if conflict.ancestor is not None else None,
+        "reasons": list(conflict.reasons),
+    }
+
+
 class ConflictPipeline:
     def __init__(
         self,
         couch: CouchClient,
         handlers: Mapping[str, ConflictHandler],
-        applier: ConflictApplier,
+        resolver: Resolver,
         review: ReviewSink | None,
     ) -> None:
         if "default" not in handlers:
             raise PluginError("conflict handler configuration needs a 'default' entry")
         self._couch = couch
         self._handlers = handlers
-        self.applier = applier
+        self.resolver = resolver
         self._review = review
         self.resolved = 0
         self.deferred = 0
@@ -58,18 +73,10 @@ class ConflictPipeline:
         """Run the handler; apply its winner or open a review item."""
         handler = self.handler_for(conflict.doc_type)
         resolution = handler.resolve(conflict)
-        if resolution.outcome == "resolved" and resolution.winner is not None:
+        if resolution.outcome == "resolved" and (resolution.winner is not None or conflict.kind != "business"):
+            record = conflict_record(conflict, source_db=source_db, user=user, handler=handler.name)
             try:
-                await self.applier.apply(
-                    source_db=source_db,
-                    doc_id=conflict.doc_id,
-                    winner=resolution.winner,
-                    versions=versions_as_json(conflict),
-                    user=user,
-                    by=f"handler:{handler.name}",
-                    conflict_kind=conflict.kind,
-                    handler=handler.name,
-                )
+                await self.resolver.apply(record, resolution.winner, f"handler:{handler.name}")
             except StateConflict:
                 return "gone", resolution  # a newer change is on its way through the feed
             self.resolved += 1

@@ -33,6 +33,7 @@ from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient, Seq
 from sync_gateway.couch.follower import Follower
+from sync_gateway.distribute.mirror import is_master_id
 from sync_gateway.errors import CouchError, DocumentNotFound
 from sync_gateway.profiles import (
     Evaluation,
@@ -253,7 +254,7 @@ class Distributor:
             changed: dict[str, dict[str, Any] | None] = {}
             for row in rows:
                 doc_id = str(row.get("id", ""))
-                if doc_id.startswith("_"):
+                if not is_master_id(doc_id):
                     continue
                 doc = row.get("doc")
                 changed[doc_id] = None if row.get("deleted") or not doc or doc.get("_deleted") else doc
@@ -453,7 +454,7 @@ async def scan_mirror(couch: CouchClient, db: str, page: int = 1000) -> AsyncIte
         if startkey is not None:
             params.update(startkey=startkey, skip=1)
         rows = await couch.all_docs(db, include_docs=True, **params)
-        docs = [row["doc"] for row in rows if row.get("doc") and not str(row["id"]).startswith("_")]
+        docs = [row["doc"] for row in rows if row.get("doc") and is_master_id(str(row["id"]))]
         if docs:
             yield docs
         if len(rows) < page:

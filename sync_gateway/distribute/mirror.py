@@ -1,7 +1,10 @@
 """The master data mirror: pulls ERP master data through the connector into ``sync_mirror``.
 
 Each ERP record becomes ``<type>:<key>`` with its ``erp_version``; a record the ERP deleted or deactivated is
-deleted from the mirror. The connector's cursor is saved in ``sync_checkpoints`` after each page is written,
+deleted from the mirror. Entities that devices edit (work orders, customers) also keep every version they had
+as ``history:<type>:<key>:<erp_version>``, so a stale-base conflict can be merged against the version the
+device's edit was based on (``sync_gateway.conflicts.stale``); history documents are never distributed.
+The connector's cursor is saved in ``sync_checkpoints`` after each page is written,
 so a restart re-reads at most one page. An unchanged version is not written again, so polling an idle ERP
 writes nothing.
 """
@@ -23,13 +26,37 @@ from sync_gateway.errors import ConnectorError, CouchError
 log = structlog.get_logger(__name__)
 
 
+HISTORY_PREFIX = "history:"
+#: entity types whose versions are kept: the ones devices submit edits of (``work_order_update``)
+HISTORY_TYPES = frozenset({"work_order", "customer"})
+
+
+def is_master_id(doc_id: str) -> bool:
+    """A mirror document that is master data (not a design or history document)."""
+    return not doc_id.startswith(("_", HISTORY_PREFIX))
+
+
+def history_id(entity_id: str, erp_version: str) -> str:
+    return f"{HISTORY_PREFIX}{entity_id}:{erp_version}"
+
+
+def history_doc(master: MasterDoc) -> dict[str, Any]:
+    return {
+        "_id": history_id(master.doc_id, master.erp_version),
+        "type": "history",
+        "entity": master.doc_id,
+        "erp_version": master.erp_version,
+        "body": dict(master.body),
+    }
+
+
 def mirror_doc(master: MasterDoc, current: dict[str, Any] | None) -> dict[str, Any]:
     doc: dict[str, Any] = {
         **master.body,
         "_id": master.doc_id,
         "type": master.doc_type,
         "erp_version": master.erp_version,
-        "mirrored_at": datetime.now(UTC).isoformat(),
+        "mirrored_at": datetime.now(UTC).isoformat(timespec="microseconds"),
     }
     if current is not None:
         doc["_rev"] = current["_rev"]
@@ -86,11 +113,16 @@ class MirrorPuller:
     async def write(self, masters: Sequence[MasterDoc]) -> int:
         latest: dict[str, MasterDoc] = {m.doc_id: m for m in masters}  # a page may carry a record twice
         current = await self._couch.docs_by_id(self.db, list(latest))
-        docs = [
-            mirror_doc(m, current.get(doc_id)) for doc_id, m in latest.items() if not _unchanged(m, current.get(doc_id))
+        changed = [m for doc_id, m in latest.items() if not _unchanged(m, current.get(doc_id))]
+        docs = [mirror_doc(m, current.get(m.doc_id)) for m in changed]
+        history = [history_doc(m) for m in changed if m.doc_type in HISTORY_TYPES and not m.deleted]
+        results = await self._couch.bulk_docs(self.db, docs + history)
+        # a history document written before a crash is a 409 now: the same version, already kept
+        failed = [
+            doc_id
+            for doc_id, r in results.items()
+            if not r.ok and not (r.conflict and doc_id.startswith(HISTORY_PREFIX))
         ]
-        results = await self._couch.bulk_docs(self.db, docs)
-        failed = [doc_id for doc_id, r in results.items() if not r.ok]
         if failed:
             raise CouchError(f"mirror writes failed for {len(failed)} documents, e.g. {failed[0]}")
         return len(docs)

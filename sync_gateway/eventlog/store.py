@@ -27,6 +27,22 @@ _VIEWS: dict[str, str] = {
     ),
     "by_doc": "function (doc) { if (doc.kind) emit([doc.source_db, doc.doc_id, doc.server_time], null); }",
 }
+EFFECTS_DESIGN_ID = "_design/effects"
+# accepted transactions that change a mirrored entity, keyed by that entity's mirror id: what the ERP will do to
+# it once projected (a movement takes stock from a location, an update sets a work order's fields). A design
+# document of its own, so adding it does not rebuild the query views above.
+_EFFECT_VIEWS: dict[str, str] = {
+    "by_entity": """function (doc) {
+  if (doc.kind !== 'transaction.accepted' || !doc.payload) return;
+  var p = doc.payload;
+  if (doc.doc_type === 'work_order_update' && p.work_order) emit(['work_order:' + p.work_order, doc.server_time], null);
+  if (doc.doc_type === 'inventory_movement' && p.sku) {
+    if (p.from_location) emit(['stock:' + p.from_location + ':' + p.sku, doc.server_time], null);
+    if (p.to_location && p.to_location !== p.from_location)
+      emit(['stock:' + p.to_location + ':' + p.sku, doc.server_time], null);
+  }
+}""",
+}
 
 
 def event_id_for(source_db: str, doc_id: str, rev: str) -> str:
@@ -98,16 +114,30 @@ class EventLog:
 
     async def setup(self) -> None:
         await self._couch.ensure_db(self.db)
-        design = {
-            "_id": DESIGN_ID,
-            "language": "javascript",
-            "views": {name: {"map": src} for name, src in _VIEWS.items()},
-        }
-        current = await self._couch.get_or_none(self.db, DESIGN_ID)
-        if current is None or current.get("views") != design["views"]:
-            if current:
-                design["_rev"] = current["_rev"]
-            await self._couch.put(self.db, design)
+        for design_id, views in ((DESIGN_ID, _VIEWS), (EFFECTS_DESIGN_ID, _EFFECT_VIEWS)):
+            design = {
+                "_id": design_id,
+                "language": "javascript",
+                "views": {name: {"map": src} for name, src in views.items()},
+            }
+            current = await self._couch.get_or_none(self.db, design_id)
+            if current is None or current.get("views") != design["views"]:
+                if current:
+                    design["_rev"] = current["_rev"]
+                await self._couch.put(self.db, design)
+
+    async def accepted_since(self, entity_id: str, after: str) -> list[dict[str, Any]]:
+        """Accepted transactions affecting the mirrored entity ``entity_id`` (``work_order:W``,
+        ``stock:LOC:SKU``) appended after the server time ``after``, oldest first."""
+        data = await self._couch.view(
+            self.db,
+            "effects",
+            "by_entity",
+            startkey=[entity_id, after],
+            endkey=[entity_id, {}],
+            include_docs=True,
+        )
+        return [row["doc"] for row in data.get("rows", []) if row.get("doc") and row["key"][1] > after]
 
     async def append(self, docs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
         """Append event documents; returns ``{event_id: "appended" | "duplicate"}``.

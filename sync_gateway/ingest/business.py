@@ -4,6 +4,15 @@ against the master data mirror.
 A rule can only judge what the mirror knows: with no product mirrored at all (an ERP that shares no catalogue)
 prices are not checked, and stock is checked only at locations whose stock is mirrored (a van, a warehouse;
 never the customer's premises). A product missing from a mirrored catalogue, though, is an error.
+
+Stock is one running balance: the mirrored quantity, minus (plus) the accepted movements out of (into) the
+location that the mirror does not reflect yet (appended after the stock document was mirrored), minus the
+movements of the same page that passed before. So two devices taking the last units of one van, in one page
+or in two, cannot both pass; ingest holds a lock from this check until the page's events are appended.
+
+Some failures are *business conflicts* rather than bad input (``REVIEWABLE``): the device could not know
+(stock moved elsewhere meanwhile) or a person may allow it (a discount that needs approval). Ingest sends a
+transaction whose only failures are reviewable to the review queue instead of rejecting it.
 """
 
 from __future__ import annotations
@@ -13,10 +22,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.eventlog.store import EventLog
 from sync_gateway.rules import check_transaction
 
 _PREFIX_KNOWN_TTL_S = 30.0
 RULE_SETS = ("pricing", "approval", "availability", "workflow")
+#: reason codes a reviewer may override: these open a business conflict instead of rejecting
+REVIEWABLE = frozenset({"insufficient_stock", "approval_required"})
 # the rule set each reason code comes from; a deployment enforces a subset (an ERP that allows negative stock
 # turns off "availability", one that prices orders itself turns off "pricing")
 _RULE_SET_OF = {
@@ -42,10 +54,13 @@ _NEEDS = {
 
 
 class BusinessRules:
-    def __init__(self, couch: CouchClient, mirror_db: str, enforced: Iterable[str] = RULE_SETS) -> None:
+    def __init__(
+        self, couch: CouchClient, mirror_db: str, events: EventLog | None = None, enforced: Iterable[str] = RULE_SETS
+    ) -> None:
         self._enforced = frozenset(enforced)
         self._couch = couch
         self._db = mirror_db
+        self._events = events
         self._known: dict[str, tuple[bool, float]] = {}
 
     async def _mirrored(self, prefix: str) -> bool:
@@ -80,6 +95,8 @@ class BusinessRules:
                 reasons.append(dict(reason))
             if reasons:
                 found[str(doc["_id"])] = reasons
+            elif doc["type"] == "inventory_movement":
+                _move(context["stock"], doc, 1)  # later documents of the page see what this one took
         return found
 
     async def _context(self, docs: list[Mapping[str, Any]]) -> dict[str, Any]:
@@ -105,4 +122,24 @@ class BusinessRules:
             elif kind == "stock":
                 location, _, sku = key.rpartition(":")
                 context["stock"].setdefault(location, {})[sku] = doc.get("quantity", 0)
+                if self._events is not None:
+                    for event in await self._events.accepted_since(doc_id, str(doc.get("mirrored_at") or "")):
+                        _move(context["stock"], event.get("payload") or {}, 1, only=(location, sku))
         return context
+
+
+def _move(
+    stock: dict[str, dict[str, Any]], movement: Mapping[str, Any], sign: int, only: tuple[str, str] | None = None
+) -> None:
+    """Apply one movement to the running balances of the mirrored locations it touches."""
+    sku = str(movement.get("sku"))
+    try:
+        quantity = float(movement.get("quantity") or 0)
+    except (TypeError, ValueError):
+        return
+    for location, direction in ((movement.get("from_location"), -1), (movement.get("to_location"), 1)):
+        key = str(location)
+        if only is not None and (key, sku) != only:
+            continue
+        if key in stock and sku in stock[key] and isinstance(stock[key][sku], int | float):
+            stock[key][sku] = stock[key][sku] + direction * sign * quantity

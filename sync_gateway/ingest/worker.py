@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
@@ -18,13 +19,14 @@ from typing import Any
 import structlog
 
 from sync_gateway.conflicts.pipeline import ConflictPipeline
-from sync_gateway.contracts import TRANSACTION_TYPES, Attachment, Event
+from sync_gateway.conflicts.stale import Edit, StaleBaseDetector
+from sync_gateway.contracts import TRANSACTION_TYPES, Attachment, Conflict, Event, Version
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.follower import Follower
 from sync_gateway.errors import CouchError
 from sync_gateway.eventlog.store import EventLog, event_id_for, event_to_doc
-from sync_gateway.ingest.business import BusinessRules
+from sync_gateway.ingest.business import REVIEWABLE, BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator, Reason
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
 from sync_gateway.users import UserRegistry
@@ -35,6 +37,9 @@ _INTERNAL_FIELDS = ("_rev", "_attachments", "_conflicts", "_revisions", "_delete
 
 
 _SETTLED = ("projected", "dead_lettered")
+# types whose acceptance depends on what was accepted before (stock balances, entity edits): checked and
+# appended under one lock so two pages cannot both pass against the same state
+_STATEFUL_TYPES = frozenset({"inventory_movement", "work_order_update"})
 
 # the feed skips what the gateway itself writes into user databases (receipts, config, master data)
 TRANSACTION_SELECTOR = {"_id": {"$regex": "^(" + "|".join(TRANSACTION_TYPES) + "):"}}
@@ -74,8 +79,11 @@ class IngestWorker:
         linger: float = 0.0,
         accepted_receipt_delay: float = 0.0,
         business: BusinessRules | None = None,
+        stale: StaleBaseDetector | None = None,
     ) -> None:
         self._business = business
+        self._stale = stale
+        self._stateful_lock = asyncio.Lock()
         self._linger = linger
         self._accepted_delay = accepted_receipt_delay
         self._background: set[asyncio.Task[None]] = set()
@@ -168,25 +176,35 @@ class IngestWorker:
         docs = [d for d in candidates if not d.get("_conflicts")]
         await self._inline_attachments(db, docs)
         decisions = [self._decide(db, user, doc, server_time) for doc in docs]
-        await self._apply_business_rules(decisions)
-        # a first revision has no receipt yet (a replay after a crash finds one through the 409 path)
-        ids = [d.doc_id for d in decisions if not d.rev.startswith("1-")] + [u.transaction_id for u in in_review]
-        fresh = [d.doc_id for d in decisions if d.rev.startswith("1-")]
-        existing = self._receipts.remembered(db, fresh)
-        if ids:
-            existing.update(await self._receipts.current(db, ids))
-        event_docs = []
-        for decision in decisions:
-            current = existing.get(decision.doc_id)
-            if (
-                decision.accepted
-                and current is not None
-                and current.get("status") != "rejected"
-                and current.get("event_id") != decision.event.event_id
-            ):
-                decision.event = _with_kind(decision.event, "transaction.edited_after_acceptance")
-            event_docs.append(event_to_doc(decision.event, [r.as_dict() for r in decision.reasons]))
-        outcome = await self._events.append(event_docs)
+        stateful = any(d.event.doc_type in _STATEFUL_TYPES for d in decisions)
+        async with self._stateful_lock if stateful else contextlib.nullcontext():
+            # an edit of an entity that changed meanwhile is judged as a conflict, not against the new state
+            conflicts = {
+                doc_id: (conflict, [{"code": "stale_base", "field": "changes", "message": r} for r in conflict.reasons])
+                for doc_id, conflict in (await self._detect_stale(db, user, decisions, server_time)).items()
+            }
+            decisions = [d for d in decisions if d.doc_id not in conflicts]
+            conflicts.update(await self._apply_business_rules(db, user, decisions, server_time))
+            decisions = [d for d in decisions if d.doc_id not in conflicts]
+            # a first revision has no receipt yet (a replay after a crash finds one through the 409 path)
+            ids = [d.doc_id for d in decisions if not d.rev.startswith("1-")] + [u.transaction_id for u in in_review]
+            fresh = [d.doc_id for d in decisions if d.rev.startswith("1-")]
+            existing = self._receipts.remembered(db, fresh)
+            if ids:
+                existing.update(await self._receipts.current(db, ids))
+            event_docs = []
+            for decision in decisions:
+                current = existing.get(decision.doc_id)
+                if (
+                    decision.accepted
+                    and current is not None
+                    and current.get("status") not in ("rejected", "in_review")  # fixed or reviewed: moves on
+                    and current.get("event_id") != decision.event.event_id
+                ):
+                    decision.event = _with_kind(decision.event, "transaction.edited_after_acceptance")
+                event_docs.append(event_to_doc(decision.event, [r.as_dict() for r in decision.reasons]))
+            outcome = await self._events.append(event_docs)
+        in_review += await self._settle_business_and_stale(db, user, conflicts)
         updates = [
             ReceiptUpdate(
                 transaction_id=d.doc_id,
@@ -235,17 +253,67 @@ class IngestWorker:
                 )
         return updates
 
-    async def _apply_business_rules(self, decisions: list[_Decision]) -> None:
+    async def _apply_business_rules(
+        self, db: str, user: str, decisions: list[_Decision], server_time: str
+    ) -> dict[str, tuple[Conflict, list[dict[str, str]]]]:
         """Schema-valid transactions must also pass the shared business rules (prices, stock, approvals,
-        workflow) against the mirrored master data; a failure is a rejection with the rule's reasons."""
+        workflow) against the mirrored master data. A failure is a rejection with the rule's reasons, unless
+        every failure is one a reviewer may override: then it is a business conflict (returned by id, with
+        the reasons for the device's receipt)."""
         accepted = {d.doc_id: d for d in decisions if d.accepted}
         if self._business is None or not accepted:
-            return
+            return {}
         failures = await self._business.check([d.event.payload for d in accepted.values()])
+        conflicts: dict[str, tuple[Conflict, list[dict[str, str]]]] = {}
         for doc_id, reasons in failures.items():
             decision = accepted[doc_id]
+            if self._conflicts is not None and all(r["code"] in REVIEWABLE for r in reasons):
+                conflict = Conflict(
+                    kind="business",
+                    doc_type=decision.event.doc_type,
+                    doc_id=doc_id,
+                    versions=[Version(rev=decision.rev, doc=decision.event.payload, source_db=db, user=user)],
+                    reasons=[f"{r['code']}: {r['message']}" for r in reasons],
+                    server_time=server_time,
+                )
+                conflicts[doc_id] = (conflict, [dict(r) for r in reasons])
+                continue
             decision.reasons = [Reason(r["code"], r["message"], r.get("field", "")) for r in reasons]
             decision.event = replace(decision.event, kind="transaction.rejected", attachments={})
+        return conflicts
+
+    async def _detect_stale(
+        self, db: str, user: str, decisions: list[_Decision], server_time: str
+    ) -> dict[str, Conflict]:
+        """Accepted edits of ERP-owned entities based on a version that is no longer current."""
+        if self._stale is None or self._conflicts is None:
+            return {}
+        edits = [Edit(db, user, d.rev, d.event.payload) for d in decisions if d.accepted]
+        return await self._stale.detect(edits, server_time)
+
+    async def _settle_business_and_stale(
+        self, db: str, user: str, conflicts: Mapping[str, tuple[Conflict, list[dict[str, str]]]]
+    ) -> list[ReceiptUpdate]:
+        """Run the handlers on this page's business and stale-base conflicts; a deferred one gets an
+        ``in_review`` receipt (a resolved one is written by the resolver and comes back through the feed)."""
+        updates = []
+        for doc_id, (conflict, reasons) in conflicts.items():
+            assert self._conflicts is not None
+            outcome, resolution = await self._conflicts.settle(conflict, source_db=db, user=user)
+            if outcome != "deferred":
+                continue
+            rev = conflict.versions[0].rev
+            updates.append(
+                ReceiptUpdate(
+                    transaction_id=doc_id,
+                    status="in_review",
+                    event_id=event_id_for(db, doc_id, rev),
+                    rev=rev,
+                    reasons=reasons,
+                    message=f"waits for a reviewer: {resolution.reason}",
+                )
+            )
+        return updates
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

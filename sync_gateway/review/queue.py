@@ -41,7 +41,10 @@ ACTIVE: tuple[str, ...] = ("open", "claimed")
 
 Applier = Callable[[dict[str, Any], dict[str, Any], str], Awaitable[dict[str, Any]]]
 """``(item, winner, by) -> {"rev": new_rev, "event_id": ...}``: writes the winner into the user database,
-deletes the losing leaves and appends the resolution event."""
+deletes the losing leaves and appends the resolution event (``sync_gateway.conflicts.resolver``)."""
+Decliner = Callable[[dict[str, Any], str, str], Awaitable[None]]
+"""``(item, by, note)``: tells the device that a rejected stale-base or business item's transaction is refused."""
+CURRENT_REV = "current"
 
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -118,11 +121,13 @@ class ReviewQueue:
         *,
         validator: DocumentValidator | None = None,
         applier: Applier | None = None,
+        decliner: Decliner | None = None,
     ) -> None:
         self._couch = couch
         self.db = db
         self._validator = validator or DocumentValidator()
         self._applier = applier
+        self._decliner = decliner
 
     # ------------------------------------------------------------------------------------------ opening
 
@@ -136,9 +141,26 @@ class ReviewQueue:
         reason: str,
         flags: Sequence[str] = (),
     ) -> dict[str, Any]:
-        """Queue ``conflict`` for review; opening the same conflict again returns the existing item."""
+        """Queue ``conflict`` for review; opening the same conflict again returns the existing item.
+
+        A stale-base conflict's ``current`` (the ERP's values) is also listed as the last version, rev
+        ``current``, so a reviewer can pick it like any other."""
         item_id = conflict_item_id(source_db, conflict.doc_id, [v.rev for v in conflict.versions], conflict.kind)
         now = _now()
+        versions = [
+            {"rev": v.rev, "doc": _stored_doc(v.doc), "source_db": v.source_db, "user": v.user, "deleted": v.deleted}
+            for v in conflict.versions
+        ]
+        if conflict.kind == "stale_base" and conflict.current is not None:
+            versions.append(
+                {
+                    "rev": CURRENT_REV,
+                    "doc": _stored_doc(conflict.current),
+                    "source_db": "",
+                    "user": "",
+                    "deleted": False,
+                }
+            )
         doc: dict[str, Any] = {
             "_id": item_id,
             "kind": "conflict",
@@ -148,16 +170,7 @@ class ReviewQueue:
             "doc_id": conflict.doc_id,
             "source_db": source_db,
             "user": user,
-            "versions": [
-                {
-                    "rev": v.rev,
-                    "doc": _stored_doc(v.doc),
-                    "source_db": v.source_db,
-                    "user": v.user,
-                    "deleted": v.deleted,
-                }
-                for v in conflict.versions
-            ],
+            "versions": versions,
             "ancestor": _stored_doc(conflict.ancestor) if conflict.ancestor is not None else None,
             "current": _stored_doc(conflict.current) if conflict.current is not None else None,
             "reasons": list(conflict.reasons),
@@ -261,13 +274,17 @@ class ReviewQueue:
         return await self._save(doc, by, "claimed", status="claimed", claimed_by=by)
 
     async def reject(self, item_id: str, by: str, note: str = "", *, rev: str | None = None) -> dict[str, Any]:
-        """Close the item without writing anything to the user database (not a real conflict, or settled
-        elsewhere); the versions stay in the item."""
+        """Close the item without writing a resolution; the versions stay in the item. A revision conflict is
+        left as it is (not a real conflict, or settled elsewhere); a stale-base or business item's transaction
+        is refused, and its device gets a ``rejected`` receipt."""
         doc = await self._load(item_id)
         self._check_rev(doc, rev)
         if doc["status"] not in ACTIVE:
             raise StateConflict(f"{item_id} is {doc['status']}; only open items can be rejected", code="not_open")
-        return await self._save(doc, by, "rejected", {"note": note}, status="rejected", claimed_by=None)
+        saved = await self._save(doc, by, "rejected", {"note": note}, status="rejected", claimed_by=None)
+        if self._decliner is not None:
+            await self._decliner(saved, by, note)
+        return saved
 
     async def reopen(self, item_id: str, by: str, note: str = "", *, rev: str | None = None) -> dict[str, Any]:
         """Put the item back into the open queue: release a claim, undo a rejection, or review a resolution

@@ -1,0 +1,261 @@
+"""Applying a resolution, whatever the kind of conflict. One entry point for handlers (through the pipeline)
+and reviewers (through the review queue), both passing a conflict *record*: the review item's shape,
+``{source_db, doc_id, user, conflict_kind, handler, versions: [{rev, doc, source_db, user, deleted}],
+current, ancestor, reasons, id}``.
+
+* ``revision``: :class:`~sync_gateway.conflicts.apply.ConflictApplier` writes the winner over the leaves.
+* ``stale_base``: the edit is re-based on the ERP's current version (:func:`~sync_gateway.conflicts.stale.rebase`)
+  and written as a new revision of the edit transaction, which ingest then accepts and the projector pushes;
+  the ERP's change reaches every device holding the entity through the mirror and the distributor. When the
+  winner keeps nothing of the edit, the edit is *superseded*: its receipt says so and nothing is written.
+* ``business``: the transaction as submitted wins → it is accepted with the reviewer's override recorded in
+  its event; an edited version wins → it is written as a new revision and checked again like any other.
+
+Declining (a reviewer's *reject* of a stale-base or business item) tells the device through a ``rejected``
+receipt. Every resolution appends a ``conflict.resolved`` event with every competing version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from sync_gateway.conflicts.apply import ConflictApplier, append_resolution_event, resolution_event_id
+from sync_gateway.conflicts.stale import rebase
+from sync_gateway.couch.client import CouchClient
+from sync_gateway.errors import StateConflict
+from sync_gateway.eventlog.store import EventLog, event_id_for
+from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
+
+log = structlog.get_logger(__name__)
+
+Record = Mapping[str, Any]
+CURRENT_REV = "current"
+
+
+def _content(doc: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: v for k, v in (doc or {}).items() if not k.startswith("_")}
+
+
+def reason_dicts(reasons: Sequence[str]) -> list[dict[str, str]]:
+    """Business reasons as the item keeps them (``code: message``) back into receipt reasons."""
+    out = []
+    for reason in reasons:
+        code, sep, message = str(reason).partition(": ")
+        out.append(
+            {"code": code, "field": "", "message": message}
+            if sep
+            else {"code": "business_rule", "field": "", "message": code}
+        )
+    return out
+
+
+class Resolver:
+    def __init__(self, couch: CouchClient, events: EventLog, receipts: ReceiptStore | None = None) -> None:
+        self._couch = couch
+        self._events = events
+        self._receipts = receipts or ReceiptStore(couch)
+        self.revisions = ConflictApplier(couch, events)
+
+    async def apply(self, record: Record, winner: Mapping[str, Any] | None, by: str) -> dict[str, Any]:
+        """Write the resolution of ``record`` with ``winner`` (``None``: a deletion, or the ERP keeps its
+        version); returns ``{"rev", "event_id", ...}``. Raises StateConflict when the document changed."""
+        kind = str(record.get("conflict_kind") or "revision")
+        if kind == "stale_base":
+            return await self._stale(record, winner, by)
+        if kind == "business":
+            return await self._business(record, winner, by)
+        return await self.revisions.apply(
+            source_db=str(record["source_db"]),
+            doc_id=str(record["doc_id"]),
+            winner=winner if winner is not None else {"_deleted": True},
+            versions=record.get("versions", []),
+            user=str(record.get("user", "")),
+            by=by,
+            conflict_kind=kind,
+            handler=str(record.get("handler", "")),
+            item_id=_item_id(record),
+        )
+
+    async def decline(self, record: Record, by: str, note: str = "") -> None:
+        """A reviewer rejected a stale-base or business item: the transaction is refused, the device told."""
+        kind = str(record.get("conflict_kind") or "revision")
+        if kind not in ("stale_base", "business"):
+            return
+        mine = _mine(record)
+        reasons = reason_dicts(record.get("reasons") or []) if kind == "business" else []
+        reasons.append({"code": "declined_in_review", "field": "", "message": note or f"declined by {by}"})
+        await self._receipts.write(
+            str(record["source_db"]),
+            [
+                ReceiptUpdate(
+                    transaction_id=str(record["doc_id"]),
+                    status="rejected",
+                    event_id=event_id_for(str(record["source_db"]), str(record["doc_id"]), str(mine["rev"])),
+                    rev=str(mine["rev"]),
+                    reasons=reasons,
+                )
+            ],
+        )
+
+    # ------------------------------------------------------------------------------------------ kinds
+
+    async def _unchanged(self, record: Record) -> dict[str, Any]:
+        """The edit transaction as it is now; StateConflict if the device changed it since the conflict."""
+        mine = _mine(record)
+        doc = await self._couch.get_or_none(str(record["source_db"]), str(record["doc_id"]))
+        if doc is None or doc.get("_rev") != mine["rev"]:
+            raise StateConflict(
+                f"{record['doc_id']} changed since the conflict was read; its new version is checked again",
+                code="concurrent_change",
+            )
+        return doc
+
+    async def _write_revision(self, record: Record, current: Mapping[str, Any], body: Mapping[str, Any]) -> str:
+        new_doc = {**_content(body), "_id": current["_id"], "_rev": current["_rev"]}
+        results = await self._couch.bulk_docs(str(record["source_db"]), [new_doc])
+        result = results.get(str(current["_id"]))
+        if result is None or not result.ok or result.rev is None:
+            raise StateConflict(f"{current['_id']} changed while the resolution was written", code="concurrent_change")
+        return result.rev
+
+    async def _stale(self, record: Record, winner: Mapping[str, Any] | None, by: str) -> dict[str, Any]:
+        db, doc_id = str(record["source_db"]), str(record["doc_id"])
+        mine = _mine(record)
+        current = await self._unchanged(record)
+        others = [
+            str(v["doc"].get("_id"))
+            for v in record.get("versions", [])[1:]
+            if v.get("rev") != CURRENT_REV and v.get("doc", {}).get("_id") not in (None, doc_id)
+        ]
+        rebased = rebase(winner, mine["doc"], record.get("current") or {}, others)
+        outcome = "superseded" if rebased.superseded else "rebased"
+        rev = str(mine["rev"]) if rebased.doc is None else await self._write_revision(record, current, rebased.doc)
+        event_id = await append_resolution_event(
+            self._events,
+            source_db=db,
+            doc_id=doc_id,
+            rev=rev,
+            user=str(record.get("user", "")),
+            doc_type=str(mine["doc"].get("type")),
+            payload=rebased.doc or {"_id": doc_id, "superseded": True, "kept": rebased.kept},
+            resolution=self._resolution(record, by, outcome),
+            versions=_versions(record),
+        )
+        if rebased.superseded:
+            kept = ", ".join(f"{f} = {v!r}" for f, v in sorted(rebased.kept.items())) or "its values"
+            await self._receipts.write(
+                db,
+                [
+                    ReceiptUpdate(
+                        transaction_id=doc_id,
+                        status="superseded",
+                        event_id=event_id,
+                        rev=rev,
+                        message=f"the entity changed meanwhile and the current version was kept ({kept})",
+                    )
+                ],
+            )
+        log.info("conflict.resolved", user_db=db, doc_id=doc_id, by=by, kind="stale_base", outcome=outcome)
+        return {"rev": rev, "event_id": event_id, "outcome": outcome}
+
+    async def _business(self, record: Record, winner: Mapping[str, Any] | None, by: str) -> dict[str, Any]:
+        db, doc_id = str(record["source_db"]), str(record["doc_id"])
+        mine = _mine(record)
+        current = await self._unchanged(record)
+        if winner is None:
+            raise StateConflict("a business conflict is settled by accepting, editing or declining the transaction")
+        approved = _content(winner) == _content(mine["doc"])
+        if approved:  # accepted as submitted: the reviewer overrides the rule
+            rev = str(mine["rev"])
+            accepted_id = event_id_for(db, doc_id, rev)
+            now = datetime.now(UTC).isoformat(timespec="microseconds")
+            doc = mine["doc"]
+            await self._events.append(
+                [
+                    {
+                        "_id": accepted_id,
+                        "kind": "transaction.accepted",
+                        "doc_type": str(doc.get("type")),
+                        "user": str(record.get("user", "")),
+                        "device_id": doc.get("device_id"),
+                        "source_db": db,
+                        "doc_id": doc_id,
+                        "rev": rev,
+                        "device_time": doc.get("created_at"),
+                        "server_time": now,
+                        "payload": {**_content(doc), "_id": doc_id},
+                        "override": {
+                            "by": by,
+                            "item_id": _item_id(record),
+                            "reasons": list(record.get("reasons") or []),
+                        },
+                    }
+                ]
+            )
+            await self._receipts.write(
+                db,
+                [
+                    ReceiptUpdate(
+                        transaction_id=doc_id,
+                        status="accepted",
+                        event_id=accepted_id,
+                        rev=rev,
+                        message=f"accepted by {by} despite: " + "; ".join(record.get("reasons") or []),
+                    )
+                ],
+            )
+        else:
+            rev = await self._write_revision(record, current, winner)
+        event_id = await append_resolution_event(
+            self._events,
+            source_db=db,
+            doc_id=doc_id,
+            rev=rev,
+            user=str(record.get("user", "")),
+            doc_type=str(mine["doc"].get("type")),
+            payload={**_content(winner), "_id": doc_id},
+            resolution=self._resolution(record, by, "approved" if approved else "edited"),
+            versions=_versions(record),
+        )
+        log.info("conflict.resolved", user_db=db, doc_id=doc_id, by=by, kind="business", approved=approved)
+        return {"rev": rev, "event_id": event_id, "outcome": "approved" if approved else "edited"}
+
+    @staticmethod
+    def _resolution(record: Record, by: str, outcome: str) -> dict[str, Any]:
+        return {
+            "by": by,
+            "handler": str(record.get("handler", "")),
+            "conflict_kind": str(record.get("conflict_kind")),
+            "item_id": _item_id(record),
+            "outcome": outcome,
+        }
+
+
+def _mine(record: Record) -> Mapping[str, Any]:
+    """The submitted transaction the conflict is about: the first version of a stale-base or business record."""
+    versions = record.get("versions") or []
+    if not versions:
+        raise StateConflict(f"conflict on {record.get('doc_id')} has no versions", code="concurrent_change")
+    first: Mapping[str, Any] = versions[0]
+    return first
+
+
+def _versions(record: Record) -> list[dict[str, Any]]:
+    versions = [dict(v) for v in record.get("versions", []) if v.get("rev") != CURRENT_REV]
+    if record.get("current") is not None:
+        versions.append(
+            {"rev": CURRENT_REV, "doc": dict(record["current"]), "source_db": "", "user": "", "deleted": False}
+        )
+    return versions
+
+
+def _item_id(record: Record) -> str | None:
+    value = record.get("id") or record.get("_id")
+    return str(value) if value else None
+
+
+__all__ = ["Resolver", "reason_dicts", "resolution_event_id"]
