@@ -1,0 +1,196 @@
+"""Stale-base conflicts end to end: two technicians of one crew hold the same work order on their phones and
+change it offline while the office changes it in the ERP. The edit that only overlaps with a disjoint ERP
+change goes through; the one that contradicts an accepted change waits for a reviewer, who settles it field by
+field. Both phones end with the same work order, the ERP with every change once; a later edit whose reviewer
+keeps the ERP's version is superseded and writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import Engine, create_engine
+
+from erp_connectors.staging import masters
+from sync_gateway.couch.naming import user_db_name
+from sync_gateway.devserver import PouchServer
+from tests.support import docs
+from tests.support.device import Device
+from tests.support.gateway import GatewayProcess
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+CREW_PROFILE = """\
+name: crew
+roles: [crew]
+description: A crew sharing the work orders of its territory.
+entities:
+  work_order:
+    selector:
+      territory: $user.attributes.territory
+    fields:
+      strip: [internal_notes, cost_estimate]
+    direction: both
+"""
+
+
+@pytest.fixture(scope="module")
+def crew_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    profiles = tmp_path_factory.mktemp("crew-profiles")
+    (profiles / "crew.yaml").write_text(CREW_PROFILE)
+    gw = GatewayProcess(
+        couch_server,
+        tmp_path_factory.mktemp("crew-gateway"),
+        prefix="crew_",
+        extra_env={"SYNC_PULL_INTERVAL_S": "0.2", "SYNC_PROFILES_DIR": str(profiles)},
+    )
+    gw.start()
+    yield gw
+    gw.stop()
+
+
+@pytest.fixture(scope="module")
+def erp(crew_gateway: GatewayProcess) -> Iterator[Engine]:
+    engine = create_engine(f"sqlite:///{crew_gateway.staging_path}")
+    masters.create_tables(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+async def admin(crew_gateway: GatewayProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with crew_gateway.api_client() as client:
+        yield client
+
+
+def update(device: str, base: str, **changes: Any) -> dict[str, Any]:
+    return {**docs.work_order_update(device, work_order="WO-7"), "base_erp_version": base, "changes": changes}
+
+
+async def mirrored_version(gw: GatewayProcess) -> str:
+    async with gw.couch_admin() as couch:
+        doc = (await couch.get("/crew_mirror/work_order:WO-7")).json()
+    return str(doc.get("erp_version"))
+
+
+async def test_crew_edits_of_one_work_order_settle_and_converge(
+    crew_gateway: GatewayProcess, erp: Engine, admin: httpx.AsyncClient
+) -> None:
+    gw = crew_gateway
+    masters.write(
+        erp,
+        "work_order",
+        [{"key": "WO-7", "name": "Boiler service", "territory": "north", "status": "open", "notes": "Gate code 4711"}],
+    )
+    for name in ("anna", "ben"):
+        response = await admin.post(
+            "/api/users",
+            json={
+                "name": name,
+                "password": f"{name}-secret-1",
+                "roles": ["crew"],
+                "attributes": {"territory": "north"},
+            },
+        )
+        assert response.status_code == 201, response.text
+    urls = {name: f"{gw.couch.url}/{user_db_name(name)}" for name in ("anna", "ben")}
+
+    async with gw.couch_admin() as couch:
+        for name in ("anna", "ben"):
+
+            async def delivered(name: str = name) -> int:
+                return (await couch.get(f"/{user_db_name(name)}/work_order:WO-7")).status_code
+
+            await wait_until(delivered, lambda status: status == 200, timeout=30, what=f"WO-7 in {name}'s database")
+
+    async with Device() as phones:
+        for name in ("anna", "ben"):
+            await phones.replicate(name, urls[name], name, f"{name}-secret-1", direction="pull")
+        v1 = (await phones.get("anna", "work_order:WO-7"))["erp_version"]
+        assert (await phones.get("ben", "work_order:WO-7"))["erp_version"] == v1
+
+        # offline: anna starts the job, ben puts it on hold; meanwhile the office reschedules it in the ERP
+        mine_a = update("anna-phone", v1, status="in_progress", notes="On site")
+        mine_b = update("ben-phone", v1, status="on_hold", notes="Waiting for parts")
+        await phones.put("anna", mine_a)
+        await phones.put("ben", mine_b)
+        masters.write(erp, "work_order", [{"key": "WO-7", "scheduled_for": "2026-12-01T08:00:00Z"}])
+        v2 = await wait_until(lambda: mirrored_version(gw), lambda v: v != v1, timeout=20, what="ERP change mirrored")
+
+        # anna syncs first: her base is stale, but the ERP changed another field, so her edit goes through
+        anna_sync = await phones.sync_live("anna", urls["anna"], "anna", "anna-secret-1")
+        receipt_a = await phones.wait_for("anna", f"receipt:{mine_a['_id']}", timeout=30, status="projected")
+        started = await phones.wait_for("anna", "work_order:WO-7", timeout=30, status="in_progress")
+        assert started["scheduled_for"] == "2026-12-01T08:00:00Z" and started["erp_version"] > v2
+
+        # ben's on_hold contradicts the accepted in_progress: a stale-base conflict for a reviewer
+        ben_sync = await phones.sync_live("ben", urls["ben"], "ben", "ben-secret-1")
+        waiting = await phones.wait_for("ben", f"receipt:{mine_b['_id']}", timeout=30, status="in_review")
+        assert [r["code"] for r in waiting["reasons"]] == ["stale_base"]
+        assert "status" in waiting["reasons"][0]["message"]
+
+        listed = (await admin.get("/api/conflicts", params={"kind": "stale_base", "status": "open"})).json()["items"]
+        assert [i["doc_id"] for i in listed] == [mine_b["_id"]]
+        item = (await admin.get(f"/api/conflicts/{listed[0]['id']}")).json()
+        assert [v["rev"] for v in item["versions"]][-1] == "current"
+        assert item["versions"][0]["doc"]["changes"]["status"] == "on_hold"
+        assert item["versions"][-1]["doc"]["changes"]["status"] == "in_progress"
+        assert item["ancestor"]["changes"]["status"] == "open"
+        clashing = [row["path"] for row in item["diff"] if row["conflict"]]
+        assert clashing == ["changes.status"]
+
+        # the reviewer keeps ben's status, field by field
+        resolved = await admin.post(
+            f"/api/conflicts/{item['id']}/resolve",
+            json={"action": "fields", "picks": {"changes.status": 0}, "rev": item["rev"], "reviewer": "dispatch"},
+        )
+        assert resolved.status_code == 200, resolved.text
+        assert resolved.json()["status"] == "resolved"
+
+        receipt_b = await phones.wait_for("ben", f"receipt:{mine_b['_id']}", timeout=30, status="projected")
+        on_hold_b = await phones.wait_for("ben", "work_order:WO-7", timeout=30, status="on_hold")
+        on_hold_a = await phones.wait_for("anna", "work_order:WO-7", timeout=30, _rev=on_hold_b["_rev"])
+        rebased = await phones.get("ben", mine_b["_id"], conflicts=True)
+
+        # a late edit of anna's, still based on v1, whose reviewer keeps the ERP's version: superseded
+        late = update("anna-phone", v1, status="cancelled")
+        await phones.put("anna", late)
+        await phones.wait_for("anna", f"receipt:{late['_id']}", timeout=30, status="in_review")
+        [late_item] = (await admin.get("/api/conflicts", params={"status": "open"})).json()["items"]
+        assert late_item["doc_id"] == late["_id"]
+        kept = await admin.post(
+            f"/api/conflicts/{late_item['id']}/resolve",
+            json={"action": "pick", "version": len(late_item["versions"]) - 1},
+        )
+        assert kept.status_code == 200, kept.text
+        superseded = await phones.wait_for("anna", f"receipt:{late['_id']}", timeout=30, status="superseded")
+        await phones.sync_stop(anna_sync)
+        await phones.sync_stop(ben_sync)
+        final_a = await phones.get("anna", "work_order:WO-7", conflicts=True)
+        final_b = await phones.get("ben", "work_order:WO-7", conflicts=True)
+
+    # both phones hold the same work order: ben's status, anna's and ben's notes, the office's schedule
+    assert final_a == final_b == on_hold_a
+    assert not final_a.get("_conflicts")
+    assert final_a["status"] == "on_hold" and final_a["scheduled_for"] == "2026-12-01T08:00:00Z"
+    assert "On site" in final_a["notes"] and "Waiting for parts" in final_a["notes"]
+    assert final_a["notes"].startswith("Gate code 4711")
+    # ben's edit was re-based on the version that held anna's change, naming the edit it was merged with
+    assert rebased["base_erp_version"] == started["erp_version"] and "rebased_over" not in rebased
+    assert rebased["changes"] == {"status": "on_hold", "notes": "Waiting for parts"}
+    assert not rebased.get("_conflicts") and rebased["_rev"] == receipt_b["transaction_rev"]
+    assert "status = 'on_hold'" in superseded["message"]
+    # the ERP got each accepted edit exactly once, and nothing of the superseded one
+    staged = gw.staging_rows("SELECT transaction_id, new_status FROM stg_work_order_update ORDER BY id")
+    assert staged == [(mine_a["_id"], "in_progress"), (mine_b["_id"], "on_hold")]
+    assert receipt_a["erp_ref"].startswith("WU-") and receipt_b["erp_ref"].startswith("WU-")
+    events = (await admin.get("/api/events", params={"type": "work_order_update", "limit": 50})).json()["events"]
+    resolutions = {e["doc_id"]: e for e in events if e["kind"] == "conflict.resolved"}
+    assert set(resolutions) == {mine_b["_id"], late["_id"]}
+    assert resolutions[mine_b["_id"]]["resolution"]["outcome"] == "rebased"
+    assert resolutions[late["_id"]]["resolution"]["outcome"] == "superseded"
+    statuses = {v["doc"]["changes"].get("status") for v in resolutions[mine_b["_id"]]["versions"]}
+    assert statuses == {"on_hold", "in_progress"}  # every competing version stays in the log
