@@ -85,20 +85,35 @@ class Resolver:
         kind = str(record.get("conflict_kind") or "revision")
         if kind not in ("stale_base", "business"):
             return
+        db, doc_id = str(record["source_db"]), str(record["doc_id"])
         mine = _mine(record)
+        rev, doc = str(mine["rev"]), mine.get("doc") or {}
         reasons = reason_dicts(record.get("reasons") or []) if kind == "business" else []
         reasons.append({"code": "declined_in_review", "field": "", "message": note or f"declined by {by}"})
-        await self._receipts.write(
-            str(record["source_db"]),
+        # the rejection is an event of its own (the in_review receipt already names the revision's event id)
+        event_id = resolution_event_id(db, doc_id, f"declined:{rev}")
+        await self._events.append(
             [
-                ReceiptUpdate(
-                    transaction_id=str(record["doc_id"]),
-                    status="rejected",
-                    event_id=event_id_for(str(record["source_db"]), str(record["doc_id"]), str(mine["rev"])),
-                    rev=str(mine["rev"]),
-                    reasons=reasons,
-                )
-            ],
+                {
+                    "_id": event_id,
+                    "kind": "transaction.rejected",
+                    "doc_type": str(doc.get("type") or doc_id.split(":", 1)[0]),
+                    "user": str(record.get("user", "")),
+                    "device_id": doc.get("device_id"),
+                    "source_db": db,
+                    "doc_id": doc_id,
+                    "rev": rev,
+                    "device_time": doc.get("created_at"),
+                    "server_time": datetime.now(UTC).isoformat(timespec="microseconds"),
+                    "payload": {**_content(doc), "_id": doc_id},
+                    "reasons": reasons,
+                    "declined": {"by": by, "item_id": _item_id(record), "note": note},
+                }
+            ]
+        )
+        await self._receipts.write(
+            db,
+            [ReceiptUpdate(transaction_id=doc_id, status="rejected", event_id=event_id, rev=rev, reasons=reasons)],
         )
 
     # ------------------------------------------------------------------------------------------ kinds

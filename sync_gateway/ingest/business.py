@@ -133,9 +133,8 @@ def _move(
 ) -> None:
     """Apply one movement to the running balances of the mirrored locations it touches."""
     sku = str(movement.get("sku"))
-    try:
-        quantity = float(movement.get("quantity") or 0)
-    except (TypeError, ValueError):
+    quantity = movement.get("quantity")
+    if isinstance(quantity, bool) or not isinstance(quantity, int | float):
         return
     for location, direction in ((movement.get("from_location"), -1), (movement.get("to_location"), 1)):
         key = str(location)
