@@ -333,6 +333,7 @@ class ReviewQueue:
             "winner": winner,
             "rev": applied.get("rev"),
             "event_id": applied.get("event_id"),
+            "outcome": applied.get("outcome"),
         }
         result = await self._save(
             doc,
