@@ -170,8 +170,10 @@ async def main() -> None:
     print(f"  pipeline throughput             : {rate:8.1f} transactions/s (device write -> staging row)")
     print(f"  ratio pipeline / raw bulk       : {rate / raw:8.3f}   (goal >= 0.25)")
     print(f"  pipeline throughput, one write at a time per device: {single:6.1f} transactions/s")
-    print(f"  latency at {single / 2:6.1f} tx/s (half that maximum), {len(latencies)} transactions, "
-          "write -> projected receipt:")
+    print(
+        f"  latency at {single / 2:6.1f} tx/s (half that maximum), {len(latencies)} transactions, "
+        "write -> projected receipt:"
+    )
     print(
         f"    p50 {pct(latencies, 50) * 1000:7.0f} ms   p95 {pct(latencies, 95) * 1000:7.0f} ms   "
         f"p99 {pct(latencies, 99) * 1000:7.0f} ms   (goal p95 < 1000 ms)"

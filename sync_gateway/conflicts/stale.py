@@ -134,7 +134,9 @@ def _competition(
     mine = _changes(edit.doc)
     fields = [f for f in target.set_fields if f in mine]
     skip = {str(x) for x in edit.doc.get("rebased_over") or []} | {str(edit.doc.get("_id"))}
-    others = [p for p in pending if str(p.doc.get("_id")) not in skip]
+    # one entry per transaction (a replayed page finds its earlier edits in the log too), in acceptance order
+    unique = {str(p.doc.get("_id")): p for p in pending}
+    others = [p for doc_id, p in unique.items() if doc_id not in skip]
     base = edit.doc.get("base_erp_version")
     stale = base != current.get("erp_version")
     effective = {f: current[f] for f in fields if f in current}
@@ -142,6 +144,8 @@ def _competition(
         effective.update({f: v for f, v in _changes(other.doc).items() if f in fields})
     clashes = []
     for f in fields:
+        if f not in effective or effective[f] == mine[f]:
+            continue  # what the ERP will hold agrees with this edit (or the ERP does not have the field)
         erp_changed = stale and (ancestor is None or ancestor.get(f) != current.get(f))
         if erp_changed and f in current and current[f] != mine[f]:
             clashes.append(f"{f}: the ERP changed it to {current[f]!r} since version {base}")
@@ -199,12 +203,13 @@ def rebase(
     """The edit ``mine`` re-based on ``current`` (a stale-base conflict's ``current`` document) with the
     winner's values: only fields whose winning value differs from the current one stay set."""
     target = EDIT_TARGETS[str(mine.get("type"))]
-    won = _changes(winner) if winner is not None else {}
+    deleted = winner is None or winner.get("_deleted") is True  # no winner, or the entity is gone
+    won = {} if deleted or winner is None else _changes(winner)
     now = _changes(current)
     changes = {f: v for f, v in won.items() if f in target.set_fields and now.get(f, object()) != v}
-    changes.update({f: v for f, v in _changes(mine).items() if f in target.append_fields})
+    changes.update({f: v for f, v in won.items() if f in target.append_fields})  # the winner's notes
     kept = {f: v for f, v in now.items() if f in target.set_fields and f not in changes}
-    if winner is None or not changes:
+    if not changes:
         return Rebased(doc=None, superseded=True, kept=kept)
     rebased_over = sorted({*(str(x) for x in mine.get("rebased_over") or []), *others})
     doc = _with_changes(mine, changes, base_erp_version=current.get("base_erp_version"))
