@@ -23,6 +23,7 @@ TRANSACTION_TYPES: tuple[str, ...] = (
     "delivery_confirmation",
     "service_report",
     "work_order_update",
+    "customer_update",
 )
 
 # ---------------------------------------------------------------------------------------------- events

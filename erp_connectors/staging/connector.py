@@ -115,6 +115,8 @@ class StagingConnector:
         _insert_lines(conn, ev, int(new_id))
         if ev.doc_type == "work_order_update":
             _update_work_order(conn, ev)
+        elif ev.doc_type == "customer_update":
+            _update_customer(conn, ev)
         return PushOutcome(ev.event_id, "ok", erp_ref=f"{t.REF_PREFIX[ev.doc_type]}-{int(new_id):06d}")
 
 
@@ -205,6 +207,13 @@ def _row(ev: Event) -> dict[str, Any]:
                 "hours": float(p["hours"]),
                 "summary": p["summary"],
             }
+        if ev.doc_type == "customer_update":
+            return {
+                **base,
+                "customer": p["customer"],
+                "base_erp_version": p["base_erp_version"],
+                "changes": json.dumps(dict(p["changes"]), sort_keys=True),
+            }
         if ev.doc_type == "work_order_update":
             changes = p["changes"]
             return {
@@ -235,6 +244,17 @@ def _update_work_order(conn: Connection, ev: Event) -> None:
         entry = f"[{ev.doc_id}] {changes['notes']}"
         values["notes"] = f"{row[0]}\n{entry}" if row[0] else entry
     masters.upsert(conn, "work_order", [values])
+
+
+def _update_customer(conn: Connection, ev: Event) -> None:
+    """The ERP's side of a contact data correction: set the changed fields on the customer."""
+    code = str(ev.payload["customer"])
+    if conn.execute(select(masters.customer.c.code).where(masters.customer.c.code == code)).first() is None:
+        return
+    changes = ev.payload["changes"]
+    values = {name: changes[name] for name in ("name", "phone", "email") if name in changes}
+    if values:
+        masters.upsert(conn, "customer", [{"code": code, **values}])
 
 
 def _insert_lines(conn: Connection, ev: Event, new_id: int) -> None:

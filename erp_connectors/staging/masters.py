@@ -14,7 +14,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Column, Connection, Engine, Integer, MetaData, String, Table, Text, select, update
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    Connection,
+    Engine,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    inspect,
+    select,
+    text,
+    update,
+)
 
 from sync_gateway.contracts import MasterDoc, PullBatch
 
@@ -44,6 +59,7 @@ customer = Table(
     Column("territory", String(64)),
     Column("discount_percent", String(16)),
     Column("phone", String(64)),
+    Column("email", String(200)),
     Column("addresses", JSON, nullable=False, default=list),
     Column("credit_limit", String(32)),
     Column("internal_rating", String(16)),
@@ -94,7 +110,15 @@ ENTITIES: dict[str, tuple[Table, tuple[str, ...]]] = {
 
 
 def create_tables(engine: Engine) -> None:
+    """Create the master tables; add nullable columns that a staging database of an older release lacks."""
     metadata.create_all(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {c["name"] for c in inspect(conn).get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=conn.dialect)
+                    conn.execute(text(f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
 
 
 def _tick(conn: Connection, count: int) -> int:

@@ -96,6 +96,12 @@ work_order_update = _transaction_table(
     Column("new_status", String(32)),
     Column("notes", Text),
 )
+customer_update = _transaction_table(
+    "stg_customer_update",
+    Column("customer", String(64), nullable=False),
+    Column("base_erp_version", String(64), nullable=False),
+    Column("changes", Text, nullable=False),  # JSON of the changed contact fields
+)
 item_line = Table(
     "stg_item_line",
     metadata,
@@ -113,6 +119,7 @@ TABLES: dict[str, Table] = {
     "delivery_confirmation": delivery_confirmation,
     "service_report": service_report,
     "work_order_update": work_order_update,
+    "customer_update": customer_update,
 }
 REF_PREFIX = {
     "sales_order": "SO",
@@ -120,4 +127,5 @@ REF_PREFIX = {
     "delivery_confirmation": "DC",
     "service_report": "SR",
     "work_order_update": "WU",
+    "customer_update": "CU",
 }

@@ -50,6 +50,7 @@ class EditTarget:
 
 EDIT_TARGETS: dict[str, EditTarget] = {
     "work_order_update": EditTarget("work_order", "work_order", ("status", "scheduled_for"), ("notes",)),
+    "customer_update": EditTarget("customer", "customer", ("name", "phone", "email")),
 }
 
 

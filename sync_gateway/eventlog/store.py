@@ -36,6 +36,7 @@ _EFFECT_VIEWS: dict[str, str] = {
   if (doc.kind !== 'transaction.accepted' || !doc.payload) return;
   var p = doc.payload;
   if (doc.doc_type === 'work_order_update' && p.work_order) emit(['work_order:' + p.work_order, doc.server_time], null);
+  if (doc.doc_type === 'customer_update' && p.customer) emit(['customer:' + p.customer, doc.server_time], null);
   if (doc.doc_type === 'inventory_movement' && p.sku) {
     if (p.from_location) emit(['stock:' + p.from_location + ':' + p.sku, doc.server_time], null);
     if (p.to_location && p.to_location !== p.from_location)

@@ -39,7 +39,7 @@ _INTERNAL_FIELDS = ("_rev", "_attachments", "_conflicts", "_revisions", "_delete
 _SETTLED = ("projected", "dead_lettered")
 # types whose acceptance depends on what was accepted before (stock balances, entity edits): checked and
 # appended under one lock so two pages cannot both pass against the same state
-_STATEFUL_TYPES = frozenset({"inventory_movement", "work_order_update"})
+_STATEFUL_TYPES = frozenset({"inventory_movement", "work_order_update", "customer_update"})
 
 # the feed skips what the gateway itself writes into user databases (receipts, config, master data)
 TRANSACTION_SELECTOR = {"_id": {"$regex": "^(" + "|".join(TRANSACTION_TYPES) + "):"}}

@@ -189,6 +189,7 @@ async def test_devices_carry_exactly_their_profile_and_follow_erp_changes(
             "name",
             "addresses",
             "phone",
+            "email",
             "discount_percent",
         }
         profile = await phone.get("anna", "config:profile")
@@ -282,7 +283,7 @@ async def test_plan_shows_per_user_changes_of_a_profile_edit_and_writes_nothing(
         seq_before = (await couch.get(f"/{cara_db}")).json()["update_seq"]
 
     edited = (REPO / "profiles" / "field_technician.yaml").read_text()
-    edited = edited.replace("include: [code, name, addresses, phone, discount_percent]", "include: [code, name]")
+    edited = edited.replace("include: [code, name, addresses, phone, email, discount_percent]", "include: [code, name]")
     edited = edited[: edited.index("  stock:")]  # stock no longer goes on technicians' phones
     (tmp_path / "field_technician.yaml").write_text(edited)
     result = await asyncio.to_thread(

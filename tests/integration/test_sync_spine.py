@@ -64,6 +64,7 @@ async def test_two_offline_devices_sync_all_transaction_types_exactly_once(
             docs.inventory_movement("anna-phone"),
             docs.service_report("anna-phone", technician="anna.tech"),
             docs.work_order_update("anna-phone"),
+            docs.customer_update("anna-phone"),
         ]
         delivery = docs.delivery_confirmation("anna-phone")
         draft = {**docs.sales_order("anna-phone"), "status": "draft"}
@@ -132,6 +133,12 @@ async def test_two_offline_devices_sync_all_transaction_types_exactly_once(
         "SELECT transaction_id, work_order, new_status FROM stg_work_order_update WHERE user_name = 'anna.tech'"
     )
     assert updates == [(anna_docs[3]["_id"], "WO-1001", "done")]
+    corrections = gateway.staging_rows(
+        "SELECT transaction_id, customer, changes FROM stg_customer_update WHERE user_name = 'anna.tech'"
+    )
+    assert corrections == [
+        (anna_docs[4]["_id"], "CUST-0042", '{"email": "ingrid.berg@bakery.example", "phone": "+47 912 34 567"}')
+    ]
     materials = gateway.staging_rows(
         "SELECT sku, quantity FROM stg_item_line WHERE transaction_id = ?", anna_docs[2]["_id"]
     )
@@ -144,6 +151,7 @@ async def test_two_offline_devices_sync_all_transaction_types_exactly_once(
         "delivery_confirmation": "DC",
         "service_report": "SR",
         "work_order_update": "WU",
+        "customer_update": "CU",
     }
     for doc in [*anna_all, *ben_docs]:
         receipt = receipts[doc["_id"]]
@@ -164,9 +172,9 @@ async def test_two_offline_devices_sync_all_transaction_types_exactly_once(
     assert base64.b64decode(stored["_attachments"]["signature.png"]["data"]) == signature
 
     status = (await api.get("/api/users/anna.tech/status")).json()
-    assert status["transactions_submitted"] == 5
+    assert status["transactions_submitted"] == 6
     assert status["pending_receipts"] == 0
-    assert status["receipts"] == {"projected": 5}
+    assert status["receipts"] == {"projected": 6}
 
 
 async def test_user_databases_are_private_and_server_documents_read_only(

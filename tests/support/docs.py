@@ -104,6 +104,17 @@ def service_report(device: str, technician: str = "tech", **extra: Any) -> dict[
     )
 
 
+def customer_update(device: str, customer: str = "CUST-0042", **extra: Any) -> dict[str, Any]:
+    return _envelope(
+        "customer_update",
+        device,
+        customer=customer,
+        base_erp_version="7",
+        changes={"phone": "+47 912 34 567", "email": "ingrid.berg@bakery.example"},
+        **extra,
+    )
+
+
 def work_order_update(device: str, work_order: str = "WO-1001", **extra: Any) -> dict[str, Any]:
     return _envelope(
         "work_order_update",

@@ -20,6 +20,7 @@ def test_every_realistic_transaction_is_valid() -> None:
         docs.inventory_movement("d"),
         docs.service_report("d"),
         docs.work_order_update("d"),
+        docs.customer_update("d"),
         delivery,
     ):
         assert validator.validate(doc) == [], doc["type"]
