@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sync_gateway.contracts import Conflict, Version
@@ -158,32 +159,46 @@ def _competition(
         return None
     kept = {f: v for f, v in mine.items() if f not in target.set_fields}  # appended fields ride along everywhere
     versions = [Version(rev=edit.rev, doc=edit.doc, source_db=edit.source_db, user=edit.user)]
+    # clocks for handlers that rank by time: each version carries its author's stamp; ``current`` the latest
+    # of the changes it holds (an ERP change is stamped when the gateway mirrored it)
+    stamps = [erp_stamp(current.get("mirrored_at"))] if stale else []
     for other in others:
         theirs = {f: v for f, v in _changes(other.doc).items() if f in fields}
         if not theirs:
             continue
-        versions.append(
-            Version(
-                rev=other.rev,
-                doc={**_with_changes(edit.doc, {**mine, **theirs}), "_id": other.doc.get("_id")},
-                source_db=other.source_db,
-                user=other.user,
-            )
-        )
+        doc = {**_with_changes(edit.doc, {**mine, **theirs}), "_id": other.doc.get("_id")}
+        doc.update({k: other.doc[k] for k in ("updated_at", "device_id") if k in other.doc})
+        stamps.append(str(doc.get("updated_at") or ""))
+        versions.append(Version(rev=other.rev, doc=doc, source_db=other.source_db, user=other.user))
     erp_version = str(current.get("erp_version"))
     ancestor_doc = None
     if ancestor is not None:
         ancestor_doc = _with_changes(edit.doc, {**{f: ancestor[f] for f in fields if f in ancestor}, **kept})
+    current_doc = _with_changes(edit.doc, {**mine, **effective}, base_erp_version=erp_version)
+    if max(stamps, default=""):
+        current_doc["updated_at"] = max(stamps)
     return Conflict(
         kind="stale_base",
         doc_type=str(edit.doc["type"]),
         doc_id=str(edit.doc["_id"]),
         versions=versions,
         ancestor=ancestor_doc,
-        current=_with_changes(edit.doc, {**mine, **effective}, base_erp_version=erp_version),
+        current=current_doc,
         reasons=clashes,
         server_time=server_time,
     )
+
+
+def erp_stamp(mirrored_at: object) -> str:
+    """A hybrid-logical-clock stamp (``<ISO millis>Z-0000-erp``) for an ERP change mirrored at ``mirrored_at``;
+    empty when unknown."""
+    try:
+        when = datetime.fromisoformat(str(mirrored_at))
+    except ValueError:
+        return ""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z-0000-erp"
 
 
 @dataclass(frozen=True)

@@ -2,11 +2,14 @@
 change it offline while the office changes it in the ERP. The edit that only overlaps with a disjoint ERP
 change goes through; the one that contradicts an accepted change waits for a reviewer, who settles it field by
 field. Both phones end with the same work order, the ERP with every change once; a later edit whose reviewer
-keeps the ERP's version is superseded and writes nothing."""
+keeps the ERP's version is superseded and writes nothing. Customer contact corrections are settled by the
+handler configured for their type (last writer wins): the ERP's newer phone number beats an older offline edit
+without a reviewer."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -34,6 +37,11 @@ entities:
     fields:
       strip: [internal_notes, cost_estimate]
     direction: both
+  customer:
+    related: {entity: work_order, field: customer}
+    fields:
+      include: [code, name, phone, email]
+    direction: both
 """
 
 
@@ -45,7 +53,11 @@ def crew_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFac
         couch_server,
         tmp_path_factory.mktemp("crew-gateway"),
         prefix="crew_",
-        extra_env={"SYNC_PULL_INTERVAL_S": "0.2", "SYNC_PROFILES_DIR": str(profiles)},
+        extra_env={
+            "SYNC_PULL_INTERVAL_S": "0.2",
+            "SYNC_PROFILES_DIR": str(profiles),
+            "SYNC_HANDLERS": '{"default": "field_merge", "customer_update": "last_writer_wins"}',
+        },
     )
     gw.start()
     yield gw
@@ -70,10 +82,33 @@ def update(device: str, base: str, **changes: Any) -> dict[str, Any]:
     return {**docs.work_order_update(device, work_order="WO-7"), "base_erp_version": base, "changes": changes}
 
 
-async def mirrored_version(gw: GatewayProcess) -> str:
+async def mirrored_version(gw: GatewayProcess, doc_id: str = "work_order:WO-7") -> str:
     async with gw.couch_admin() as couch:
-        doc = (await couch.get("/crew_mirror/work_order:WO-7")).json()
+        doc = (await couch.get(f"/crew_mirror/{doc_id}")).json()
     return str(doc.get("erp_version"))
+
+
+async def crew_member(admin: httpx.AsyncClient, name: str) -> None:
+    response = await admin.post(
+        "/api/users",
+        json={"name": name, "password": f"{name}-secret-1", "roles": ["crew"], "attributes": {"territory": "north"}},
+    )
+    assert response.status_code == 201, response.text
+
+
+async def delivered(gw: GatewayProcess, names: tuple[str, ...], doc_id: str) -> None:
+    async with gw.couch_admin() as couch:
+        for name in names:
+
+            async def status(name: str = name) -> int:
+                return (await couch.get(f"/{user_db_name(name)}/{doc_id}")).status_code
+
+            await wait_until(status, lambda code: code == 200, timeout=30, what=f"{doc_id} in {name}'s database")
+
+
+def hlc_now(device: str) -> str:
+    """A hybrid logical clock stamp of now, as the device app writes into ``updated_at``."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z") + f"-0000-{device}"
 
 
 async def test_crew_edits_of_one_work_order_settle_and_converge(
@@ -86,25 +121,9 @@ async def test_crew_edits_of_one_work_order_settle_and_converge(
         [{"key": "WO-7", "name": "Boiler service", "territory": "north", "status": "open", "notes": "Gate code 4711"}],
     )
     for name in ("anna", "ben"):
-        response = await admin.post(
-            "/api/users",
-            json={
-                "name": name,
-                "password": f"{name}-secret-1",
-                "roles": ["crew"],
-                "attributes": {"territory": "north"},
-            },
-        )
-        assert response.status_code == 201, response.text
+        await crew_member(admin, name)
     urls = {name: f"{gw.couch.url}/{user_db_name(name)}" for name in ("anna", "ben")}
-
-    async with gw.couch_admin() as couch:
-        for name in ("anna", "ben"):
-
-            async def delivered(name: str = name) -> int:
-                return (await couch.get(f"/{user_db_name(name)}/work_order:WO-7")).status_code
-
-            await wait_until(delivered, lambda status: status == 200, timeout=30, what=f"WO-7 in {name}'s database")
+    await delivered(gw, ("anna", "ben"), "work_order:WO-7")
 
     async with Device() as phones:
         for name in ("anna", "ben"):
@@ -194,3 +213,71 @@ async def test_crew_edits_of_one_work_order_settle_and_converge(
     assert resolutions[late["_id"]]["resolution"]["outcome"] == "superseded"
     statuses = {v["doc"]["changes"].get("status") for v in resolutions[mine_b["_id"]]["versions"]}
     assert statuses == {"on_hold", "in_progress"}  # every competing version stays in the log
+
+
+async def test_customer_corrections_are_settled_by_the_configured_handler(
+    crew_gateway: GatewayProcess, erp: Engine, admin: httpx.AsyncClient
+) -> None:
+    gw = crew_gateway
+    masters.write(
+        erp,
+        "customer",
+        [{"code": "C-9", "name": "Dairy North", "phone": "+47 111 11 111", "email": "post@dairy.example"}],
+    )
+    masters.write(erp, "work_order", [{"key": "WO-8", "name": "Cooling unit", "territory": "north", "customer": "C-9"}])
+    for name in ("cleo", "dan"):
+        await crew_member(admin, name)
+    urls = {name: f"{gw.couch.url}/{user_db_name(name)}" for name in ("cleo", "dan")}
+    await delivered(gw, ("cleo", "dan"), "customer:C-9")
+
+    async with Device() as phones:
+        for name in ("cleo", "dan"):
+            await phones.replicate(name, urls[name], name, f"{name}-secret-1", direction="pull")
+        v1 = (await phones.get("cleo", "customer:C-9"))["erp_version"]
+
+        # offline, both correct the phone number; dan first. Then the office updates the e-mail in the ERP.
+        dans = {
+            **docs.customer_update("dan-phone", customer="C-9"),
+            "base_erp_version": v1,
+            "changes": {"phone": "+47 333 33 333"},
+            "updated_at": hlc_now("dan-phone"),
+        }
+        cleos = {
+            **docs.customer_update("cleo-phone", customer="C-9"),
+            "base_erp_version": v1,
+            "changes": {"phone": "+47 222 22 222"},
+            "updated_at": hlc_now("cleo-phone"),
+        }
+        await phones.put("dan", dans)
+        await phones.put("cleo", cleos)
+        masters.write(erp, "customer", [{"code": "C-9", "email": "service@dairy.example"}])
+        await wait_until(
+            lambda: mirrored_version(gw, "customer:C-9"), lambda v: v != v1, timeout=20, what="ERP change mirrored"
+        )
+
+        # cleo's correction does not touch the e-mail: it passes and reaches the ERP
+        cleo_sync = await phones.sync_live("cleo", urls["cleo"], "cleo", "cleo-secret-1")
+        await phones.wait_for("cleo", f"receipt:{cleos['_id']}", timeout=30, status="projected")
+        corrected = await phones.wait_for("cleo", "customer:C-9", timeout=30, phone="+47 222 22 222")
+        assert corrected["email"] == "service@dairy.example"
+
+        # dan's older correction loses to the ERP's newer phone number: superseded, no reviewer involved
+        dan_sync = await phones.sync_live("dan", urls["dan"], "dan", "dan-secret-1")
+        superseded = await phones.wait_for("dan", f"receipt:{dans['_id']}", timeout=30, status="superseded")
+        on_dan = await phones.wait_for("dan", "customer:C-9", timeout=30, _rev=corrected["_rev"])
+        await phones.sync_stop(cleo_sync)
+        await phones.sync_stop(dan_sync)
+        on_cleo = await phones.get("cleo", "customer:C-9", conflicts=True)
+
+    assert on_cleo == on_dan and not on_cleo.get("_conflicts")
+    assert (on_cleo["phone"], on_cleo["email"]) == ("+47 222 22 222", "service@dairy.example")
+    assert "phone = '+47 222 22 222'" in superseded["message"]
+    queued = (await admin.get("/api/conflicts", params={"user": "dan"})).json()["items"]
+    assert queued == []
+    staged = gw.staging_rows("SELECT transaction_id FROM stg_customer_update")
+    assert staged == [(cleos["_id"],)]
+    events = (await admin.get("/api/events", params={"user": "dan", "type": "customer_update"})).json()["events"]
+    [resolution] = [e for e in events if e["kind"] == "conflict.resolved"]
+    assert resolution["resolution"]["handler"] == "last_writer_wins"
+    assert resolution["resolution"]["outcome"] == "superseded"
+    assert {v["doc"]["changes"]["phone"] for v in resolution["versions"]} == {"+47 333 33 333", "+47 222 22 222"}
