@@ -86,35 +86,16 @@ class Resolver:
         if kind not in ("stale_base", "business"):
             return
         db, doc_id = str(record["source_db"]), str(record["doc_id"])
-        mine = _mine(record)
-        rev, doc = str(mine["rev"]), mine.get("doc") or {}
+        rev = str(_mine(record)["rev"])
         reasons = reason_dicts(record.get("reasons") or []) if kind == "business" else []
         reasons.append({"code": "declined_in_review", "field": "", "message": note or f"declined by {by}"})
         # the rejection is an event of its own (the in_review receipt already names the revision's event id)
         event_id = resolution_event_id(db, doc_id, f"declined:{rev}")
+        declined = {"by": by, "item_id": _item_id(record), "note": note}
         await self._events.append(
-            [
-                {
-                    "_id": event_id,
-                    "kind": "transaction.rejected",
-                    "doc_type": str(doc.get("type") or doc_id.split(":", 1)[0]),
-                    "user": str(record.get("user", "")),
-                    "device_id": doc.get("device_id"),
-                    "source_db": db,
-                    "doc_id": doc_id,
-                    "rev": rev,
-                    "device_time": doc.get("created_at"),
-                    "server_time": datetime.now(UTC).isoformat(timespec="microseconds"),
-                    "payload": {**_content(doc), "_id": doc_id},
-                    "reasons": reasons,
-                    "declined": {"by": by, "item_id": _item_id(record), "note": note},
-                }
-            ]
+            [_transaction_event(record, "transaction.rejected", event_id, reasons=reasons, declined=declined)]
         )
-        await self._receipts.write(
-            db,
-            [ReceiptUpdate(transaction_id=doc_id, status="rejected", event_id=event_id, rev=rev, reasons=reasons)],
-        )
+        await self._receipt(record, "rejected", event_id, rev, reasons=reasons)
 
     # ------------------------------------------------------------------------------------------ kinds
 
@@ -149,31 +130,12 @@ class Resolver:
         rebased = rebase(winner, mine["doc"], record.get("current") or {}, others)
         outcome = "superseded" if rebased.superseded else "rebased"
         rev = str(mine["rev"]) if rebased.doc is None else await self._write_revision(record, current, rebased.doc)
-        event_id = await append_resolution_event(
-            self._events,
-            source_db=db,
-            doc_id=doc_id,
-            rev=rev,
-            user=str(record.get("user", "")),
-            doc_type=str(mine["doc"].get("type")),
-            payload=rebased.doc or {"_id": doc_id, "superseded": True, "kept": rebased.kept},
-            resolution=self._resolution(record, by, outcome),
-            versions=_versions(record),
-        )
+        payload = rebased.doc or {"_id": doc_id, "superseded": True, "kept": rebased.kept}
+        event_id = await self._resolved(record, rev, payload, by, outcome)
         if rebased.superseded:
             kept = ", ".join(f"{f} = {v!r}" for f, v in sorted(rebased.kept.items())) or "its values"
-            await self._receipts.write(
-                db,
-                [
-                    ReceiptUpdate(
-                        transaction_id=doc_id,
-                        status="superseded",
-                        event_id=event_id,
-                        rev=rev,
-                        message=f"the entity changed meanwhile and the current version was kept ({kept})",
-                    )
-                ],
-            )
+            message = f"the entity changed meanwhile and the current version was kept ({kept})"
+            await self._receipt(record, "superseded", event_id, rev, message=message)
         log.info("conflict.resolved", user_db=db, doc_id=doc_id, by=by, kind="stale_base", outcome=outcome)
         return {"rev": rev, "event_id": event_id, "outcome": outcome}
 
@@ -187,67 +149,45 @@ class Resolver:
         if approved:  # accepted as submitted: the reviewer overrides the rule
             rev = str(mine["rev"])
             accepted_id = event_id_for(db, doc_id, rev)
-            now = datetime.now(UTC).isoformat(timespec="microseconds")
-            doc = mine["doc"]
+            reasons = list(record.get("reasons") or [])
+            override = {"by": by, "item_id": _item_id(record), "reasons": reasons}
             await self._events.append(
-                [
-                    {
-                        "_id": accepted_id,
-                        "kind": "transaction.accepted",
-                        "doc_type": str(doc.get("type")),
-                        "user": str(record.get("user", "")),
-                        "device_id": doc.get("device_id"),
-                        "source_db": db,
-                        "doc_id": doc_id,
-                        "rev": rev,
-                        "device_time": doc.get("created_at"),
-                        "server_time": now,
-                        "payload": {**_content(doc), "_id": doc_id},
-                        "override": {
-                            "by": by,
-                            "item_id": _item_id(record),
-                            "reasons": list(record.get("reasons") or []),
-                        },
-                    }
-                ]
+                [_transaction_event(record, "transaction.accepted", accepted_id, override=override)]
             )
-            await self._receipts.write(
-                db,
-                [
-                    ReceiptUpdate(
-                        transaction_id=doc_id,
-                        status="accepted",
-                        event_id=accepted_id,
-                        rev=rev,
-                        message=f"accepted by {by} despite: " + "; ".join(record.get("reasons") or []),
-                    )
-                ],
-            )
+            message = f"accepted by {by} despite: " + "; ".join(reasons)
+            await self._receipt(record, "accepted", accepted_id, rev, message=message)
         else:
             rev = await self._write_revision(record, current, winner)
-        event_id = await append_resolution_event(
-            self._events,
-            source_db=db,
-            doc_id=doc_id,
-            rev=rev,
-            user=str(record.get("user", "")),
-            doc_type=str(mine["doc"].get("type")),
-            payload={**_content(winner), "_id": doc_id},
-            resolution=self._resolution(record, by, "approved" if approved else "edited"),
-            versions=_versions(record),
-        )
+        payload = {**_content(winner), "_id": doc_id}
+        event_id = await self._resolved(record, rev, payload, by, "approved" if approved else "edited")
         log.info("conflict.resolved", user_db=db, doc_id=doc_id, by=by, kind="business", approved=approved)
         return {"rev": rev, "event_id": event_id, "outcome": "approved" if approved else "edited"}
 
-    @staticmethod
-    def _resolution(record: Record, by: str, outcome: str) -> dict[str, Any]:
-        return {
-            "by": by,
-            "handler": str(record.get("handler", "")),
-            "conflict_kind": str(record.get("conflict_kind")),
-            "item_id": _item_id(record),
-            "outcome": outcome,
-        }
+    async def _resolved(self, record: Record, rev: str, payload: Mapping[str, Any], by: str, outcome: str) -> str:
+        """Append the ``conflict.resolved`` event of a stale-base or business resolution."""
+        return await append_resolution_event(
+            self._events,
+            source_db=str(record["source_db"]),
+            doc_id=str(record["doc_id"]),
+            rev=rev,
+            user=str(record.get("user", "")),
+            doc_type=str(_mine(record)["doc"].get("type")),
+            payload=payload,
+            resolution={
+                "by": by,
+                "handler": str(record.get("handler", "")),
+                "conflict_kind": str(record.get("conflict_kind")),
+                "item_id": _item_id(record),
+                "outcome": outcome,
+            },
+            versions=_versions(record),
+        )
+
+    async def _receipt(self, record: Record, status: str, event_id: str, rev: str, **fields: Any) -> None:
+        update = ReceiptUpdate(
+            transaction_id=str(record["doc_id"]), status=status, event_id=event_id, rev=rev, **fields
+        )
+        await self._receipts.write(str(record["source_db"]), [update])
 
 
 def _mine(record: Record) -> Mapping[str, Any]:
@@ -257,6 +197,27 @@ def _mine(record: Record) -> Mapping[str, Any]:
         raise StateConflict(f"conflict on {record.get('doc_id')} has no versions", code="concurrent_change")
     first: Mapping[str, Any] = versions[0]
     return first
+
+
+def _transaction_event(record: Record, kind: str, event_id: str, **extra: Any) -> dict[str, Any]:
+    """An event about the submitted transaction itself (accepted by override, or declined)."""
+    db, doc_id = str(record["source_db"]), str(record["doc_id"])
+    mine = _mine(record)
+    doc = mine.get("doc") or {}
+    return {
+        "_id": event_id,
+        "kind": kind,
+        "doc_type": str(doc.get("type") or doc_id.split(":", 1)[0]),
+        "user": str(record.get("user", "")),
+        "device_id": doc.get("device_id"),
+        "source_db": db,
+        "doc_id": doc_id,
+        "rev": str(mine["rev"]),
+        "device_time": doc.get("created_at"),
+        "server_time": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "payload": {**_content(doc), "_id": doc_id},
+        **extra,
+    }
 
 
 def _versions(record: Record) -> list[dict[str, Any]]:
