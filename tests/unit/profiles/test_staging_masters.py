@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, text
 
 from erp_connectors.staging import masters
 
@@ -36,3 +36,21 @@ def test_pull_reads_each_change_once_in_pages_and_again_after_an_update(tmp_path
     assert by_id["product:P0"].deleted
     assert "version" not in by_id["work_order:WO-1"].body
     engine.dispose()
+
+
+def test_a_staging_database_of_an_older_release_gains_the_new_columns(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    with engine.begin() as conn:  # stg_customer as it was before contact e-mails
+        conn.execute(
+            text(
+                "CREATE TABLE stg_customer (code VARCHAR(64) PRIMARY KEY, name VARCHAR(200) NOT NULL, "
+                "territory VARCHAR(64), discount_percent VARCHAR(16), phone VARCHAR(64), addresses JSON NOT NULL, "
+                "credit_limit VARCHAR(32), internal_rating VARCHAR(16), active BOOLEAN NOT NULL, "
+                "version INTEGER NOT NULL, updated_at VARCHAR(40) NOT NULL)"
+            )
+        )
+    masters.create_tables(engine)
+    masters.create_tables(engine)  # a second start changes nothing
+    masters.write(engine, "customer", [{"code": "C1", "name": "Bakery", "email": "post@bakery.example"}])
+    [doc] = masters.pull(engine, None, 10).docs
+    assert doc.body["email"] == "post@bakery.example" and doc.body["name"] == "Bakery"
