@@ -1,9 +1,10 @@
 """The master data mirror: pulls ERP master data through the connector into ``sync_mirror``.
 
 Each ERP record becomes ``<type>:<key>`` with its ``erp_version``; a record the ERP deleted or deactivated is
-deleted from the mirror. Entities that devices edit (work orders, customers) also keep every version they had
-as ``history:<type>:<key>:<erp_version>``, so a stale-base conflict can be merged against the version the
-device's edit was based on (``sync_gateway.conflicts.stale``); history documents are never distributed.
+deleted from the mirror. Entities that devices edit (work orders, customers) and price (products) also keep
+every version they had as ``history:<type>:<key>:<erp_version>``, so a stale-base conflict can be merged
+against the version the device's edit was based on (``sync_gateway.conflicts.stale``) and a price from an
+older price list told from a tampered one (``sync_gateway.ingest.business``); they are never distributed.
 The connector's cursor is saved in ``sync_checkpoints`` after each page is written,
 so a restart re-reads at most one page. An unchanged version is not written again, so polling an idle ERP
 writes nothing.
@@ -28,7 +29,7 @@ log = structlog.get_logger(__name__)
 
 HISTORY_PREFIX = "history:"
 #: entity types whose versions are kept: the ones devices submit edits of (``work_order_update``)
-HISTORY_TYPES = frozenset({"work_order", "customer"})
+HISTORY_TYPES = frozenset({"work_order", "customer", "product"})
 
 
 def is_master_id(doc_id: str) -> bool:

@@ -11,8 +11,11 @@ movements of the same page that passed before. So two devices taking the last un
 or in two, cannot both pass; ingest holds a lock from this check until the page's events are appended.
 
 Some failures are *business conflicts* rather than bad input (``REVIEWABLE``): the device could not know
-(stock moved elsewhere meanwhile) or a person may allow it (a discount that needs approval). Ingest sends a
-transaction whose only failures are reviewable to the review queue instead of rejecting it.
+(stock moved elsewhere, the price list changed while it was offline) or a person may allow it (a discount that
+needs approval). Ingest sends a transaction whose only failures are reviewable to the review queue instead of
+rejecting it. A line price outside the tolerance of the current price list is ``price_changed`` when it is
+right for an earlier version of that product (the mirror keeps them as ``history:product:*``), and a plain
+``price_mismatch`` rejection when no version of the price list ever allowed it (a tampered price).
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from sync_gateway.rules import check_transaction
 _PREFIX_KNOWN_TTL_S = 30.0
 RULE_SETS = ("pricing", "approval", "availability", "workflow")
 #: reason codes a reviewer may override: these open a business conflict instead of rejecting
-REVIEWABLE = frozenset({"insufficient_stock", "approval_required"})
+REVIEWABLE = frozenset({"insufficient_stock", "approval_required", "price_changed"})
 # the rule set each reason code comes from; a deployment enforces a subset (an ERP that allows negative stock
 # turns off "availability", one that prices orders itself turns off "pricing")
 _RULE_SET_OF = {
@@ -36,6 +39,7 @@ _RULE_SET_OF = {
     "unknown_customer": "pricing",
     "invalid_amount": "pricing",
     "price_mismatch": "pricing",
+    "price_changed": "pricing",
     "approval_required": "approval",
     "insufficient_stock": "availability",
     "unknown_work_order": "workflow",
@@ -93,11 +97,55 @@ class BusinessRules:
                 ):
                     continue
                 reasons.append(dict(reason))
+            if any(r["code"] == "price_mismatch" for r in reasons):
+                reasons = await self._older_prices(doc, context, reasons)
             if reasons:
                 found[str(doc["_id"])] = reasons
             elif doc["type"] == "inventory_movement":
                 _move(context["stock"], doc, 1)  # later documents of the page see what this one took
         return found
+
+    async def _older_prices(
+        self, doc: Mapping[str, Any], context: Mapping[str, Any], reasons: list[dict[str, str]]
+    ) -> list[dict[str, str]]:
+        """Turn each ``price_mismatch`` whose line is right for an earlier version of its product into
+        ``price_changed`` (the device priced with the price list it had)."""
+        lines = doc.get("lines") or []
+        out = []
+        for reason in reasons:
+            index = _line_index(reason) if reason["code"] == "price_mismatch" else None
+            if index is None or index >= len(lines):
+                out.append(reason)
+                continue
+            sku = str(lines[index].get("sku"))
+            rows = await self._couch.all_docs(
+                self._db,
+                include_docs=True,
+                startkey=f"history:product:{sku}:",
+                endkey=f"history:product:{sku}:\ufff0",
+            )
+            current = context["products"].get(sku) or {}
+            earlier = None
+            for row in reversed(rows):  # newest version first
+                body = (row.get("doc") or {}).get("body") or {}
+                if body.get("list_price") == current.get("list_price"):
+                    continue
+                trial = {**context, "products": {**context["products"], sku: body}}
+                if not any(r.get("field") == reason["field"] for r in check_transaction(doc, trial)):
+                    earlier = (row["doc"].get("erp_version"), body.get("list_price"))
+                    break
+            if earlier is None:
+                out.append(reason)
+                continue
+            out.append(
+                {
+                    "code": "price_changed",
+                    "field": reason["field"],
+                    "message": f"{sku} was priced with list price {earlier[1]} (price list version {earlier[0]}); "
+                    f"the list price is now {current.get('list_price')}: a reviewer decides which applies",
+                }
+            )
+        return out
 
     async def _context(self, docs: list[Mapping[str, Any]]) -> dict[str, Any]:
         ids: set[str] = set()
@@ -126,6 +174,12 @@ class BusinessRules:
                     for event in await self._events.accepted_since(doc_id, str(doc.get("mirrored_at") or "")):
                         _move(context["stock"], event.get("payload") or {}, 1, only=(location, sku))
         return context
+
+
+def _line_index(reason: Mapping[str, str]) -> int | None:
+    """``lines.3.unit_price`` → 3."""
+    parts = str(reason.get("field", "")).split(".")
+    return int(parts[1]) if len(parts) == 3 and parts[0] == "lines" and parts[1].isdigit() else None
 
 
 def _move(

@@ -1,8 +1,9 @@
 """Business conflicts end to end: a technician's phone and tablet both take valves from the same van offline;
 together they would take the van below zero. The second movement and an order whose discount needs an
 approval wait for a reviewer instead of being rejected; the reviewer lets the movement through, adds the
-approval to the order, and declines a third movement. Both devices end with the same documents and receipts,
-and the ERP receives exactly what was allowed, once."""
+approval to the order, and declines a third movement. An order priced from the price list the tablet had
+before the office raised the price waits for a reviewer too; a price no price list ever had is rejected.
+Both devices end with the same documents and receipts, and the ERP receives exactly what was allowed, once."""
 
 from __future__ import annotations
 
@@ -131,6 +132,38 @@ async def test_stock_and_approval_conflicts_are_reviewed_and_devices_converge(
         assert declined.status_code == 200, declined.text
         refused = await devices.wait_for("tablet", f"receipt:{third['_id']}", timeout=30, status="rejected")
         await devices.wait_for("phone", f"receipt:{third['_id']}", timeout=30, status="rejected")
+
+        # the tablet goes offline with an order priced from its price list; the office raises the list price
+        await devices.sync_stop(tablet_sync)
+        old_price = docs.sales_order(
+            "kai-tablet",
+            customer="CUST-5",
+            lines=[{"sku": "VALVE-20", "quantity": 2, "unit": "unit", "unit_price": "20.00"}],
+        )
+        tampered = docs.sales_order(
+            "kai-tablet",
+            customer="CUST-5",
+            lines=[{"sku": "VALVE-20", "quantity": 2, "unit": "unit", "unit_price": "5.00"}],
+        )
+        await devices.put("tablet", old_price)
+        await devices.put("tablet", tampered)
+        masters.write(erp, "product", [{"code": "VALVE-20", "list_price": "22.00"}])
+        async with gw.couch_admin() as couch:
+
+            async def list_price() -> object:
+                return (await couch.get("/biz_mirror/product:VALVE-20")).json().get("list_price")
+
+            await wait_until(list_price, lambda price: price == "22.00", timeout=30, what="new list price mirrored")
+        tablet_sync = await devices.sync_live("tablet", url, "kai", "kai-secret-1")
+        repriced = await devices.wait_for("phone", f"receipt:{old_price['_id']}", timeout=30, status="in_review")
+        forged = await devices.wait_for("phone", f"receipt:{tampered['_id']}", timeout=30, status="rejected")
+        [price_item] = (await admin.get("/api/conflicts", params={"status": "open"})).json()["items"]
+        assert price_item["doc_id"] == old_price["_id"] and price_item["conflict_kind"] == "business"
+        kept_price = await admin.post(
+            f"/api/conflicts/{price_item['id']}/resolve", json={"action": "pick", "version": 0}
+        )
+        assert kept_price.status_code == 200, kept_price.text
+        await devices.wait_for("tablet", f"receipt:{old_price['_id']}", timeout=30, status="projected")
         await devices.sync_stop(phone_sync)
         await devices.sync_stop(tablet_sync)
         on_phone = {d["_id"]: await devices.get("phone", d["_id"], conflicts=True) for d in (first, second, order)}
@@ -144,9 +177,14 @@ async def test_stock_and_approval_conflicts_are_reviewed_and_devices_converge(
     assert refused["reasons"][1]["message"] == "van is empty, order it"
     movements = gw.staging_rows("SELECT transaction_id, quantity FROM stg_inventory_movement ORDER BY id")
     assert movements == [(first["_id"], 3.0), (second["_id"], 3.0)]
-    assert gw.staging_rows("SELECT transaction_id FROM stg_sales_order") == [(order["_id"],)]
+    # a price from the earlier price list is a business conflict; one no price list ever had is a rejection
+    assert [(r["code"], r["field"]) for r in repriced["reasons"]] == [("price_changed", "lines.0.unit_price")]
+    assert "20.00" in repriced["reasons"][0]["message"] and "22.00" in repriced["reasons"][0]["message"]
+    assert [(r["code"], r["field"]) for r in forged["reasons"]] == [("price_mismatch", "lines.0.unit_price")]
+    orders = gw.staging_rows("SELECT transaction_id FROM stg_sales_order ORDER BY id")
+    assert orders == [(order["_id"],), (old_price["_id"],)]
     events = (await admin.get("/api/events", params={"user": "kai", "limit": 100})).json()["events"]
     [override] = [e for e in events if e["doc_id"] == second["_id"] and e["kind"] == "transaction.accepted"]
     assert override["override"]["by"] == "lea.manager"
     outcomes = {e["doc_id"]: e["resolution"]["outcome"] for e in events if e["kind"] == "conflict.resolved"}
-    assert outcomes == {second["_id"]: "approved", order["_id"]: "edited"}
+    assert outcomes == {second["_id"]: "approved", order["_id"]: "edited", old_price["_id"]: "approved"}
