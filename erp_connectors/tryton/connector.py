@@ -3,7 +3,9 @@ master data out of it (see ``pull.py``).
 
 Per pushed batch and document type: find the records Tryton already holds for the batch's transaction ids,
 create the missing ones in one call per model, then walk all of them through their workflow with one call
-per state transition. A record Tryton refuses is isolated by bisection and reported ``permanent`` alone.
+per state transition. Edits of existing records (work orders, customers) are written in rounds, one update
+per record and round, one call per round. A record Tryton refuses is isolated by bisection and reported
+``permanent`` alone.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class TrytonConnector:
             "delivery_confirmation": self._push_deliveries,
             "service_report": self._push_service_reports,
             "work_order_update": self._push_work_order_updates,
+            "customer_update": self._push_customer_updates,
         }
 
     async def start(self) -> None:
@@ -420,4 +423,78 @@ class TrytonConnector:
                 number = str(refs[ref][0].payload.get("work_order"))
                 comments[number] = batch[ref][1]["comment"]
                 done[ref] = number
+        return self._outcomes(refs, done, failed)
+
+    async def _contacts(self, party_ids: Sequence[int]) -> dict[int, tuple[str, list[dict[str, Any]]]]:
+        """Party id → its name and its active phone, mobile and email contact mechanisms."""
+        if not party_ids:
+            return {}
+        ids = sorted(set(party_ids))
+        parties = await self.client.execute("party.party", "read", ids, ["name"])
+        mechanisms = await self.client.execute(
+            "party.contact_mechanism",
+            "search_read",
+            [
+                ("party", "in", ids),
+                ("type", "in", sorted({t for kinds in mapping.CONTACT_FIELDS.values() for t in kinds})),
+            ],
+            0,
+            None,
+            [("id", "ASC")],
+            ["party", "type", "value", "sequence"],
+        )
+        by_party: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for mechanism in mechanisms:
+            by_party[mechanism["party"]].append(mechanism)
+        return {p["id"]: (str(p.get("name") or ""), by_party[p["id"]]) for p in parties}
+
+    async def _push_customer_updates(self, masters: Masters, events: list[Event]) -> _Outcomes:
+        """Each update is one ``party.party`` write (name, and its contact mechanisms as one2many operations),
+        so it lands whole or not at all; several updates of one customer go in successive rounds, each
+        planned on what the previous one left, so two phone changes never create two phone mechanisms."""
+        refs = self._refs(events)
+        failed: dict[str, Exception] = {}
+        done: dict[str, str] = {}
+        codes = {ref: str(es[0].payload.get("customer")) for ref, es in refs.items()}
+        await masters.load_parties(codes.values())
+        queues: dict[str, list[str]] = defaultdict(list)  # customer code → its updates, in batch order
+        for ref, code in codes.items():
+            try:
+                masters.party(code)
+            except MappingError as exc:
+                failed[ref] = PermanentConnectorError(str(exc))
+            else:
+                queues[code].append(ref)
+        contacts = await self._contacts([masters.parties[code].id for code in queues])
+        while any(queues.values()):
+            batch: dict[str, tuple[int, dict[str, Any]]] = {}
+            for code, queue in queues.items():
+                if not queue:
+                    continue
+                ref = queue.pop(0)
+                party_id = masters.parties[code].id
+                name, mechanisms = contacts[party_id]
+                try:
+                    values = mapping.customer_update_values(refs[ref][0].payload, name, mechanisms)
+                except MappingError as exc:
+                    failed[ref] = PermanentConnectorError(str(exc))
+                    continue
+                if values:
+                    batch[ref] = (party_id, values)
+                else:
+                    done[ref] = code  # Tryton already holds these values: a retry, or a no-op edit
+
+            async def write(chunk: list[str], batch: dict[str, tuple[int, dict[str, Any]]] = batch) -> None:
+                args: list[Any] = []
+                for ref in chunk:
+                    args.extend([[batch[ref][0]], batch[ref][1]])
+                await self.client.execute("party.party", "write", *args)
+                return None
+
+            written, refused = await isolated(list(batch), write)
+            failed.update(refused)
+            for ref in written:
+                done[ref] = codes[ref]
+            # the next round plans on what this one wrote (a created mechanism is written, not created again)
+            contacts.update(await self._contacts([batch[r][0] for r in written if queues[codes[r]]]))
         return self._outcomes(refs, done, failed)

@@ -3,13 +3,14 @@
 Which Tryton document each transaction becomes, and why, is the table in this package's README.md.
 Every record created carries the transaction id (``<type>:<uuid>``) as its ``reference`` (shipments,
 sales), or in its comment (project tasks and work orders), which is what makes
-pushing idempotent.
+pushing idempotent. A customer update carries no id: it sets values, and only creates a contact mechanism
+when the party has none of that kind, so applying it again changes nothing.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -312,4 +313,76 @@ def work_order_values(
     if changes.get("notes"):
         line += f"\n{changes['notes']}"
     values["comment"] = f"{comment.rstrip()}\n\n{line}".lstrip() if comment else line
+    return values
+
+
+# ------------------------------------------------------------------------------------ customer contact data
+
+#: a device's contact field → the ``party.contact_mechanism`` types that hold it, the preferred one first
+CONTACT_FIELDS: dict[str, tuple[str, ...]] = {"phone": ("phone", "mobile"), "email": ("email",)}
+CUSTOMER_FIELDS = frozenset({"name", *CONTACT_FIELDS})
+
+
+def _listed_order(mechanism: Mapping[str, Any]) -> tuple[bool, int, int]:
+    """Tryton lists a party's contact mechanisms by ``sequence`` (empty first), then id."""
+    sequence = mechanism.get("sequence")
+    return (sequence is not None, int(sequence or 0), int(mechanism["id"]))
+
+
+def first_mechanism(mechanisms: Iterable[Mapping[str, Any]], field: str) -> Mapping[str, Any] | None:
+    """The contact mechanism that is the customer's ``phone`` or ``email``: the first active one (as Tryton
+    lists them) of the preferred type, else of the next type (a party with only a mobile number has that as
+    its phone). ``None`` when the party has none."""
+    listed = sorted((m for m in mechanisms if m.get("active", True)), key=_listed_order)
+    for kind in CONTACT_FIELDS[field]:
+        for mechanism in listed:
+            if mechanism.get("type") == kind:
+                return mechanism
+    return None
+
+
+def contact_values(mechanisms: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
+    """The ``phone`` and ``email`` of a customer document: values of :func:`first_mechanism`, or ``None``."""
+    listed = list(mechanisms)
+    values: dict[str, str | None] = {}
+    for field in CONTACT_FIELDS:
+        mechanism = first_mechanism(listed, field)
+        values[field] = str(mechanism["value"]) if mechanism is not None and mechanism.get("value") else None
+    return values
+
+
+def customer_update_values(
+    payload: Mapping[str, Any], name: str, mechanisms: Iterable[Mapping[str, Any]]
+) -> dict[str, Any]:
+    """The ``party.party`` ``write`` values of a customer update, given the party's current name and active
+    contact mechanisms: ``name``, and ``contact_mechanisms`` operations that set the value of the customer's
+    phone/email mechanism or create one when it has none, so the whole update is one Tryton transaction.
+    Empty when the party already holds every value (a retry): nothing is written, no version moves."""
+    changes = payload.get("changes")
+    if not isinstance(changes, Mapping) or not changes:
+        raise MappingError("a customer update needs at least one change")
+    unknown = sorted(set(changes) - CUSTOMER_FIELDS)
+    if unknown:
+        raise MappingError(f"a customer update cannot change {', '.join(map(repr, unknown))}")
+    for field, value in changes.items():
+        if not isinstance(value, str) or not value.strip():
+            raise MappingError(f"customer {field} must be a non-empty text, not {value!r}")
+    values: dict[str, Any] = {}
+    if "name" in changes and changes["name"] != name:
+        values["name"] = changes["name"]
+    listed = list(mechanisms)
+    operations: list[Any] = []
+    created: list[dict[str, Any]] = []
+    for field, kinds in CONTACT_FIELDS.items():
+        if field not in changes:
+            continue
+        current = first_mechanism(listed, field)
+        if current is None:
+            created.append({"type": kinds[0], "value": changes[field]})
+        elif current.get("value") != changes[field]:
+            operations.append(("write", [int(current["id"])], {"value": changes[field]}))
+    if created:
+        operations.append(("create", created))
+    if operations:
+        values["contact_mechanisms"] = operations
     return values

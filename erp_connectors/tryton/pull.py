@@ -3,6 +3,9 @@
 ``last_modified_at`` is Tryton's ``coalesce(write_date, create_date)``, searchable and sortable; each source
 keeps its own ``(timestamp, id)`` position in the opaque cursor, so records that share a timestamp are
 neither skipped nor repeated. ``erp_version`` is that pair as a sortable string, so it grows with every write.
+A customer's version is the latest of its party's and its contact mechanisms' ``last_modified_at``: a contact
+mechanism written on its own leaves the party's alone, so the ``customer_contact`` source follows the
+mechanisms and re-emits their parties. A position missing from a cursor starts that source from the beginning.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from sync_gateway.contracts import MasterDoc, PullBatch
 
+from . import mapping
 from .client import TrytonClient
 from .settings import TrytonSettings
 
@@ -88,6 +92,9 @@ async def _products(
     return docs, rows
 
 
+_PARTY_FIELDS = ["code", "name", "active", "addresses", "last_modified_at"]
+
+
 async def _customers(
     client: TrytonClient, settings: TrytonSettings, since: _Position, limit: int
 ) -> tuple[list[MasterDoc], list[dict[str, Any]]]:
@@ -98,9 +105,48 @@ async def _customers(
         0,
         limit,
         _ORDER,
-        ["code", "name", "active", "addresses", "last_modified_at"],
+        _PARTY_FIELDS,
         context={"active_test": False},
     )
+    return await _customer_docs(client, rows), rows
+
+
+async def _customer_contacts(
+    client: TrytonClient, settings: TrytonSettings, since: _Position, limit: int
+) -> tuple[list[MasterDoc], list[dict[str, Any]]]:
+    """Customers whose contact mechanisms changed: writing a ``party.contact_mechanism`` directly (as an
+    office user does in its list) leaves the party's ``last_modified_at`` alone, so this source follows the
+    mechanisms' own ``last_modified_at`` (deactivated ones included) and re-emits their parties."""
+    rows = await client.execute(
+        "party.contact_mechanism",
+        "search_read",
+        _since(since),
+        0,
+        limit,
+        _ORDER,
+        ["party", "last_modified_at"],
+        context={"active_test": False},
+    )
+    party_ids = sorted({r["party"] for r in rows})
+    parties = (
+        await client.execute("party.party", "read", party_ids, _PARTY_FIELDS, context={"active_test": False})
+        if party_ids
+        else []
+    )
+    return await _customer_docs(client, parties), rows
+
+
+def customer_version(party: dict[str, Any], mechanisms: list[dict[str, Any]]) -> str:
+    """The party's version: the latest ``last_modified_at`` of the party and all of its contact mechanisms
+    (deactivated ones included), so it grows when either is written, whichever source sees it first."""
+    stamps = [s for s in [party.get("last_modified_at"), *(m.get("last_modified_at") for m in mechanisms)] if s]
+    return version(max(stamps, key=_stamp) if stamps else None, int(party["id"]))
+
+
+async def _customer_docs(client: TrytonClient, rows: list[dict[str, Any]]) -> list[MasterDoc]:
+    rows = [r for r in rows if r.get("code")]
+    if not rows:
+        return []
     address_ids = [a for r in rows for a in r["addresses"]]
     addresses = (
         await client.execute("party.address", "read", address_ids, ["street", "postal_code", "city", "country.code"])
@@ -108,19 +154,30 @@ async def _customers(
         else []
     )
     by_id = {a["id"]: a for a in addresses}
+    mechanisms: dict[int, list[dict[str, Any]]] = {r["id"]: [] for r in rows}
+    for mechanism in await client.execute(
+        "party.contact_mechanism",
+        "search_read",
+        [("party", "in", sorted(mechanisms))],
+        0,
+        None,
+        [("id", "ASC")],
+        ["party", "type", "value", "sequence", "active", "last_modified_at"],
+        context={"active_test": False},
+    ):
+        mechanisms[mechanism["party"]].append(mechanism)
     docs = []
     for row in rows:
-        if not row.get("code"):
-            continue
         docs.append(
             MasterDoc(
                 doc_id=f"customer:{row['code']}",
                 doc_type="customer",
-                erp_version=version(row["last_modified_at"], row["id"]),
+                erp_version=customer_version(row, mechanisms[row["id"]]),
                 deleted=not row["active"],
                 body={
                     "code": row["code"],
                     "name": row["name"],
+                    **mapping.contact_values(mechanisms[row["id"]]),
                     "addresses": [
                         {
                             "street": by_id[a].get("street"),
@@ -134,7 +191,7 @@ async def _customers(
                 },
             )
         )
-    return docs, rows
+    return docs
 
 
 async def _work_orders(
@@ -223,6 +280,7 @@ _Source = Callable[
 SOURCES: dict[str, _Source] = {
     "product": _products,
     "customer": _customers,
+    "customer_contact": _customer_contacts,
     "work_order": _work_orders,
     "stock": _stock,
 }

@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ from tests.support.gateway import GatewayProcess
 
 from .server import TrytonServer, running_tryton
 
-__all__ = ["SIGNATURE_PNG", "TrytonServer", "make_event", "stock_quantity"]
+__all__ = ["SIGNATURE_PNG", "TrytonServer", "contact_mechanisms", "make_event", "new_customer", "stock_quantity"]
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +98,36 @@ async def stock_quantity(rpc: TrytonClient, location_code: str, sku: str) -> flo
         "product.product", "read", [product], ["quantity"], context={"locations": [location], "with_childs": False}
     )
     return float(rows[0]["quantity"])
+
+
+async def new_customer(rpc: TrytonClient, name: str, mechanisms: Sequence[tuple[str, str]] = ()) -> tuple[str, int]:
+    """A party of its own for a test (code and id), with an address and the given (type, value) mechanisms,
+    created over RPC as an office user would."""
+    code = f"C-{uuid.uuid4().hex[:8].upper()}"
+    values: dict[str, Any] = {
+        "name": name,
+        "code": code,
+        "addresses": [("create", [{"street": "5 Harbour Lane", "city": "Bergen", "postal_code": "5003"}])],
+    }
+    if mechanisms:
+        values["contact_mechanisms"] = [("create", [{"type": t, "value": v} for t, v in mechanisms])]
+    [party_id] = await rpc.execute("party.party", "create", [values])
+    return code, int(party_id)
+
+
+async def contact_mechanisms(rpc: TrytonClient, party_id: int) -> list[dict[str, Any]]:
+    """All of a party's contact mechanisms, deactivated ones included, oldest first."""
+    rows: list[dict[str, Any]] = await rpc.execute(
+        "party.contact_mechanism",
+        "search_read",
+        [("party", "=", party_id)],
+        0,
+        None,
+        [("id", "ASC")],
+        ["type", "value", "active"],
+        context={"active_test": False},
+    )
+    return rows
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from erp_connectors.tryton import TrytonConnector
 from erp_connectors.tryton.client import TrytonClient
 from sync_gateway.contracts import Attachment, Event
 
-from .conftest import SIGNATURE_PNG, TrytonServer, stock_quantity
+from .conftest import SIGNATURE_PNG, TrytonServer, contact_mechanisms, new_customer, stock_quantity
 
 pytestmark = pytest.mark.integration
 
@@ -322,3 +322,68 @@ async def test_pushing_the_same_batch_twice_creates_each_record_once(
     assert len(tasks) == 1
     [work] = await rpc.execute("project.work", "search_read", [("number", "=", "1")], 0, None, None, ["comment"])
     assert work["comment"].count(batch[3].doc_id) == 1
+
+
+def customer_update(event: EventFactory, customer: str, **changes: str) -> Event:
+    return event("customer_update", {"customer": customer, "base_erp_version": "x", "changes": changes})
+
+
+async def test_customer_update_sets_the_partys_name_and_its_phone_and_email_mechanisms(
+    connector: TrytonConnector, rpc: TrytonClient, event: EventFactory
+) -> None:
+    code, party_id = await new_customer(rpc, "Nordic Bakery", [("email", "old@bakery.example"), ("fax", "+47 55 00")])
+    [old_email, fax] = await contact_mechanisms(rpc, party_id)
+    update = customer_update(
+        event, code, name="Nordic Bakery & Cafe", phone="+47 912 34 567", email="ingrid.berg@bakery.example"
+    )
+
+    [outcome] = await connector.push([update])
+
+    assert (outcome.status, outcome.erp_ref) == ("ok", code), outcome.message
+    [party] = await rpc.execute("party.party", "read", [party_id], ["name"])
+    assert party["name"] == "Nordic Bakery & Cafe"
+    mechanisms = await contact_mechanisms(rpc, party_id)
+    assert [(m["id"], m["type"], m["value"], m["active"]) for m in mechanisms] == [
+        (old_email["id"], "email", "ingrid.berg@bakery.example", True),  # the existing one, updated in place
+        (fax["id"], "fax", "+47 55 00", True),
+        (mechanisms[2]["id"], "phone", "+47 912 34 567", True),  # created: the party had no phone
+    ]
+
+
+async def test_customer_updates_pushed_twice_leave_one_mechanism_per_kind(
+    connector: TrytonConnector, rpc: TrytonClient, event: EventFactory
+) -> None:
+    code, party_id = await new_customer(rpc, "Fjord Hotel", [("mobile", "+47 400 00 000")])
+    [mobile] = await contact_mechanisms(rpc, party_id)
+    # two updates of one customer in one batch: the second is planned on what the first created
+    batch = [
+        customer_update(event, code, phone="+47 401 11 111", email="desk@fjord.example"),
+        customer_update(event, code, phone="+47 402 22 222", email="frontdesk@fjord.example"),
+    ]
+
+    first = await connector.push(batch)
+    again = await connector.push(batch)  # the projector's retry after a crash before it saw the outcomes
+
+    assert [(o.status, o.erp_ref) for o in first] == [("ok", code)] * 2, [o.message for o in first]
+    assert [(o.status, o.erp_ref) for o in again] == [("ok", code)] * 2
+    mechanisms = await contact_mechanisms(rpc, party_id)
+    assert [(m["type"], m["value"]) for m in mechanisms] == [
+        ("mobile", "+47 402 22 222"),  # its only phone number is a mobile: that one is the phone
+        ("email", "frontdesk@fjord.example"),
+    ]
+    assert mechanisms[0]["id"] == mobile["id"]
+
+
+async def test_customer_update_of_an_unknown_customer_is_refused_alone(
+    connector: TrytonConnector, rpc: TrytonClient, event: EventFactory
+) -> None:
+    code, party_id = await new_customer(rpc, "Lakeside Deli")
+    unknown = customer_update(event, "NOPE-9", phone="+47 403 33 333")
+    good = customer_update(event, code, phone="+47 404 44 444")
+
+    outcomes = await connector.push([unknown, good])
+
+    assert [o.status for o in outcomes] == ["permanent", "ok"], [o.message for o in outcomes]
+    assert "unknown customer code 'NOPE-9'" in (outcomes[0].message or "")
+    assert "party.party" in (outcomes[0].message or "")
+    assert [(m["type"], m["value"]) for m in await contact_mechanisms(rpc, party_id)] == [("phone", "+47 404 44 444")]
