@@ -7,14 +7,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 
 from erp_connectors.staging import masters
 from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import PouchServer
 from tests.support import docs
 from tests.support.device import Device
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, running_gateway, staging_engine
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -22,23 +22,19 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def rules_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(
+    with running_gateway(
         couch_server,
         tmp_path_factory.mktemp("rules-gateway"),
         prefix="rules_",
         extra_env={"SYNC_PULL_INTERVAL_S": "0.2"},
-    )
-    gw.start()
-    yield gw
-    gw.stop()
+    ) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
 def erp(rules_gateway: GatewayProcess) -> Iterator[Engine]:
-    engine = create_engine(f"sqlite:///{rules_gateway.staging_path}")
-    masters.create_tables(engine)
-    yield engine
-    engine.dispose()
+    with staging_engine(rules_gateway) as engine:
+        yield engine
 
 
 @pytest.fixture

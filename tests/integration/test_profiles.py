@@ -12,13 +12,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 
 from erp_connectors.staging import masters
 from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import PouchServer
 from tests.support.device import Device, DeviceError
-from tests.support.gateway import SCRIPT, GatewayProcess
+from tests.support.gateway import SCRIPT, GatewayProcess, running_gateway, staging_engine
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -29,23 +29,19 @@ RULE_DOCS = {"config:rules:approval", "config:rules:availability", "config:rules
 
 @pytest.fixture(scope="module")
 def profiles_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(
+    with running_gateway(
         couch_server,
         tmp_path_factory.mktemp("profiles-gateway"),
         prefix="prof_",
         extra_env={"SYNC_PULL_INTERVAL_S": "0.2", "SYNC_FEED_READ_TIMEOUT_S": "5"},
-    )
-    gw.start()
-    yield gw
-    gw.stop()
+    ) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
 def erp(profiles_gateway: GatewayProcess) -> Iterator[Engine]:
-    engine = create_engine(f"sqlite:///{profiles_gateway.staging_path}")
-    masters.create_tables(engine)
-    yield engine
-    engine.dispose()
+    with staging_engine(profiles_gateway) as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -14,14 +14,14 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Engine
 
 from erp_connectors.staging import masters
 from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import PouchServer
 from tests.support import docs
 from tests.support.device import Device
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, running_gateway, staging_engine
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -49,7 +49,7 @@ entities:
 def crew_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     profiles = tmp_path_factory.mktemp("crew-profiles")
     (profiles / "crew.yaml").write_text(CREW_PROFILE)
-    gw = GatewayProcess(
+    with running_gateway(
         couch_server,
         tmp_path_factory.mktemp("crew-gateway"),
         prefix="crew_",
@@ -58,18 +58,14 @@ def crew_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFac
             "SYNC_PROFILES_DIR": str(profiles),
             "SYNC_HANDLERS": '{"default": "field_merge", "customer_update": "last_writer_wins"}',
         },
-    )
-    gw.start()
-    yield gw
-    gw.stop()
+    ) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="module")
 def erp(crew_gateway: GatewayProcess) -> Iterator[Engine]:
-    engine = create_engine(f"sqlite:///{crew_gateway.staging_path}")
-    masters.create_tables(engine)
-    yield engine
-    engine.dispose()
+    with staging_engine(crew_gateway) as engine:
+        yield engine
 
 
 @pytest.fixture
@@ -120,34 +116,34 @@ async def test_crew_edits_of_one_work_order_settle_and_converge(
         "work_order",
         [{"key": "WO-7", "name": "Boiler service", "territory": "north", "status": "open", "notes": "Gate code 4711"}],
     )
-    for name in ("anna", "ben"):
+    for name in ("lena", "milo"):
         await crew_member(admin, name)
-    urls = {name: f"{gw.couch.url}/{user_db_name(name)}" for name in ("anna", "ben")}
-    await delivered(gw, ("anna", "ben"), "work_order:WO-7")
+    urls = {name: f"{gw.couch.url}/{user_db_name(name)}" for name in ("lena", "milo")}
+    await delivered(gw, ("lena", "milo"), "work_order:WO-7")
 
     async with Device() as phones:
-        for name in ("anna", "ben"):
+        for name in ("lena", "milo"):
             await phones.replicate(name, urls[name], name, f"{name}-secret-1", direction="pull")
-        v1 = (await phones.get("anna", "work_order:WO-7"))["erp_version"]
-        assert (await phones.get("ben", "work_order:WO-7"))["erp_version"] == v1
+        v1 = (await phones.get("lena", "work_order:WO-7"))["erp_version"]
+        assert (await phones.get("milo", "work_order:WO-7"))["erp_version"] == v1
 
-        # offline: anna starts the job, ben puts it on hold; meanwhile the office reschedules it in the ERP
-        mine_a = update("anna-phone", v1, status="in_progress", notes="On site")
-        mine_b = update("ben-phone", v1, status="on_hold", notes="Waiting for parts")
-        await phones.put("anna", mine_a)
-        await phones.put("ben", mine_b)
+        # offline: lena starts the job, milo puts it on hold; meanwhile the office reschedules it in the ERP
+        mine_a = update("lena-phone", v1, status="in_progress", notes="On site")
+        mine_b = update("milo-phone", v1, status="on_hold", notes="Waiting for parts")
+        await phones.put("lena", mine_a)
+        await phones.put("milo", mine_b)
         masters.write(erp, "work_order", [{"key": "WO-7", "scheduled_for": "2026-12-01T08:00:00Z"}])
         v2 = await wait_until(lambda: mirrored_version(gw), lambda v: v != v1, timeout=20, what="ERP change mirrored")
 
-        # anna syncs first: her base is stale, but the ERP changed another field, so her edit goes through
-        anna_sync = await phones.sync_live("anna", urls["anna"], "anna", "anna-secret-1")
-        receipt_a = await phones.wait_for("anna", f"receipt:{mine_a['_id']}", timeout=30, status="projected")
-        started = await phones.wait_for("anna", "work_order:WO-7", timeout=30, status="in_progress")
+        # lena syncs first: her base is stale, but the ERP changed another field, so her edit goes through
+        lena_sync = await phones.sync_live("lena", urls["lena"], "lena", "lena-secret-1")
+        receipt_a = await phones.wait_for("lena", f"receipt:{mine_a['_id']}", timeout=30, status="projected")
+        started = await phones.wait_for("lena", "work_order:WO-7", timeout=30, status="in_progress")
         assert started["scheduled_for"] == "2026-12-01T08:00:00Z" and started["erp_version"] > v2
 
-        # ben's on_hold contradicts the accepted in_progress: a stale-base conflict for a reviewer
-        ben_sync = await phones.sync_live("ben", urls["ben"], "ben", "ben-secret-1")
-        waiting = await phones.wait_for("ben", f"receipt:{mine_b['_id']}", timeout=30, status="in_review")
+        # milo's on_hold contradicts the accepted in_progress: a stale-base conflict for a reviewer
+        milo_sync = await phones.sync_live("milo", urls["milo"], "milo", "milo-secret-1")
+        waiting = await phones.wait_for("milo", f"receipt:{mine_b['_id']}", timeout=30, status="in_review")
         assert [r["code"] for r in waiting["reasons"]] == ["stale_base"]
         assert "status" in waiting["reasons"][0]["message"]
 
@@ -161,7 +157,7 @@ async def test_crew_edits_of_one_work_order_settle_and_converge(
         clashing = [row["path"] for row in item["diff"] if row["conflict"]]
         assert clashing == ["changes.status"]
 
-        # the reviewer keeps ben's status, field by field
+        # the reviewer keeps milo's status, field by field
         resolved = await admin.post(
             f"/api/conflicts/{item['id']}/resolve",
             json={"action": "fields", "picks": {"changes.status": 0}, "rev": item["rev"], "reviewer": "dispatch"},
@@ -169,15 +165,15 @@ async def test_crew_edits_of_one_work_order_settle_and_converge(
         assert resolved.status_code == 200, resolved.text
         assert resolved.json()["status"] == "resolved"
 
-        receipt_b = await phones.wait_for("ben", f"receipt:{mine_b['_id']}", timeout=30, status="projected")
-        on_hold_b = await phones.wait_for("ben", "work_order:WO-7", timeout=30, status="on_hold")
-        on_hold_a = await phones.wait_for("anna", "work_order:WO-7", timeout=30, _rev=on_hold_b["_rev"])
-        rebased = await phones.get("ben", mine_b["_id"], conflicts=True)
+        receipt_b = await phones.wait_for("milo", f"receipt:{mine_b['_id']}", timeout=30, status="projected")
+        on_hold_b = await phones.wait_for("milo", "work_order:WO-7", timeout=30, status="on_hold")
+        on_hold_a = await phones.wait_for("lena", "work_order:WO-7", timeout=30, _rev=on_hold_b["_rev"])
+        rebased = await phones.get("milo", mine_b["_id"], conflicts=True)
 
-        # a late edit of anna's, still based on v1, whose reviewer keeps the ERP's version: superseded
-        late = update("anna-phone", v1, status="cancelled")
-        await phones.put("anna", late)
-        await phones.wait_for("anna", f"receipt:{late['_id']}", timeout=30, status="in_review")
+        # a late edit of lena's, still based on v1, whose reviewer keeps the ERP's version: superseded
+        late = update("lena-phone", v1, status="cancelled")
+        await phones.put("lena", late)
+        await phones.wait_for("lena", f"receipt:{late['_id']}", timeout=30, status="in_review")
         [late_item] = (await admin.get("/api/conflicts", params={"status": "open"})).json()["items"]
         assert late_item["doc_id"] == late["_id"]
         kept = await admin.post(
@@ -185,19 +181,19 @@ async def test_crew_edits_of_one_work_order_settle_and_converge(
             json={"action": "pick", "version": len(late_item["versions"]) - 1},
         )
         assert kept.status_code == 200, kept.text
-        superseded = await phones.wait_for("anna", f"receipt:{late['_id']}", timeout=30, status="superseded")
-        await phones.sync_stop(anna_sync)
-        await phones.sync_stop(ben_sync)
-        final_a = await phones.get("anna", "work_order:WO-7", conflicts=True)
-        final_b = await phones.get("ben", "work_order:WO-7", conflicts=True)
+        superseded = await phones.wait_for("lena", f"receipt:{late['_id']}", timeout=30, status="superseded")
+        await phones.sync_stop(lena_sync)
+        await phones.sync_stop(milo_sync)
+        final_a = await phones.get("lena", "work_order:WO-7", conflicts=True)
+        final_b = await phones.get("milo", "work_order:WO-7", conflicts=True)
 
-    # both phones hold the same work order: ben's status, anna's and ben's notes, the office's schedule
+    # both phones hold the same work order: milo's status, lena's and milo's notes, the office's schedule
     assert final_a == final_b == on_hold_a
     assert not final_a.get("_conflicts")
     assert final_a["status"] == "on_hold" and final_a["scheduled_for"] == "2026-12-01T08:00:00Z"
     assert "On site" in final_a["notes"] and "Waiting for parts" in final_a["notes"]
     assert final_a["notes"].startswith("Gate code 4711")
-    # ben's edit was re-based on the version that held anna's change, naming the edit it was merged with
+    # milo's edit was re-based on the version that held lena's change, naming the edit it was merged with
     assert rebased["base_erp_version"] == started["erp_version"] and "rebased_over" not in rebased
     assert rebased["changes"] == {"status": "on_hold", "notes": "Waiting for parts"}
     assert not rebased.get("_conflicts") and rebased["_rev"] == receipt_b["transaction_rev"]

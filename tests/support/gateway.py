@@ -8,11 +8,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine, create_engine
 
+from erp_connectors.staging import masters
 from sync_gateway.devserver import PROJECT_ROOT, PouchServer, free_port, stop_process
 
 SCRIPT = Path(sys.executable).parent / "sync-gateway"
@@ -109,3 +113,27 @@ class GatewayProcess:
                 if "no such table" in str(exc):
                     return []
                 raise
+
+
+@contextmanager
+def running_gateway(
+    couch: PouchServer, workdir: Path, *, prefix: str, extra_env: dict[str, str] | None = None
+) -> Iterator[GatewayProcess]:
+    """A started gateway, stopped again when the block ends (for module-scoped fixtures)."""
+    gw = GatewayProcess(couch, workdir, prefix=prefix, extra_env=extra_env)
+    gw.start()
+    try:
+        yield gw
+    finally:
+        gw.stop()
+
+
+@contextmanager
+def staging_engine(gw: GatewayProcess) -> Iterator[Engine]:
+    """The gateway's embedded ERP (staging database), with its tables, for writing master data in tests."""
+    engine = create_engine(f"sqlite:///{gw.staging_path}")
+    masters.create_tables(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
