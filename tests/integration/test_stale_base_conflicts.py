@@ -102,6 +102,20 @@ async def delivered(gw: GatewayProcess, names: tuple[str, ...], doc_id: str) -> 
             await wait_until(status, lambda code: code == 200, timeout=30, what=f"{doc_id} in {name}'s database")
 
 
+async def crew_on_phones(
+    gw: GatewayProcess, admin: httpx.AsyncClient, phones: Device, names: tuple[str, ...], doc_id: str
+) -> dict[str, str]:
+    """Create the crew members, wait until ``doc_id`` reached their databases, pull them onto their phones;
+    return each member's database URL."""
+    for name in names:
+        await crew_member(admin, name)
+    await delivered(gw, names, doc_id)
+    urls = {name: f"{gw.couch.url}/{user_db_name(name)}" for name in names}
+    for name in names:
+        await phones.replicate(name, urls[name], name, f"{name}-secret-1", direction="pull")
+    return urls
+
+
 def hlc_now(device: str) -> str:
     """A hybrid logical clock stamp of now, as the device app writes into ``updated_at``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z") + f"-0000-{device}"
@@ -116,14 +130,8 @@ async def test_crew_edits_of_one_work_order_settle_and_converge(
         "work_order",
         [{"key": "WO-7", "name": "Boiler service", "territory": "north", "status": "open", "notes": "Gate code 4711"}],
     )
-    for name in ("lena", "milo"):
-        await crew_member(admin, name)
-    urls = {name: f"{gw.couch.url}/{user_db_name(name)}" for name in ("lena", "milo")}
-    await delivered(gw, ("lena", "milo"), "work_order:WO-7")
-
     async with Device() as phones:
-        for name in ("lena", "milo"):
-            await phones.replicate(name, urls[name], name, f"{name}-secret-1", direction="pull")
+        urls = await crew_on_phones(gw, admin, phones, ("lena", "milo"), "work_order:WO-7")
         v1 = (await phones.get("lena", "work_order:WO-7"))["erp_version"]
         assert (await phones.get("milo", "work_order:WO-7"))["erp_version"] == v1
 
@@ -221,14 +229,8 @@ async def test_customer_corrections_are_settled_by_the_configured_handler(
         [{"code": "C-9", "name": "Dairy North", "phone": "+47 111 11 111", "email": "post@dairy.example"}],
     )
     masters.write(erp, "work_order", [{"key": "WO-8", "name": "Cooling unit", "territory": "north", "customer": "C-9"}])
-    for name in ("cleo", "dan"):
-        await crew_member(admin, name)
-    urls = {name: f"{gw.couch.url}/{user_db_name(name)}" for name in ("cleo", "dan")}
-    await delivered(gw, ("cleo", "dan"), "customer:C-9")
-
     async with Device() as phones:
-        for name in ("cleo", "dan"):
-            await phones.replicate(name, urls[name], name, f"{name}-secret-1", direction="pull")
+        urls = await crew_on_phones(gw, admin, phones, ("cleo", "dan"), "customer:C-9")
         v1 = (await phones.get("cleo", "customer:C-9"))["erp_version"]
 
         # offline, both correct the phone number; dan first. Then the office updates the e-mail in the ERP.
