@@ -69,7 +69,8 @@ class DocumentValidator:
         for key, schema in schemas.items():
             if key[0] in TRANSACTION_TYPES:
                 Draft202012Validator.check_schema(schema)
-                self._validators[key] = Draft202012Validator(schema, registry=registry, format_checker=_formats)
+                inlined = _inline_refs(schema, registry.resolver(schema["$id"]))
+                self._validators[key] = Draft202012Validator(inlined, format_checker=_formats)
                 envelope = schemas.get(("envelope", key[1]), {})
                 self._known_fields[key] = frozenset(schema.get("properties", {})) | frozenset(
                     envelope.get("properties", {})
@@ -120,6 +121,24 @@ class DocumentValidator:
             field = ".".join(str(part) for part in error.absolute_path)
             reasons.append(Reason("schema_violation", _describe(error.message), field))
         return reasons[:20]
+
+
+def _inline_refs(schema: Any, resolver: Any) -> Any:  # resolver: a referencing Resolver
+    """``schema`` with every ``$ref`` replaced by the schema it names (wrapped in ``allOf``, which evaluates the
+    same way). Checked once at start-up with the registry; validating then skips the per-document reference
+    lookups, which cost most of jsonschema's time. Schemas here have no recursive references."""
+    if isinstance(schema, list):
+        return [_inline_refs(item, resolver) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _inline_refs(v, resolver) for k, v in schema.items() if k not in ("$ref", "$defs")}
+    if "$ref" in schema:
+        resolved = resolver.lookup(schema["$ref"])
+        target = _inline_refs(resolved.contents, resolved.resolver)
+        if isinstance(target, dict):
+            target = {k: v for k, v in target.items() if k not in ("$id", "$schema")}
+        out["allOf"] = [*out.get("allOf", []), target]
+    return out
 
 
 def _describe(message: str) -> str:
