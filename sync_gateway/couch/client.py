@@ -11,7 +11,7 @@ import asyncio
 import enum
 import json
 import random
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -355,48 +355,6 @@ class CouchClient:
             raise
         data = response.json()
         return ChangesBatch(results=list(data.get("results", [])), last_seq=data.get("last_seq", since))
-
-    async def continuous_changes(
-        self,
-        db: str,
-        *,
-        since: Seq = None,
-        heartbeat_ms: int = 10_000,
-        read_timeout: float = 60.0,
-        **params: Any,
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Yield change rows of a continuous feed forever; heartbeat newlines are skipped and a silent
-        connection (no byte for ``read_timeout``) is reopened from the last seen sequence."""
-        last = since
-        while True:
-            query: dict[str, Any] = {"feed": "continuous", "heartbeat": heartbeat_ms, **params}
-            if last is not None:
-                query["since"] = last
-            try:
-                async with self._http.stream(
-                    "GET",
-                    f"/{_quote(db)}/_changes",
-                    params=_encode_params(query),
-                    timeout=httpx.Timeout(read_timeout, connect=5.0),
-                ) as response:
-                    if response.status_code >= 400:
-                        await response.aread()
-                        if response.status_code < 500:
-                            raise _error_for("GET", f"/{db}/_changes", response)
-                        raise CouchUnavailable(f"continuous feed of {db}: HTTP {response.status_code}")
-                    async for line in response.aiter_lines():
-                        if not line.strip():
-                            continue
-                        row = json.loads(line)
-                        if "seq" in row:
-                            last = row["seq"]
-                        elif "last_seq" in row:
-                            last = row["last_seq"]
-                            continue
-                        yield row
-            except (httpx.TransportError, httpx.TimeoutException, CouchUnavailable) as exc:
-                log.info("changes.feed_reopened", db=db, error=type(exc).__name__)
-                await asyncio.sleep(0.5)
 
 
 def _encode_params(params: Mapping[str, Any] | None) -> dict[str, str]:
