@@ -4,13 +4,16 @@ Prints, measured in the same run on the same pouchdb-server:
   * raw ``_bulk_docs`` write throughput (docs/s), the ceiling any pipeline on this server has;
   * pipeline throughput (transactions/s from the first device write to the last row in the staging ERP);
   * their ratio (goal >= 0.25);
-  * device-write → ``projected`` receipt latency p50/p95/p99 at half the measured maximum rate (goal p95 < 1 s).
+  * device-write → ``projected`` receipt latency p50/p95/p99 at half the measured maximum rate (goal p95 < 1 s);
+  * CPU time per transaction of the gateway and of pouchdb-server at that rate, which says where the time goes
+    (pouchdb-server runs on one thread: at 1000 / its ms per transaction it is saturated).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import signal
 import statistics
@@ -137,6 +140,12 @@ async def latency_at(gw: GatewayProcess, users: list[str], rate: float, seconds:
     return [projected[t] - written[t] for t in written if t in projected]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if len(values) > 1 else values[0]
 
@@ -161,7 +170,11 @@ async def main() -> None:
             raw = await raw_bulk_rate(couch, total)
             rate = await pipeline_rate(gw, users, args.per_user)
             single = await single_write_rate(gw, users, args.latency_seconds)
+            assert gw.process is not None and couch.process is not None
+            pids = (gw.process.pid, couch.process.pid)
+            before = [cpu_seconds(pid) for pid in pids]
             latencies = await latency_at(gw, users, single / 2, args.latency_seconds)
+            gw_cpu, couch_cpu = (cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True))
         finally:
             gw.stop()
             couch.stop()
@@ -177,6 +190,12 @@ async def main() -> None:
     print(
         f"    p50 {pct(latencies, 50) * 1000:7.0f} ms   p95 {pct(latencies, 95) * 1000:7.0f} ms   "
         f"p99 {pct(latencies, 99) * 1000:7.0f} ms   (goal p95 < 1000 ms)"
+    )
+    per_tx = 1000 / max(1, len(latencies))
+    print(
+        f"  CPU per transaction at that rate: gateway {gw_cpu * per_tx:5.1f} ms, "
+        f"pouchdb-server {couch_cpu * per_tx:5.1f} ms (ceiling ≈ {1000 / (couch_cpu * per_tx):5.1f} tx/s: "
+        "it serves requests on one thread)"
     )
 
 
