@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from sync_gateway.devserver import PouchServer
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, running_gateway
 
 
 @pytest.fixture(scope="session")
@@ -24,15 +24,13 @@ def couch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchServ
 @pytest.fixture(scope="session")
 def gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """One gateway with every role, shared by the tests that only need a running pipeline."""
-    gw = GatewayProcess(
+    with running_gateway(
         couch_server,
         tmp_path_factory.mktemp("gateway"),
         prefix="sync_",
         extra_env={"SYNC_MAX_DOC_BYTES": str(64 * 1024)},
-    )
-    gw.start()
-    yield gw
-    gw.stop()
+    ) as gw:
+        yield gw
 
 
 @pytest.fixture

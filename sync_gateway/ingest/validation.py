@@ -123,6 +123,10 @@ class DocumentValidator:
         return reasons[:20]
 
 
+# keywords whose values are data, not schemas: never searched for references
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+
+
 def _inline_refs(schema: Any, resolver: Any) -> Any:  # resolver: a referencing Resolver
     """``schema`` with every ``$ref`` replaced by the schema it names (wrapped in ``allOf``, which evaluates the
     same way). Checked once at start-up with the registry; validating then skips the per-document reference
@@ -131,7 +135,11 @@ def _inline_refs(schema: Any, resolver: Any) -> Any:  # resolver: a referencing 
         return [_inline_refs(item, resolver) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _inline_refs(v, resolver) for k, v in schema.items() if k not in ("$ref", "$defs")}
+    out = {
+        k: v if k in _DATA_KEYWORDS else _inline_refs(v, resolver)
+        for k, v in schema.items()
+        if k not in ("$ref", "$defs")
+    }
     if "$ref" in schema:
         resolved = resolver.lookup(schema["$ref"])
         target = _inline_refs(resolved.contents, resolved.resolver)

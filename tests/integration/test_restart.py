@@ -11,7 +11,7 @@ import pytest
 from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import PouchServer
 from tests.support import docs
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, running_gateway
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -22,15 +22,13 @@ TOTAL = 300
 @pytest.fixture
 def crashy_gateway(couch_server: PouchServer, tmp_path: Path) -> Iterator[GatewayProcess]:
     # its own system databases, so the shared gateway of other tests never sees these users
-    gw = GatewayProcess(
+    with running_gateway(
         couch_server,
         tmp_path,
         prefix="crash_",
         extra_env={"SYNC_INGEST_BATCH_SIZE": "20", "SYNC_PROJECT_BATCH_SIZE": "10"},
-    )
-    gw.start()
-    yield gw
-    gw.stop()
+    ) as gw:
+        yield gw
 
 
 async def test_sigkill_mid_flight_loses_nothing_and_duplicates_nothing(crashy_gateway: GatewayProcess) -> None:

@@ -16,7 +16,7 @@ from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import PouchServer
 from tests.support import docs
 from tests.support.device import Device
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, running_gateway
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -25,15 +25,13 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def review_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """A gateway that sends every conflict to review, on its own system databases."""
-    gw = GatewayProcess(
+    with running_gateway(
         couch_server,
         tmp_path_factory.mktemp("review-gateway"),
         prefix=f"rv{secrets.token_hex(2)}_",
         extra_env={"SYNC_HANDLERS": '{"default": "manual_review"}', "SYNC_USER_SCAN_INTERVAL_S": "0.5"},
-    )
-    gw.start()
-    yield gw
-    gw.stop()
+    ) as gw:
+        yield gw
 
 
 @pytest.fixture

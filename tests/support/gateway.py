@@ -117,11 +117,16 @@ class GatewayProcess:
 
 @contextmanager
 def running_gateway(
-    couch: PouchServer, workdir: Path, *, prefix: str, extra_env: dict[str, str] | None = None
+    couch: PouchServer,
+    workdir: Path,
+    *,
+    prefix: str,
+    extra_env: dict[str, str] | None = None,
+    timeout: float = 30.0,
 ) -> Iterator[GatewayProcess]:
-    """A started gateway, stopped again when the block ends (for module-scoped fixtures)."""
+    """A started gateway, stopped again when the block ends (for fixtures)."""
     gw = GatewayProcess(couch, workdir, prefix=prefix, extra_env=extra_env)
-    gw.start()
+    gw.start(timeout=timeout)
     try:
         yield gw
     finally:

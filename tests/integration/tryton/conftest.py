@@ -17,7 +17,7 @@ from erp_connectors.tryton import TrytonConnector, TrytonSettings
 from erp_connectors.tryton.client import TrytonClient
 from sync_gateway.contracts import Attachment, Event
 from sync_gateway.devserver import PouchServer
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, running_gateway
 
 from .server import TrytonServer, running_tryton
 
@@ -132,7 +132,7 @@ async def contact_mechanisms(rpc: TrytonClient, party_id: int) -> list[dict[str,
 
 @pytest.fixture
 def tryton_gateway(couch_server: PouchServer, tryton_server: TrytonServer, tmp_path: Path) -> Iterator[GatewayProcess]:
-    gw = GatewayProcess(
+    with running_gateway(
         couch_server,
         tmp_path,
         prefix="trygw_",
@@ -144,7 +144,6 @@ def tryton_gateway(couch_server: PouchServer, tryton_server: TrytonServer, tmp_p
             # Tryton allows negative stock and prices orders itself: the ERP is the judge in these tests
             "SYNC_ENFORCED_RULES": "workflow",
         },
-    )
-    gw.start(timeout=60)
-    yield gw
-    gw.stop()
+        timeout=60,
+    ) as gw:
+        yield gw
