@@ -169,7 +169,9 @@ class DocumentValidator:
 def document_size(doc: dict[str, Any]) -> int:
     """Bytes of a document as JSON plus the declared lengths of its attachments."""
     size = len(json.dumps({k: v for k, v in doc.items() if k != "_attachments"}).encode())
-    attachments = doc.get("_attachments") if isinstance(doc.get("_attachments"), dict) else {}
+    attachments = doc.get("_attachments")
+    if not isinstance(attachments, dict):
+        return size
     return size + sum(int(a.get("length") or 0) for a in attachments.values() if isinstance(a, dict))
 
 
