@@ -4,7 +4,8 @@ Every case is one document and a channel: ``device`` (written into a real PouchD
 ``http`` (the user's own credentials, raw JSON in a ``_bulk_docs`` request: what Python's ``json`` cannot even
 build, such as 5,000 levels of nesting or ``1e400``) or ``admin`` (written with the server admin's account,
 past ``validate_doc_update``, so the gateway itself must answer). ``expect`` lists the reason codes any one of
-which is a right rejection; ``REFUSED`` means the database must refuse the write.
+which is a right rejection; ``REFUSED`` means the database must refuse the write; ``refusable`` cases may get
+either.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ class Case:
     via: str  # device | http | admin
     build: Callable[[], tuple[str, dict[str, Any] | str]]  # (document id, the document or its JSON text)
     expect: frozenset[str]
+    # the dev server may refuse it at write time (pouchdb-server's JavaScript stack gives out on very deep
+    # documents, where CouchDB stores them): either outcome is right, silence is not
+    refusable: bool = False
 
     @property
     def refused(self) -> bool:
@@ -248,7 +252,15 @@ CASES: list[Case] = [
         _raw(docs.service_report, "findings", _nested_objects(1200)),
         DEEP,
     ),
-    Case("lines nested 5,000 deep", "structure", "http", _raw(docs.sales_order, "lines", _nested(5000)), DEEP),
+    Case("lines nested 5,000 deep", "structure", "http", _raw(docs.sales_order, "lines", _nested(5000)), DEEP, True),
+    Case(
+        "summary nested 3,000 deep",
+        "structure",
+        "http",
+        _raw(docs.service_report, "summary", _nested(3000)),
+        DEEP,
+        True,
+    ),
     Case(
         "nested 1,200 deep with strings",
         "structure",
@@ -330,7 +342,11 @@ CASES: list[Case] = [
         REFUSED,
     ),
     Case(
-        "id without separator, past the database's check", "ids", "admin", _with_id("sales_order"), _codes("invalid_id")
+        "id without separator, past the database's check",
+        "ids",
+        "admin",
+        _with_id("delivery_confirmation"),
+        _codes("invalid_id"),
     ),
     Case(
         "id with a space, past the database's check",
@@ -525,7 +541,7 @@ def good_transactions() -> list[dict[str, Any]]:
     for i in range(3):
         goods.append(docs.inventory_movement(DEVICE, quantity=1))
         goods.append(docs.sales_order(DEVICE, notes=f"Ölwechsel ✓ 😀 #{i}"))
-        goods.append(docs.service_report(DEVICE, summary=f"Pumpe geprüft — ok 👍 {i}"))
+        goods.append({**docs.service_report(DEVICE), "summary": f"Pumpe geprüft — ok 👍 {i}"})
         delivery = docs.delivery_confirmation(DEVICE)
         delivery["_attachments"] = signature(docs.signature_png(seed=i + 2))
         goods.append(delivery)

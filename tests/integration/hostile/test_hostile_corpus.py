@@ -36,7 +36,8 @@ def _json(body: dict[str, Any] | str) -> str:
 async def _bulk(client: httpx.AsyncClient, db: str, bodies: list[dict[str, Any] | str]) -> list[dict[str, Any]]:
     text = '{"docs":[' + ",".join(_json(b) for b in bodies) + "]}"
     response = await client.post(f"/{db}/_bulk_docs", content=text, headers={"Content-Type": "application/json"})
-    assert response.status_code in (200, 201, 401, 403), response.text[:300]
+    if len(bodies) > 1:
+        assert response.status_code in (200, 201), response.text[:300]
     rows: list[dict[str, Any]] = response.json() if response.status_code in (200, 201) else [response.json()]
     return rows
 
@@ -44,7 +45,10 @@ async def _bulk(client: httpx.AsyncClient, db: str, bodies: list[dict[str, Any] 
 async def _receipts(gateway: GatewayProcess, db: str, ids: list[str]) -> dict[str, dict[str, Any]]:
     async with gateway.couch_admin() as couch:
         response = await couch.post(
-            f"/{db}/_all_docs", params={"include_docs": "true"}, json={"keys": [f"receipt:{i}" for i in ids]}
+            f"/{db}/_all_docs",
+            params={"include_docs": "true"},
+            content=json.dumps({"keys": [f"receipt:{i}" for i in ids]}),  # ASCII: ids may hold lone surrogates
+            headers={"Content-Type": "application/json"},
         )
     return {row["key"][len("receipt:") :]: row["doc"] for row in response.json()["rows"] if row.get("doc")}
 
@@ -82,17 +86,22 @@ async def test_the_hostile_corpus_is_rejected_or_refused_and_good_work_goes_on(
     # http cases with the user's own credentials: the writable ones in one bulk request with good ones, each
     # refused one alone (so its refusal is matched to it whatever the order of results)
     async with httpx.AsyncClient(base_url=gateway.couch.url, auth=(USER, PASSWORD), timeout=60) as user_http:
-        writable = [body for c, _, body in built if c.via == "http" and not c.refused]
+        writable = [body for c, _, body in built if c.via == "http" and not c.refused and not c.refusable]
         rows = await _bulk(user_http, db, _interleave(writable, list(http_goods)))
         assert all("error" not in row for row in rows), [row for row in rows if "error" in row]
-        for case, _, body in (c for c in built if c.via == "http" and c.refused):
+        for case, _, body in (c for c in built if c[0].via == "http" and c[0].refused):
             [row] = await _bulk(user_http, db, [body])
             assert row.get("error") in ("forbidden", "unauthorized"), (case.name, row)
+        refused_by_server: set[str] = set()
+        for _, doc_id, body in (c for c in built if c[0].via == "http" and c[0].refusable):
+            [row] = await _bulk(user_http, db, [body])
+            if "error" in row:
+                refused_by_server.add(doc_id)
     async with gateway.couch_admin() as admin_http:  # past validate_doc_update: the gateway must answer
         rows = await _bulk(admin_http, db, [body for c, _, body in built if c.via == "admin"])
         assert all("error" not in row for row in rows), rows
 
-    answered = [(case, doc_id) for case, doc_id, _ in built if not case.refused]
+    answered = [(case, doc_id) for case, doc_id, _ in built if not case.refused and doc_id not in refused_by_server]
 
     def settled(receipts: dict[str, dict[str, Any]]) -> bool:
         return all(receipts.get(i, {}).get("status") == "rejected" for _, i in answered) and all(
