@@ -1,0 +1,219 @@
+"""Hostile input at the boundary: text, depth, numbers, ids, formats, signatures; and the ERP side of it
+(per-user identity, unencodable text refused instead of raised)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from erp_connectors.staging import create_connector
+from erp_connectors.tryton.mapping import reference_of, uuid_of
+from sync_gateway import jsontext
+from sync_gateway.contracts import Event
+from sync_gateway.ingest import attachments, boundary
+from sync_gateway.ingest.validation import DocumentValidator
+from tests.support import docs
+
+validator = DocumentValidator(max_doc_bytes=64 * 1024)
+
+
+def codes(doc: dict[str, Any]) -> set[str]:
+    return {r.code for r in validator.validate(doc)}
+
+
+def deep(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("notes", "a\ud83db", "invalid_text"),
+        ("notes", "\udc00", "invalid_text"),
+        ("notes", "nul\x00", "invalid_text"),
+        ("notes", "bell\x07", "invalid_text"),
+        ("customer", "C\ud83d", "invalid_text"),
+        ("notes", deep(17), "too_deep"),
+        ("extra", {f"k{i}": 1 for i in range(1001)}, "too_many_items"),
+        ("extra", [0] * 1001, "too_many_items"),
+        ("notes", "x" * 20_001, "too_long"),
+        ("discount_percent", 1e16, "number_out_of_range"),
+        ("discount_percent", float("inf"), "number_out_of_range"),
+        ("discount_percent", 10**30, "number_out_of_range"),
+        ("\ud83d", 1, "invalid_text"),
+        ("k" * 129, 1, "too_long"),
+    ],
+)
+def test_boundary_violations_are_reasons_not_exceptions(field: str, value: Any, code: str) -> None:
+    doc = {**docs.sales_order("d"), field: value}
+    assert codes(doc) == {code}
+
+
+def test_valid_non_ascii_text_and_emoji_pass() -> None:
+    assert codes(docs.sales_order("d", notes="Ölwechsel ✓ 😀, tab\tand\nnew line")) == set()
+
+
+@pytest.mark.parametrize(
+    "doc_id", ["sales_order", "sales_order:", "sales_order:a b", "sales_order:" + "k" * 129, "x:abcdefgh", 42]
+)
+def test_an_id_the_gateway_cannot_address_is_invalid_id(doc_id: Any) -> None:
+    assert codes({**docs.sales_order("d"), "_id": doc_id}) == {"invalid_id"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "valid"),
+    [
+        ({"email": "ingrid.berg@bakery.example"}, True),
+        ({"email": "o'brien+x@mail.example.org"}, True),
+        ({"email": "not an e-mail"}, False),
+        ({"email": "a@b"}, False),
+        ({"email": "a@@b.example"}, False),
+        ({"email": ".a@b.example"}, False),
+        ({"email": "a@-b.example"}, False),
+    ],
+)
+def test_email_format_is_asserted(changes: dict[str, str], valid: bool) -> None:
+    assert (codes({**docs.customer_update("d"), "changes": changes}) == set()) is valid
+
+
+@pytest.mark.parametrize(
+    ("value", "valid"),
+    [
+        ("2026-11-27T08:00:00Z", True),
+        ("2026-11-27T08:00:00.123+02:00", True),
+        ("2026-11-27T08:00:00", False),
+        ("2026-11-27", False),
+        ("2026-13-27T08:00:00Z", False),
+        ("yesterday", False),
+    ],
+)
+def test_date_time_format_is_asserted(value: str, valid: bool) -> None:
+    assert (codes({**docs.sales_order("d"), "created_at": value}) == set()) is valid
+
+
+def test_uri_and_time_formats_are_checked() -> None:
+    checker = validator._validators[("sales_order", 1)].format_checker
+    assert checker is not None
+    assert checker.conforms("https://erp.example/a?b=1", "uri") and not checker.conforms("not a uri", "uri")
+    assert checker.conforms("08:30:00Z", "time") and not checker.conforms("25:00:00Z", "time")
+    assert not checker.conforms("08:30:00", "time")
+
+
+def delivery(data: bytes, length: int | None = None) -> dict[str, Any]:
+    doc = docs.delivery_confirmation("d")
+    doc["_attachments"] = {
+        "signature.png": {"content_type": "image/png", "length": len(data) if length is None else length, "_data": data}
+    }
+    return doc
+
+
+def test_a_real_png_signature_passes() -> None:
+    assert codes(delivery(docs.signature_png())) == set()
+    assert attachments.png_problem(docs.signature_png(width=300, height=120)) is None
+
+
+@pytest.mark.parametrize(
+    ("data", "code"),
+    [
+        (b"", "empty_attachment"),
+        (b"GIF89a" + b"\x00" * 40, "invalid_png"),
+        (b"\x89PNG\r\n\x1a\n", "invalid_png"),
+        (docs.signature_png()[:-12], "invalid_png"),
+        (docs.signature_png(width=5000, height=2), "invalid_png"),
+    ],
+)
+def test_a_signature_that_is_no_png_is_rejected(data: bytes, code: str) -> None:
+    assert codes(delivery(data)) == {code}
+
+
+def test_a_signature_over_the_limit_is_rejected() -> None:
+    big = DocumentValidator(max_doc_bytes=10 * 1024 * 1024)
+    doc = delivery(docs.signature_png(), length=attachments.MAX_SIGNATURE_BYTES + 1)
+    assert {r.code for r in big.validate(doc)} == {"attachment_too_large"}
+
+
+def test_a_bad_ihdr_crc_is_found() -> None:
+    png = bytearray(docs.signature_png())
+    png[29] ^= 0xFF
+    assert attachments.png_problem(bytes(png)) == "the PNG's IHDR chunk fails its CRC"
+
+
+def test_deeply_nested_json_parses_with_the_deep_part_marked() -> None:
+    text = '{"a": "[{]}\\"", "deep": ' + "[" * 5000 + "1" + "]" * 5000 + ', "b": 2}'
+    with pytest.raises(RecursionError):
+        json.loads(text)
+    parsed = jsontext.loads(text.encode())
+    assert parsed["a"] == '[{]}"' and parsed["b"] == 2
+    violations = boundary.check(parsed)
+    assert [v.code for v in violations] == ["too_deep"]
+    assert jsontext.loads(b'{"x": [1, 2]}') == {"x": [1, 2]}  # the fast path is plain json
+
+
+def test_the_boundary_walk_takes_any_depth_without_recursion() -> None:
+    assert [v.code for v in boundary.check({"x": deep(50_000)})] == ["too_deep"]
+
+
+def test_dumps_escapes_lone_surrogates() -> None:
+    assert jsontext.dumps({"n": "\ud83d"}).encode("utf-8") == b'{"n":"\\ud83d"}'
+
+
+def test_tryton_references_carry_the_user() -> None:
+    ref = reference_of("anna", "sales_order:1b4e28ba-2fa1-11d2-883f-0016d3cca427")
+    assert ref == "anna/sales_order:1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    assert uuid_of(ref) == "1b4e28ba-2fa1-11d2-883f-0016d3cca427"
+    assert reference_of("bob", "sales_order:x") != reference_of("anna", "sales_order:x")
+
+
+def event(doc: dict[str, Any], n: int, user: str = "u") -> Event:
+    return Event(
+        event_id=f"ev-{n}",
+        kind="transaction.accepted",
+        doc_type=doc["type"],
+        user=user,
+        device_id="d",
+        source_db=f"userdb-{user}",
+        doc_id=doc["_id"],
+        rev="1-a",
+        device_time=doc["created_at"],
+        server_time="2026-11-28T00:00:00+00:00",
+        payload=doc,
+    )
+
+
+async def test_staging_keeps_two_users_transactions_with_one_id_apart(tmp_path: Path) -> None:
+    connector = create_connector({"url": f"sqlite:///{tmp_path / 's.db'}"})
+    await connector.start()
+    try:
+        report = docs.service_report("d")
+        outcomes = await connector.push([event(report, 1, "ann"), event({**report, "hours": 4}, 2, "bob")])
+        again = await connector.push([event(report, 1, "ann"), replace(event(report, 3, "ann"), rev="2-b")])
+    finally:
+        await connector.close()
+    assert [o.status for o in outcomes] == ["ok", "ok"] and outcomes[0].erp_ref != outcomes[1].erp_ref
+    assert [o.erp_ref for o in again] == [outcomes[0].erp_ref, outcomes[0].erp_ref]  # idempotent per user
+    with sqlite3.connect(tmp_path / "s.db") as conn:
+        rows = list(conn.execute("SELECT user_name, hours FROM stg_service_report ORDER BY user_name"))
+        lines = list(conn.execute("SELECT user_name, count(*) FROM stg_item_line GROUP BY user_name ORDER BY 1"))
+    assert rows == [("ann", 2.5), ("bob", 4.0)]
+    assert lines == [("ann", 1), ("bob", 1)]
+
+
+async def test_staging_refuses_text_it_cannot_store_instead_of_raising(tmp_path: Path) -> None:
+    connector = create_connector({"url": f"sqlite:///{tmp_path / 's.db'}"})
+    await connector.start()
+    try:
+        bad = {**docs.service_report("d"), "summary": "pump \ud83d"}
+        good = docs.service_report("d")
+        outcomes = await connector.push([event(bad, 1), event(good, 2)])
+    finally:
+        await connector.close()
+    assert [o.status for o in outcomes] == ["permanent", "ok"]
+    assert "cannot store" in str(outcomes[0].message)
