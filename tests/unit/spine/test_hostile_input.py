@@ -217,3 +217,36 @@ async def test_staging_refuses_text_it_cannot_store_instead_of_raising(tmp_path:
         await connector.close()
     assert [o.status for o in outcomes] == ["permanent", "ok"]
     assert "cannot store" in str(outcomes[0].message)
+
+
+async def test_a_staging_database_from_before_per_user_identity_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:  # the tables as they were: transaction_id unique on its own
+        conn.execute(
+            "CREATE TABLE stg_customer_update (id INTEGER PRIMARY KEY AUTOINCREMENT, event_id VARCHAR(64) NOT NULL"
+            " UNIQUE, transaction_id VARCHAR(128) NOT NULL UNIQUE, user_name VARCHAR(64) NOT NULL, device_id"
+            " VARCHAR(128), device_time VARCHAR(40), received_at DATETIME NOT NULL, customer VARCHAR(64) NOT NULL,"
+            " base_erp_version VARCHAR(64) NOT NULL, changes TEXT NOT NULL, payload TEXT NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO stg_customer_update (event_id, transaction_id, user_name, received_at, customer,"
+            " base_erp_version, changes, payload) VALUES ('ev-old', 'customer_update:x', 'ann', '2026-01-01', 'C',"
+            " '1', '{}', '{}')"
+        )
+        conn.execute(
+            "CREATE TABLE stg_item_line (id INTEGER PRIMARY KEY AUTOINCREMENT, transaction_id VARCHAR(128) NOT NULL,"
+            " line_no INTEGER NOT NULL, sku VARCHAR(64) NOT NULL, quantity FLOAT NOT NULL, unit VARCHAR(16) NOT NULL)"
+        )
+    connector = create_connector({"url": f"sqlite:///{path}"})
+    await connector.start()
+    try:
+        update = {**docs.customer_update("d"), "_id": "customer_update:x"}
+        [outcome] = await connector.push([event(update, 9, "bob")])  # the same id, another user: a new row
+        report = await connector.push([event(docs.service_report("d"), 10, "bob")])
+    finally:
+        await connector.close()
+    assert (outcome.status, outcome.erp_ref, outcome.message) == ("ok", "CU-000002", None)
+    assert report[0].status == "ok"
+    with sqlite3.connect(path) as conn:
+        rows = list(conn.execute("SELECT event_id, user_name FROM stg_customer_update ORDER BY id"))
+    assert rows == [("ev-old", "ann"), ("ev-9", "bob")]
