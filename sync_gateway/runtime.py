@@ -145,6 +145,7 @@ class Gateway:
                 batch_size=s.distribute_batch_size,
                 read_timeout=s.feed_read_timeout_s,
                 max_delay=s.retry_max_delay_s,
+                quarantine=Quarantine(self.couch, s.db("conflicts")),
             )
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
