@@ -33,7 +33,6 @@ from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient, Seq
 from sync_gateway.couch.follower import Follower
-from sync_gateway.quarantine import Quarantine
 from sync_gateway.distribute.mirror import is_master_id
 from sync_gateway.errors import CouchError, DocumentNotFound
 from sync_gateway.profiles import (
@@ -47,6 +46,7 @@ from sync_gateway.profiles import (
     profile_config_doc,
 )
 from sync_gateway.profiles.model import EntityRule, canonical_json
+from sync_gateway.quarantine import Quarantine
 
 log = structlog.get_logger(__name__)
 

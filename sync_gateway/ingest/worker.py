@@ -34,6 +34,7 @@ from sync_gateway.ingest.business import REVIEWABLE, BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator, Reason
 from sync_gateway.quarantine import INTERNAL_ERROR, Quarantine
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
+from sync_gateway.retry import Backoff
 from sync_gateway.supervisor import Supervisor
 from sync_gateway.users import UserRegistry
 
@@ -46,6 +47,8 @@ _SETTLED = ("projected", "dead_lettered")
 # types whose acceptance depends on what was accepted before (stock balances, entity edits): checked and
 # appended under one lock so two pages cannot both pass against the same state
 _STATEFUL_TYPES = frozenset({"inventory_movement", "work_order_update", "customer_update"})
+
+_WATCH_BACKOFF = Backoff(base=0.5, cap=10.0)
 
 # the feed skips what the gateway itself writes into user databases (receipts, config, master data)
 TRANSACTION_SELECTOR = {"_id": {"$regex": "^(" + "|".join(TRANSACTION_TYPES) + "):"}}
@@ -115,6 +118,7 @@ class IngestWorker:
         """Run until cancelled: start followers for known users, then watch the registry for new ones.
         The followers are the supervisor's loops: they outlive a crash of this watch and stop with the process."""
         since = await self._sync_users()
+        failures = 0
         while True:
             try:
                 batch = await self._couch.changes(
@@ -127,9 +131,11 @@ class IngestWorker:
                 if batch.results:
                     await self._sync_users()
                 since = batch.last_seq
+                failures = 0
             except CouchError as exc:
+                failures += 1
                 log.warning("ingest.registry_watch_failed", error=str(exc))
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(_WATCH_BACKOFF.delay(failures))
 
     async def _sync_users(self) -> Any:
         info = await self._couch.db_info(self._registry.db)
