@@ -24,6 +24,7 @@ from sync_gateway.conflicts.stale import StaleBaseDetector
 from sync_gateway.contracts import ErpConnector
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.eventlog.store import EventLog
@@ -83,6 +84,7 @@ class Gateway:
         await self.couch.ensure_db("_users")
         for name in SYSTEM_DBS:
             await self.couch.ensure_db(self.settings.db(name))
+            await ensure_security(self.couch, self.settings.db(name))  # admins only, checked on every start
         await EventLog(self.couch, self.settings.db("events")).setup()
         if self.connector is not None:
             await self.connector.start()

@@ -30,6 +30,7 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.follower import Follower
 from sync_gateway.errors import CouchError, is_outage
 from sync_gateway.eventlog.store import EventLog, event_id_for, event_to_doc
+from sync_gateway.ingest.boundary import STRUCTURAL_CODES
 from sync_gateway.ingest.business import REVIEWABLE, BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator, Reason
 from sync_gateway.quarantine import INTERNAL_ERROR, Quarantine
@@ -51,7 +52,8 @@ _STATEFUL_TYPES = frozenset({"inventory_movement", "work_order_update", "custome
 _WATCH_BACKOFF = Backoff(base=0.5, cap=10.0)
 
 # the feed skips what the gateway itself writes into user databases (receipts, config, master data)
-TRANSACTION_SELECTOR = {"_id": {"$regex": "^(" + "|".join(TRANSACTION_TYPES) + "):"}}
+# (an id without the separator is picked up too, so it gets a rejection instead of silence)
+TRANSACTION_SELECTOR = {"_id": {"$regex": "^(" + "|".join(TRANSACTION_TYPES) + ")(:|$)"}}
 
 
 def now_iso() -> str:
@@ -404,6 +406,8 @@ class IngestWorker:
         payload = {k: v for k, v in doc.items() if k not in _INTERNAL_FIELDS}
         if reasons and size > self._validator.max_doc_bytes:
             payload = {"_id": doc["_id"], "type": doc.get("type"), "omitted": "document over the size limit"}
+        elif any(r.code in STRUCTURAL_CODES for r in reasons):  # text or shape the log must not carry as it is
+            payload = {"_id": doc["_id"], "omitted": "document not storable: " + ", ".join(r.code for r in reasons)}
         event = Event(
             event_id=event_id_for(db, doc["_id"], doc["_rev"]),
             kind="transaction.rejected" if reasons else "transaction.accepted",
