@@ -8,6 +8,7 @@ Failures back off and retry: a CouchDB outage pauses the follower, it never ends
 fails for any other reason is handled again one change at a time, and each change that still fails goes to
 ``on_poison`` (quarantine) so the feed moves on: one bad document never stops a database. A checkpoint
 that another process moved meanwhile (a lost 409 race) ends the follower: the other process owns the feed.
+Without ``checkpoints`` it is a watch: it starts where it is told and keeps its position in memory only.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Follower:
     def __init__(
         self,
         couch: CouchClient,
-        checkpoints: Checkpoints,
+        checkpoints: Checkpoints | None,
         db: str,
         name: str,
         handler: Handler,
@@ -78,7 +79,10 @@ class Follower:
 
     async def run(self, since: Seq = None, *, loaded: bool = False) -> None:
         """Run until cancelled. ``loaded=True`` means ``since`` already is the saved checkpoint."""
-        self.since = since if loaded else await self._checkpoints.load(self.name)
+        if loaded or self._checkpoints is None:
+            self.since = since
+        else:
+            self.since = await self._checkpoints.load(self.name)
         self._saved = self.since
         try:
             await self._loop()
@@ -173,6 +177,7 @@ class Follower:
             seq = self.since
             if seq == self._saved:
                 return
-            await self._checkpoints.save(self.name, seq, db=self.db)
+            if self._checkpoints is not None:
+                await self._checkpoints.save(self.name, seq, db=self.db)
             self._saved = seq
             self._last_save = time.monotonic()

@@ -35,7 +35,6 @@ from sync_gateway.ingest.business import REVIEWABLE, BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator, Reason
 from sync_gateway.quarantine import INTERNAL_ERROR, Quarantine
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
-from sync_gateway.retry import Backoff
 from sync_gateway.supervisor import Supervisor
 from sync_gateway.users import UserRegistry
 
@@ -48,8 +47,6 @@ _SETTLED = ("projected", "dead_lettered")
 # types whose acceptance depends on what was accepted before (stock balances, entity edits): checked and
 # appended under one lock so two pages cannot both pass against the same state
 _STATEFUL_TYPES = frozenset({"inventory_movement", "work_order_update", "customer_update"})
-
-_WATCH_BACKOFF = Backoff(base=0.5, cap=10.0)
 
 # the feed skips what the gateway itself writes into user databases (receipts, config, master data)
 # (an id without the separator is picked up too, so it gets a rejection instead of silence)
@@ -120,24 +117,21 @@ class IngestWorker:
         """Run until cancelled: start followers for known users, then watch the registry for new ones.
         The followers are the supervisor's loops: they outlive a crash of this watch and stop with the process."""
         since = await self._sync_users()
-        failures = 0
-        while True:
-            try:
-                batch = await self._couch.changes(
-                    self._registry.db,
-                    since=since,
-                    feed="longpoll",
-                    include_docs=False,
-                    timeout=self._read_timeout,
-                )
-                if batch.results:
-                    await self._sync_users()
-                since = batch.last_seq
-                failures = 0
-            except CouchError as exc:
-                failures += 1
-                log.warning("ingest.registry_watch_failed", error=str(exc))
-                await asyncio.sleep(_WATCH_BACKOFF.delay(failures))
+
+        async def users_changed(_rows: list[dict[str, Any]]) -> None:
+            await self._sync_users()
+
+        watch = Follower(
+            self._couch,
+            None,
+            self._registry.db,
+            "ingest:registry",
+            users_changed,
+            read_timeout=self._read_timeout,
+            max_delay=10.0,
+            changes_params={"include_docs": False},
+        )
+        await watch.run(since, loaded=True)
 
     async def _sync_users(self) -> Any:
         info = await self._couch.db_info(self._registry.db)
