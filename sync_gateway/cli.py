@@ -36,7 +36,12 @@ def _settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise SystemExit(f"invalid settings: {exc}") from exc
+        problems = "; ".join(
+            f"{'SYNC_' + '.'.join(str(p) for p in err['loc']).upper() if err['loc'] else 'settings'}: "
+            f"{str(err['msg']).removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise SystemExit(f"error (invalid_settings): {problems}") from exc
 
 
 async def _with_registry(settings: Settings) -> tuple[CouchClient, UserRegistry]:

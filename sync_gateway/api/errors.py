@@ -20,6 +20,8 @@ STATUS_BY_ERROR: list[tuple[type[e.SyncGatewayError], int]] = [
     (e.SchemaValidationError, 422),
     (e.ApiError, 400),
     (e.CouchUnavailable, 503),
+    (e.Unauthorized, 503),  # CouchDB refused the gateway's own account (AccountLocked included)
+    (e.CheckpointLost, 409),
     (e.TransientConnectorError, 503),
     (e.DocumentNotFound, 404),
     (e.RevisionConflict, 409),

@@ -1,4 +1,4 @@
-"""Admin routes: users and their sync status, the event log, dead letters."""
+"""Admin routes: users and their sync status, the event log, dead letters, quarantined changes."""
 
 from __future__ import annotations
 
@@ -140,3 +140,16 @@ async def get_dead_letter(item_id: str, gw: GatewayDep) -> dict[str, Any]:
 )
 async def retry_dead_letter(item_id: str, gw: GatewayDep, admin: Annotated[str, Depends(require_admin)]) -> Any:
     return await gw.dead_letters.request_retry(item_id, by=admin)
+
+
+@router.get("/quarantine", summary="Changes a stage could not handle (a bug, not bad input), with the error")
+async def list_quarantine(
+    gw: GatewayDep,
+    status: Annotated[str | None, Query(pattern="^(open|resolved)$")] = None,
+) -> dict[str, Any]:
+    return {"quarantine": await gw.quarantine.list(status=status)}
+
+
+@router.get("/quarantine/{item_id}", summary="One quarantined change")
+async def get_quarantine_item(item_id: str, gw: GatewayDep) -> dict[str, Any]:
+    return await gw.quarantine.get(item_id)

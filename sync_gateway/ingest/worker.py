@@ -3,6 +3,10 @@
 Per page of changes: validate each submitted transaction, append one event per revision (deterministic id,
 so a replay is a no-op), then write receipts; the follower saves the checkpoint only after all of that, so a
 kill at any point loses nothing and duplicates nothing.
+
+Every follower and the registry watch run as loops of the process's :class:`Supervisor`. A change whose
+handling fails for a reason that is not an outage is quarantined (review item + ``rejected`` receipt with
+reason ``internal_error``) and the follower goes on with the next change.
 """
 
 from __future__ import annotations
@@ -24,12 +28,14 @@ from sync_gateway.contracts import TRANSACTION_TYPES, Attachment, Conflict, Even
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.follower import Follower
-from sync_gateway.errors import CouchError
+from sync_gateway.errors import CouchError, is_outage
 from sync_gateway.eventlog.store import EventLog, event_id_for, event_to_doc
 from sync_gateway.ingest.boundary import STRUCTURAL_CODES
 from sync_gateway.ingest.business import REVIEWABLE, BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator, Reason
+from sync_gateway.quarantine import INTERNAL_ERROR, Quarantine
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
+from sync_gateway.supervisor import Supervisor
 from sync_gateway.users import UserRegistry
 
 log = structlog.get_logger(__name__)
@@ -82,7 +88,11 @@ class IngestWorker:
         accepted_receipt_delay: float = 0.0,
         business: BusinessRules | None = None,
         stale: StaleBaseDetector | None = None,
+        supervisor: Supervisor | None = None,
+        quarantine: Quarantine | None = None,
     ) -> None:
+        self._supervisor = supervisor or Supervisor()
+        self._quarantine = quarantine
         self._business = business
         self._stale = stale
         self._stateful_lock = asyncio.Lock()
@@ -99,44 +109,39 @@ class IngestWorker:
         self._batch_size = batch_size
         self._read_timeout = read_timeout
         self.followers: dict[str, Follower] = {}
-        self._tasks: dict[str, asyncio.Task[None]] = {}
         self.appended = 0
         self.rejected = 0
+        self.quarantined = 0
 
     async def run(self) -> None:
-        """Run until cancelled: start followers for known users, then watch the registry for new ones."""
-        try:
-            since = await self._sync_users()
-            while True:
-                try:
-                    batch = await self._couch.changes(
-                        self._registry.db,
-                        since=since,
-                        feed="longpoll",
-                        include_docs=False,
-                        timeout=self._read_timeout,
-                    )
-                    if batch.results:
-                        await self._sync_users()
-                    since = batch.last_seq
-                except CouchError as exc:
-                    log.warning("ingest.registry_watch_failed", error=str(exc))
-                    await asyncio.sleep(1.0)
-        finally:
-            for task in self._tasks.values():
-                task.cancel()
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        """Run until cancelled: start followers for known users, then watch the registry for new ones.
+        The followers are the supervisor's loops: they outlive a crash of this watch and stop with the process."""
+        since = await self._sync_users()
+
+        async def users_changed(_rows: list[dict[str, Any]]) -> None:
+            await self._sync_users()
+
+        watch = Follower(
+            self._couch,
+            None,
+            self._registry.db,
+            "ingest:registry",
+            users_changed,
+            read_timeout=self._read_timeout,
+            max_delay=10.0,
+            changes_params={"include_docs": False},
+        )
+        await watch.run(since, loaded=True)
 
     async def _sync_users(self) -> Any:
         info = await self._couch.db_info(self._registry.db)
         users = await self._registry.list()
         wanted = {u["db"]: u["name"] for u in users if not u.get("disabled")}
-        for db, task in list(self._tasks.items()):
+        for db in list(self.followers):
             if db not in wanted:
-                task.cancel()
-                del self._tasks[db]
                 self.followers.pop(db, None)
-        new = [db for db in wanted if db not in self._tasks]
+                await self._supervisor.stop(_checkpoint_name(db))
+        new = [db for db in wanted if db not in self.followers]
         if new:
             saved = await self._checkpoints.load_many([_checkpoint_name(db) for db in new])
             for db in new:
@@ -158,13 +163,58 @@ class IngestWorker:
             read_timeout=self._read_timeout,
             changes_params={"style": "all_docs", "conflicts": True, "selector": TRANSACTION_SELECTOR},
             linger=self._linger,
+            on_poison=lambda row, exc: self._quarantine_change(db, user, row, exc),
         )
         self.followers[db] = follower
-        self._tasks[db] = asyncio.create_task(follower.run(since, loaded=True), name=f"ingest:{db}")
+        first = [True]
+
+        async def follow() -> None:
+            # the first run starts from the checkpoint read with everyone else's; a restart reads it again
+            loaded, first[0] = first[0], False
+            await follower.run(since if loaded else None, loaded=loaded)
+
+        self._supervisor.start(_checkpoint_name(db), follow)
         log.info("ingest.follower_started", user_db=db)
 
+    async def _quarantine_change(self, db: str, user: str, row: dict[str, Any], exc: Exception) -> None:
+        """A change this worker could not handle: a review item for an operator, a ``rejected`` receipt with
+        ``internal_error`` for the device, and the feed goes on. Never raises but for an outage."""
+        doc = row.get("doc") or {}
+        doc_id = str(row.get("id") or doc.get("_id") or "")
+        rev = str(doc.get("_rev") or (row.get("changes") or [{}])[0].get("rev") or "")
+        self.quarantined += 1
+        item_id = None
+        try:
+            if self._quarantine is not None:
+                item = await self._quarantine.add(
+                    stage="ingest", source_db=db, doc_id=doc_id, rev=rev, user=user, error=exc
+                )
+                item_id = item["id"]
+            else:
+                log.error("change.quarantined", stage="ingest", user_db=db, doc_id=doc_id, rev=rev, error=str(exc))
+            if doc_id.split(":", 1)[0] in TRANSACTION_TYPES and rev:
+                message = "the gateway could not process this revision; an operator was told"
+                await self._receipts.write(
+                    db,
+                    [
+                        ReceiptUpdate(
+                            transaction_id=doc_id,
+                            event_id=event_id_for(db, doc_id, rev),
+                            rev=rev,
+                            status="rejected",
+                            reasons=[{"code": INTERNAL_ERROR, "field": "", "message": message}],
+                            message=f"{message} (quarantine item {item_id})" if item_id else message,
+                        )
+                    ],
+                )
+        except Exception as write_error:  # the item or the receipt could not be written either
+            if is_outage(write_error):
+                raise
+            log.error("ingest.quarantine_write_failed", user_db=db, rev=rev, error_type=type(write_error).__name__)
+
     def alive(self) -> bool:
-        return all(not task.done() for task in self._tasks.values())
+        alive = self._supervisor.alive()
+        return all(alive.get(_checkpoint_name(db), True) for db in self.followers)
 
     # ------------------------------------------------------------------------------------------ one page
 
