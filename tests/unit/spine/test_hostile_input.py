@@ -250,3 +250,14 @@ async def test_a_staging_database_from_before_per_user_identity_is_migrated(tmp_
     with sqlite3.connect(path) as conn:
         rows = list(conn.execute("SELECT event_id, user_name FROM stg_customer_update ORDER BY id"))
     assert rows == [("ev-old", "ann"), ("ev-9", "bob")]
+
+
+def test_pages_and_api_answers_survive_lone_surrogates() -> None:
+    from sync_gateway.api.errors import SafeJSONResponse
+    from sync_gateway.api.ui.pages import templates
+
+    page = templates.env.from_string("<p>{{ name }}</p><pre>{{ doc|pretty }}</pre>")
+    html = page.render(name="Anna \ud83d", doc={"notes": "x\udc00"}).encode("utf-8")
+    assert "Anna \ufffd".encode() in html and "x\ufffd".encode() in html
+    body = SafeJSONResponse({"notes": "x\ud83d"}).body
+    assert json.loads(body) == {"notes": "x\ud83d"}  # escaped, so the lone surrogate survives the round trip
