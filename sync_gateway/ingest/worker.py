@@ -224,8 +224,10 @@ class IngestWorker:
         if not candidates:
             return
         server_time = now_iso()
-        in_review = await self._settle_conflicts(db, user, [d for d in candidates if d.get("_conflicts")], server_time)
-        docs = [d for d in candidates if not d.get("_conflicts")]
+        # text or shape the gateway cannot carry never reaches the conflict handlers: it is rejected as usual
+        conflicted = [d for d in candidates if d.get("_conflicts") and not self._validator.unsafe(d)]
+        in_review = await self._settle_conflicts(db, user, conflicted, server_time)
+        docs = [d for d in candidates if not any(d is c for c in conflicted)]
         await self._inline_attachments(db, docs)
         decisions = [self._decide(db, user, doc, server_time) for doc in docs]
         stateful = any(d.event.doc_type in _STATEFUL_TYPES for d in decisions)
