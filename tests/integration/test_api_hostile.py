@@ -286,7 +286,7 @@ def test_fuzzing_every_operation_of_the_openapi_document_gives_no_5xx(api_gatewa
         client.close()
     assert failures == []
     # the fuzzer got past validation too, not only into 401 and 422
-    assert any(200 <= status < 300 and method != "GET" for method, _, status in seen), sorted(set(seen))[:40]
+    assert any(200 <= code < 300 and route not in ("/health", "/ready") for _, route, code in seen), sorted(set(seen))
     if os.environ.get("FUZZ_REPORT"):
         print(sorted(collections.Counter(seen).items()))
     with httpx.Client(base_url=api_gateway.url, timeout=10) as plain:
