@@ -261,3 +261,16 @@ def test_pages_and_api_answers_survive_lone_surrogates() -> None:
     assert "Anna \ufffd".encode() in html and "x\ufffd".encode() in html
     body = SafeJSONResponse({"notes": "x\ud83d"}).body
     assert json.loads(body) == {"notes": "x\ud83d"}  # escaped, so the lone surrogate survives the round trip
+
+
+@pytest.mark.parametrize("roles", [["_admin"], ["_reader"], [""], ["a b"], ["x" * 65]])
+async def test_the_registry_refuses_roles_couchdb_reserves_or_cannot_hold(roles: list[str]) -> None:
+    from sync_gateway.errors import InvalidRequest
+    from sync_gateway.users import UserRegistry
+
+    registry = UserRegistry(None, "registry")  # type: ignore[arg-type]  # refused before any CouchDB call
+    with pytest.raises(InvalidRequest) as provisioning:
+        await registry.provision("anna", "long-enough-1", roles=roles)
+    with pytest.raises(InvalidRequest) as updating:
+        await registry.update("anna", roles=roles)
+    assert provisioning.value.code == updating.value.code == "invalid_role"
