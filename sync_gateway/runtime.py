@@ -74,13 +74,16 @@ class Gateway:
         self.quarantine = Quarantine(self.api_couch, settings.db("conflicts"))
         self.supervisor = Supervisor()
         self.started_at = time.time()
+        self._use_wakeups = False
         self._api_server: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
 
     async def setup(self) -> None:
         """Check the server and our admin account, create the system databases and design documents; safe to
         run on every start. A server we cannot use stops the start with one error that says why."""
-        await self.api_couch.verify_admin()
+        caps = await self.api_couch.verify_admin()
+        wanted = self.settings.ingest_wakeups
+        self._use_wakeups = wanted == "wakeups" or (wanted == "auto" and caps.has_db_updates)
         await self.couch.ensure_db("_users")
         for name in SYSTEM_DBS:
             await self.couch.ensure_db(self.settings.db(name))
@@ -114,6 +117,8 @@ class Gateway:
                 stale=StaleBaseDetector(self.couch, s.db("mirror"), worker_events),
                 supervisor=self.supervisor,
                 quarantine=Quarantine(self.couch, s.db("conflicts")),
+                wakeups=self._use_wakeups,
+                concurrency=s.ingest_concurrency,
             )
         if "project" in s.roles and self.connector is not None:
             self.projector = Projector(
