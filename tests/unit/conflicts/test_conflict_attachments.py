@@ -22,7 +22,7 @@ from sync_gateway.errors import StateConflict
 from sync_gateway.eventlog.store import EventLog
 from tests.unit.conflicts.fake_userdb import USER_DB, FakeUserDb, stub
 
-DOC_ID = "delivery_confirmation:5f1c"
+DOC_ID = "delivery_confirmation:5f1c2d3e-77aa"
 SERVER_TIME = "2026-11-27T13:00:00.000Z"
 S0, S1, S2 = b"\x89PNG signed at the door", b"\x89PNG signed again", b"\x89PNG signed by someone else"
 PHOTO = b"\x89PNG the pallet at the ramp"
