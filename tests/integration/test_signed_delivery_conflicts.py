@@ -2,7 +2,8 @@
 ``manual_review``) queues the revision conflict, a reviewer settles it through ``/api/conflicts`` (pick a
 version, or pick per field), and the signature survives: the same bytes on both phones, in the event log and in
 the staging ERP. Both phones converge with no ``_conflicts``, and no other review item opens for the document
-(the winner and the losing leaves' deletions are one write, so ingest never sees a half-settled conflict)."""
+(the winner and the losing leaves' deletions are one write, so ingest never sees a half-settled conflict).
+With the default handler (``field_merge``) the same edits merge on their own, the new signature included."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ def signed_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture
-async def api(signed_gateway: GatewayProcess) -> AsyncIterator[httpx.AsyncClient]:
+async def review_api(signed_gateway: GatewayProcess) -> AsyncIterator[httpx.AsyncClient]:
     async with signed_gateway.api_client() as client:
         yield client
 
@@ -71,12 +72,12 @@ async def provision(api: httpx.AsyncClient, gateway: GatewayProcess) -> Driver:
 
 
 async def signed_conflict(
-    device: Device, driver: Driver, *, resign: bool = False, photo: bool = False
+    device: Device, driver: Driver, *, resign: bool = False, photo: bool = False, disjoint: bool = False
 ) -> dict[str, Any]:
     """Phone 1 writes the signed delivery as a draft, both phones get it, then each edits it offline and
     pushes: the user database ends with two leaves. Phone 1 corrects the recipient (and with ``resign`` the
-    customer signs again), phone 2 corrects the quantity and the recipient (and with ``photo`` adds a photo).
-    Returns the common draft."""
+    customer signs again), phone 2 corrects the quantity and, unless ``disjoint``, the recipient too (and with
+    ``photo`` adds a photo). Returns the common draft."""
     draft = {**docs.delivery_confirmation("phone-1"), "status": "draft"}
     rev = (await device.put("phone1", draft))["rev"]
     await device.put_attachment("phone1", draft["_id"], rev, "signature.png", "image/png", SIGNATURE)
@@ -89,9 +90,11 @@ async def signed_conflict(
     if resign:
         await device.put_attachment("phone1", draft["_id"], rev1, "signature.png", "image/png", RESIGNED)
     lines = [{"sku": "PUMP-100", "quantity": 2, "unit": "unit"}]
-    rev2 = (await device.put("phone2", {**two, "lines": lines, "recipient_name": "M. Lopez", "device_id": "phone-2"}))[
-        "rev"
-    ]
+    edit = {"lines": lines, "device_id": "phone-2", **({} if disjoint else {"recipient_name": "M. Lopez"})}
+    rev2 = (await device.put("phone2", {**two, **edit}))["rev"]
+    if disjoint:  # the app saves twice more: phone 2's leaf is the newer generation, CouchDB's winner
+        for _ in range(2):
+            rev2 = (await device.put("phone2", {**two, **edit, "_rev": rev2}))["rev"]
     if photo:
         await device.put_attachment("phone2", draft["_id"], rev2, "photo.png", "image/png", PHOTO)
     await driver.replicate(device, "phone1", "push")
@@ -132,11 +135,20 @@ async def settle_and_submit(
     assert response.status_code == 200, response.text
     resolved: dict[str, Any] = response.json()
     assert resolved["status"] == "resolved"
-    winner_rev = resolved["resolution"]["rev"]
+    phones, receipt = await converge_and_submit(device, driver, doc_id, {"_rev": resolved["resolution"]["rev"]})
+    return resolved, phones, receipt
+
+
+async def converge_and_submit(
+    device: Device, driver: Driver, doc_id: str, winner: dict[str, Any]
+) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """Live-sync both phones until each holds the winner (fields given by ``winner``), submit it from phone 2,
+    and wait until phone 1 holds the projected receipt and the submitted revision. Returns each phone's
+    document (with ``_conflicts`` and inline attachments) and the receipt."""
     syncs = [await device.sync_live(p, driver.url, driver.name, driver.password) for p in ("phone1", "phone2")]
     try:
-        on_two = await device.wait_for("phone2", doc_id, timeout=30, _rev=winner_rev)
-        await device.wait_for("phone1", doc_id, timeout=30, _rev=winner_rev)
+        on_two = await device.wait_for("phone2", doc_id, timeout=30, predicate=winner)
+        await device.wait_for("phone1", doc_id, timeout=30, _rev=on_two["_rev"])
         submitted = (await device.put("phone2", {**on_two, "status": "submitted"}))["rev"]
         receipt = await device.wait_for("phone1", f"receipt:{doc_id}", timeout=40, status="projected")
         assert receipt["transaction_rev"] == submitted
@@ -147,7 +159,7 @@ async def settle_and_submit(
     phones = {
         phone: await device.get(phone, doc_id, conflicts=True, attachments=True) for phone in ("phone1", "phone2")
     }
-    return resolved, phones, receipt
+    return phones, receipt
 
 
 async def assert_settled(
@@ -158,9 +170,11 @@ async def assert_settled(
     phones: dict[str, dict[str, Any]],
     receipt: dict[str, Any],
     attachments: dict[str, bytes],
+    reviewed: bool = True,
 ) -> None:
     """Both phones and the server hold the submitted winner with exactly ``attachments``, no conflicts; the
-    ERP and the event log got the signature; the queue holds one item for the document, resolved."""
+    ERP and the event log got the signature; the queue holds one item for the document, resolved (none when
+    not ``reviewed``)."""
     for doc in phones.values():
         assert doc["_rev"] == receipt["transaction_rev"] and not doc.get("_conflicts")
         assert {n: base64.b64decode(a["data"]) for n, a in doc["_attachments"].items()} == attachments
@@ -187,12 +201,13 @@ async def assert_settled(
     )
     assert staged == [(signature, hashlib.sha256(signature).hexdigest())]
     items = await items_for(api, driver.name, doc_id)
-    assert [i["status"] for i in items] == ["resolved"], items  # no ghost item for the settled conflict
+    assert [i["status"] for i in items] == (["resolved"] if reviewed else []), items  # no ghost item
 
 
 async def test_picking_a_version_of_a_signed_delivery_keeps_the_signature_everywhere(
-    signed_gateway: GatewayProcess, api: httpx.AsyncClient
+    signed_gateway: GatewayProcess, review_api: httpx.AsyncClient
 ) -> None:
+    api = review_api
     driver = await provision(api, signed_gateway)
     async with Device() as device:
         draft = await signed_conflict(device, driver)
@@ -207,8 +222,9 @@ async def test_picking_a_version_of_a_signed_delivery_keeps_the_signature_everyw
 
 
 async def test_per_field_picks_keep_a_new_signature_and_a_photo_from_different_phones(
-    signed_gateway: GatewayProcess, api: httpx.AsyncClient
+    signed_gateway: GatewayProcess, review_api: httpx.AsyncClient
 ) -> None:
+    api = review_api
     driver = await provision(api, signed_gateway)
     async with Device() as device:
         draft = await signed_conflict(device, driver, resign=True, photo=True)
@@ -226,3 +242,16 @@ async def test_per_field_picks_keep_a_new_signature_and_a_photo_from_different_p
         assert doc["recipient_name"] == "Maria L. Lopez" and doc["lines"][0]["quantity"] == 2
     expected = {"signature.png": RESIGNED, "photo.png": PHOTO}
     await assert_settled(signed_gateway, api, driver, draft["_id"], phones, receipt, expected)
+
+
+async def test_a_field_merge_of_a_signed_delivery_keeps_the_new_signature_without_a_reviewer(
+    gateway: GatewayProcess,
+) -> None:
+    async with gateway.api_client() as api:
+        driver = await provision(api, gateway)
+        async with Device() as device:
+            draft = await signed_conflict(device, driver, resign=True, disjoint=True)
+            merged = {"recipient_name": "Maria L. Lopez", "lines": [{"sku": "PUMP-100", "quantity": 2, "unit": "unit"}]}
+            phones, receipt = await converge_and_submit(device, driver, draft["_id"], merged)
+        expected = {"signature.png": RESIGNED}
+        await assert_settled(gateway, api, driver, draft["_id"], phones, receipt, expected, reviewed=False)
