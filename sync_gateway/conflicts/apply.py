@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from sync_gateway.couch.client import CouchClient, doc_path
-from sync_gateway.diff import winner_attachments
+from sync_gateway.diff import attachment_stubs, winner_attachments
 from sync_gateway.errors import CouchError, InvalidRequest, StateConflict
 from sync_gateway.eventlog.store import EventLog
 
@@ -73,7 +73,12 @@ class ConflictApplier:
             base_rev = max(leaves, key=_rev_order)  # CouchDB's own winner: the newest generation, then the hash
             new_doc: dict[str, Any] = {"_id": doc_id, "_rev": base_rev, "_deleted": True}
         else:
-            live = [dict(v.get("doc") or {}) for v in versions if not v.get("deleted")]
+            # each version's attachments as the user database holds them now (same revs: checked above)
+            live = [
+                {**(v.get("doc") or {}), "_attachments": leaves[str(v["rev"])].get("_attachments") or {}}
+                for v in versions
+                if not v.get("deleted")
+            ]
             wanted = winner_attachments(ancestor, live, winner)
             base_rev = _base_leaf(leaves, wanted)
             new_doc = {k: v for k, v in winner.items() if not k.startswith("_")}
@@ -89,7 +94,7 @@ class ConflictApplier:
             rev=new_rev,
             user=user,
             doc_type=str(winner.get("type") or doc_id.split(":", 1)[0]),
-            payload={k: v for k, v in new_doc.items() if k != "_rev"},
+            payload=_payload(new_doc),
             resolution={
                 "by": by,
                 "handler": handler,
@@ -171,6 +176,14 @@ class ConflictApplier:
         if len(live) != 1:
             raise CouchError(f"resolution of {doc_id} wrote {written}, of which {len(live)} are not deletions")
         return str(live[0])
+
+
+def _payload(new_doc: Mapping[str, Any]) -> dict[str, Any]:
+    """The written winner as its event keeps it: attachments as stubs (copied data stays in the user database)."""
+    out = {k: v for k, v in new_doc.items() if k not in ("_rev", "_attachments")}
+    if new_doc.get("_attachments"):
+        out["_attachments"] = attachment_stubs(new_doc)
+    return out
 
 
 def _base_leaf(leaves: Mapping[str, Mapping[str, Any]], wanted: Mapping[str, Mapping[str, Any]]) -> str:

@@ -36,8 +36,8 @@ import structlog
 
 from sync_gateway.contracts import Conflict
 from sync_gateway.couch.client import CouchClient, doc_path
-from sync_gateway.diff import ATTACHMENTS, attachment_stubs
-from sync_gateway.errors import InvalidRequest, NotFound, RevisionConflict, StateConflict, SyncGatewayError
+from sync_gateway.diff import ATTACHMENTS, attachment_stubs, winner_attachments
+from sync_gateway.errors import CouchError, InvalidRequest, NotFound, RevisionConflict, StateConflict, SyncGatewayError
 from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.review.winner import build_winner, check_winner
 
@@ -206,7 +206,10 @@ class ReviewQueue:
             handler=handler,
             kind=conflict.kind,
         )
-        await self.sweep_gone(source_db=source_db, doc_id=conflict.doc_id, keep=item_id)
+        try:  # a newer conflict of the document: older items whose leaves are gone can never be resolved
+            await self.sweep_gone(source_db=source_db, doc_id=conflict.doc_id, keep=item_id)
+        except CouchError as exc:
+            log.warning("conflict.sweep_failed", doc_id=conflict.doc_id, user_db=source_db, error=str(exc))
         return public_item(doc)
 
     # ------------------------------------------------------------------------------------------ reading
@@ -423,15 +426,28 @@ class ReviewQueue:
         )
 
     async def _as_written(self, doc: Mapping[str, Any], winner: dict[str, Any]) -> dict[str, Any]:
-        """The winner with the attachments it will have: its own stubs, or (a stale-base or business
-        transaction's new revision keeps them) those of the transaction's revision in the user database."""
-        if ATTACHMENTS in winner or winner.get("_deleted") or doc.get("conflict_kind") == "revision":
-            return winner
+        """The winner with the attachments it will have, when it does not name them (an item queued before
+        versions carried attachment stubs; a stale-base or business transaction, whose new revision keeps its
+        own): the merge of the leaves' attachments, or those of the transaction's revision."""
         versions = doc.get("versions") or []
-        if not versions:
+        if ATTACHMENTS in winner or winner.get("_deleted") or not versions:
             return winner
-        current = await self._couch.get_or_none(str(doc["source_db"]), str(doc["doc_id"]), rev=versions[0]["rev"])
-        stubs = attachment_stubs(current)
+        db, doc_id = str(doc["source_db"]), str(doc["doc_id"])
+        if doc.get("conflict_kind", "revision") == "revision":
+            response = await self._couch.request(
+                "GET", doc_path(db, doc_id), params={"open_revs": "all"}, expect=(404,)
+            )
+            rows = response.json() if response.status_code != 404 else []
+            held = {r["ok"]["_rev"]: r["ok"].get("_attachments") or {} for r in rows if "ok" in r}
+            live = [
+                {**(v.get("doc") or {}), ATTACHMENTS: held.get(str(v["rev"]), {})}
+                for v in versions
+                if not v.get("deleted")
+            ]
+            stubs = winner_attachments(doc.get("ancestor"), live, winner)
+        else:
+            current = await self._couch.get_or_none(db, doc_id, rev=versions[0]["rev"])
+            stubs = attachment_stubs(current)
         return {**winner, ATTACHMENTS: stubs} if stubs else winner
 
     @staticmethod

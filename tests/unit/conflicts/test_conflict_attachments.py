@@ -133,6 +133,8 @@ async def test_attachments_from_two_leaves_are_kept_one_as_stub_one_copied(db: F
     [written] = [d for d in request if not d.get("_deleted")]
     inline = sorted(name for name, att in written["_attachments"].items() if "data" in att)
     assert len(inline) == 1  # the attachment the parent leaf lacks travels as data, the other as a stub
+    [event] = db.appended["sync_events"]  # the log names the attachments by digest; their data stays in the db
+    assert event["payload"]["_attachments"] == {"signature.png": stub(S1), "photo.png": stub(PHOTO)}
 
 
 @pytest.mark.parametrize("handler", [LastWriterWins(), ClientWins()], ids=lambda h: h.name)

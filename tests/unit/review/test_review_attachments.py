@@ -190,3 +190,27 @@ async def test_queueing_a_newer_conflict_of_the_document_closes_the_item_it_repl
     assert (await queue.get(new["id"]))["status"] == "open"
     assert (await queue.get(other["id"]))["status"] == "open"  # another document's item is not looked at
     assert await queue.sweep_gone() == []
+
+
+async def test_an_item_queued_without_attachment_stubs_still_resolves_with_the_signature(
+    db: FakeUserDb, couch: CouchClient
+) -> None:
+    """Items queued before versions carried stubs: the leaves in the user database say what each holds."""
+    seed(db, a=S1)
+    queue = queue_with_resolver(couch)
+    legacy = Conflict(
+        kind="revision",
+        doc_type="delivery_confirmation",
+        doc_id=DOC_ID,
+        versions=[
+            Version("2-a", {**A, "_id": DOC_ID}, USER_DB, "anna"),
+            Version("2-b", {**B, "_id": DOC_ID}, USER_DB, "anna"),
+        ],
+        ancestor={**BASE, "_id": DOC_ID},
+    )
+    opened = await open_item(queue, legacy)
+    assert "_attachments" not in opened["versions"][0]["doc"]
+    resolved = await queue.resolve(opened["id"], "rita", "pick", {"version": 0})
+    [(rev, body)] = db.live_leaves(DOC_ID).items()
+    assert resolved["resolution"]["rev"] == rev and body["recipient_name"] == A["recipient_name"]
+    assert db.data(DOC_ID, rev, "signature.png") == S1
