@@ -21,7 +21,7 @@ from typing import Any
 import structlog
 
 from sync_gateway.couch.client import CouchClient, doc_path
-from sync_gateway.diff import attachment_stubs, winner_attachments
+from sync_gateway.diff import winner_attachments
 from sync_gateway.errors import CouchError, InvalidRequest, StateConflict
 from sync_gateway.eventlog.store import EventLog
 
@@ -69,6 +69,7 @@ class ConflictApplier:
                 f"{doc_id} changed since the conflict was read (leaves now {sorted(leaves)}); reload it",
                 code="concurrent_change",
             )
+        wanted: dict[str, dict[str, Any]] = {}
         if winner.get("_deleted"):
             base_rev = max(leaves, key=_rev_order)  # CouchDB's own winner: the newest generation, then the hash
             new_doc: dict[str, Any] = {"_id": doc_id, "_rev": base_rev, "_deleted": True}
@@ -94,7 +95,7 @@ class ConflictApplier:
             rev=new_rev,
             user=user,
             doc_type=str(winner.get("type") or doc_id.split(":", 1)[0]),
-            payload=_payload(new_doc),
+            payload=_payload(new_doc, wanted),
             resolution={
                 "by": by,
                 "handler": handler,
@@ -178,11 +179,11 @@ class ConflictApplier:
         return str(live[0])
 
 
-def _payload(new_doc: Mapping[str, Any]) -> dict[str, Any]:
+def _payload(new_doc: Mapping[str, Any], stubs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """The written winner as its event keeps it: attachments as stubs (copied data stays in the user database)."""
     out = {k: v for k, v in new_doc.items() if k not in ("_rev", "_attachments")}
-    if new_doc.get("_attachments"):
-        out["_attachments"] = attachment_stubs(new_doc)
+    if stubs:
+        out["_attachments"] = {name: dict(stub) for name, stub in stubs.items()}
     return out
 
 
