@@ -255,3 +255,74 @@ async def test_a_field_merge_of_a_signed_delivery_keeps_the_new_signature_withou
             phones, receipt = await converge_and_submit(device, driver, draft["_id"], merged)
         expected = {"signature.png": RESIGNED}
         await assert_settled(gateway, api, driver, draft["_id"], phones, receipt, expected, reviewed=False)
+
+
+async def test_settling_conflicts_in_a_row_leaves_no_ghost_item(
+    signed_gateway: GatewayProcess, review_api: httpx.AsyncClient
+) -> None:
+    """The race behind ghost items: ingest reading the document between the winner and the deletion of the
+    losing leaf. Each resolution here is followed by ingest accepting and projecting the winner, so ingest has
+    read every state the resolution wrote; none may have opened an item."""
+    driver = await provision(review_api, signed_gateway)
+    ids = []
+    async with signed_gateway.couch_admin() as couch:
+        for n in range(6):  # two submitted leaves each, as if two phones pushed in the same moment
+            doc = {**docs.delivery_confirmation("phone-1"), "status": "submitted"}
+            signature = base64.b64encode(docs.signature_png(seed=10 + n)).decode()
+            created = await couch.put(
+                f"/{driver.db}/{doc['_id']}",
+                json={
+                    **doc,
+                    "status": "draft",
+                    "_attachments": {"signature.png": {"content_type": "image/png", "data": signature}},
+                },
+            )
+            base = created.json()["rev"]
+            stubs = (await couch.get(f"/{driver.db}/{doc['_id']}", headers={"Accept": "application/json"})).json()
+            leaves = [
+                {
+                    **doc,
+                    "_rev": f"2-{tag * 32}",
+                    "_revisions": {"start": 2, "ids": [tag * 32, base.split("-")[1]]},
+                    "_attachments": stubs["_attachments"],
+                    "recipient_name": name,
+                }
+                for tag, name in (("a", "Maria L. Lopez"), ("b", "M. Lopez"))
+            ]
+            response = await couch.post(f"/{driver.db}/_bulk_docs", json={"docs": leaves, "new_edits": False})
+            assert response.status_code == 201, response.text
+            ids.append(doc["_id"])
+        items = [await queued_item(review_api, driver.name, doc_id) for doc_id in ids]
+        winners = {}
+        for item in items:
+            response = await review_api.post(
+                f"/api/conflicts/{item['id']}/resolve", json={"action": "pick", "version": version_of_name(item)}
+            )
+            assert response.status_code == 200, response.text
+            winners[item["doc_id"]] = response.json()["resolution"]["rev"]
+
+        async def receipts() -> dict[str, Any]:
+            found = {}
+            for doc_id in ids:
+                got = await couch.get(f"/{driver.db}/receipt:{doc_id}", headers={"Accept": "application/json"})
+                found[doc_id] = got.json() if got.status_code == 200 else None
+            return found
+
+        projected = await wait_until(
+            receipts,
+            lambda found: all(r and r.get("status") == "projected" for r in found.values()),
+            timeout=60,
+            what="projected receipts of every winner",
+        )
+    assert {doc_id: r["transaction_rev"] for doc_id, r in projected.items()} == winners
+    for doc_id in ids:
+        assert [i["status"] for i in await items_for(review_api, driver.name, doc_id)] == ["resolved"]
+    staged = signed_gateway.staging_rows(
+        "SELECT recipient_name, length(signature_png) FROM stg_delivery_confirmation WHERE user_name = ?", driver.name
+    )
+    assert len(staged) == 6 and all(name == "M. Lopez" and size > 0 for name, size in staged)
+
+
+def version_of_name(item: dict[str, Any]) -> int:
+    [index] = [i for i, v in enumerate(item["versions"]) if v["doc"]["recipient_name"] == "M. Lopez"]
+    return index
