@@ -87,7 +87,7 @@ class ConflictApplier:
             if wanted:
                 new_doc["_attachments"] = await self._attachments(source_db, doc_id, leaves, base_rev, wanted)
         losers = [{"_id": doc_id, "_rev": rev, "_deleted": True} for rev in leaves if rev != base_rev]
-        new_rev = await self._write(source_db, doc_id, [new_doc, *losers])
+        new_rev = await self._write(source_db, doc_id, base_rev, [new_doc, *losers])
         event_id = await append_resolution_event(
             self._events,
             source_db=source_db,
@@ -121,14 +121,14 @@ class ConflictApplier:
     ) -> dict[str, Any]:
         """The winner's ``_attachments``: stubs for what its parent leaf holds, inline data (read from the
         leaf that holds it) for the rest; CouchDB keeps a stub only when the parent revision has it."""
-        own = (leaves[base_rev].get("_attachments") or {}) if base_rev in leaves else {}
+        own: Mapping[str, Any] = leaves[base_rev].get("_attachments") or {}
         out: dict[str, Any] = {}
         fetched: dict[str, Mapping[str, Any]] = {}
         for name, stub in wanted.items():
             digest = stub.get("digest")
-            here = next((att for att in own.values() if att.get("digest") == digest), None)
-            if here is not None:
-                out[name] = {**{k: here[k] for k in ("content_type", "digest", "length", "revpos") if k in here}}
+            here = own.get(name)
+            if here is not None and here.get("digest") == digest:  # a stub must name the parent's attachment
+                out[name] = {k: here[k] for k in ("content_type", "digest", "length", "revpos") if k in here}
                 out[name]["stub"] = True
                 continue
             source = next(
@@ -150,12 +150,12 @@ class ConflictApplier:
             out[name] = {"content_type": stub.get("content_type") or data.get("content_type"), "data": data["data"]}
         return out
 
-    async def _write(self, db: str, doc_id: str, docs: Sequence[Mapping[str, Any]]) -> str:
+    async def _write(self, db: str, doc_id: str, base_rev: str, docs: Sequence[Mapping[str, Any]]) -> str:
         """Write the winner and the losing leaves' tombstones in one ``_bulk_docs`` request, so no reader
         (ingest above all) sees the winner next to a leaf it is about to delete; returns the winner's rev.
 
-        Every row names the same id, and pouchdb-server may reorder rows: the winner's rev is the one of the
-        written revisions that is not a deletion."""
+        Every row names the same id, and pouchdb-server may reorder rows: the winner's rev is the written
+        revision whose parent is ``base_rev``."""
         rows = await self._couch.json("POST", doc_path(db, "_bulk_docs"), json_body={"docs": list(docs)})
         written = [str(row["rev"]) for row in rows if row.get("rev") and not row.get("error")]
         if len(written) != len(docs):
@@ -165,18 +165,21 @@ class ConflictApplier:
                 f"{doc_id} changed while the resolution was written ({', '.join(failed) or 'no answer'}); reload it",
                 code="concurrent_change",
             )
-        if docs[0].get("_deleted"):
-            return max(written, key=_rev_order)
         found = await self._couch.json(
             "GET",
             doc_path(db, doc_id),
-            params={"open_revs": written},
+            params={"open_revs": written, "revs": True},
             headers={"Accept": "application/json"},
         )
-        live = [row["ok"]["_rev"] for row in found if "ok" in row and not row["ok"].get("_deleted")]
-        if len(live) != 1:
-            raise CouchError(f"resolution of {doc_id} wrote {written}, of which {len(live)} are not deletions")
-        return str(live[0])
+        parent = base_rev.partition("-")[2]
+        mine = [
+            row["ok"]["_rev"]
+            for row in found
+            if "ok" in row and (row["ok"].get("_revisions") or {}).get("ids", [None, None])[1:2] == [parent]
+        ]
+        if len(mine) != 1:
+            raise CouchError(f"resolution of {doc_id} wrote {written}, but {len(mine)} of them follow {base_rev}")
+        return str(mine[0])
 
 
 def _payload(new_doc: Mapping[str, Any], stubs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
@@ -192,8 +195,8 @@ def _base_leaf(leaves: Mapping[str, Mapping[str, Any]], wanted: Mapping[str, Map
     stubs (no data travels); among equals CouchDB's own winner (the newest generation, then the hash)."""
 
     def held(rev: str) -> int:
-        digests = {att.get("digest") for att in (leaves[rev].get("_attachments") or {}).values()}
-        return sum(1 for stub in wanted.values() if stub.get("digest") in digests)
+        own = leaves[rev].get("_attachments") or {}
+        return sum(1 for name, stub in wanted.items() if (own.get(name) or {}).get("digest") == stub.get("digest"))
 
     return max(leaves, key=lambda rev: (held(rev), _rev_order(rev)))
 

@@ -203,8 +203,8 @@ def _kept_attachments(current: Mapping[str, Any], body: Mapping[str, Any]) -> di
     keep = dict(held) if not isinstance(named, Mapping) else {}
     if isinstance(named, Mapping):
         for name, stub in named.items():
-            found = next((att for att in held.values() if att.get("digest") == stub.get("digest")), None)
-            if found is None:
+            found = held.get(name)
+            if found is None or found.get("digest") != stub.get("digest"):
                 raise InvalidRequest(
                     f"attachment {name!r} is not one of {current.get('_id')}'s; keep its stubs",
                     code="unknown_attachment",

@@ -263,3 +263,11 @@ def test_winner_attachments_name_the_ones_kept_or_refuse_a_guess() -> None:
     with pytest.raises(AttachmentConflict) as caught:
         winner_attachments(base, [one, two], {**A, "lines": B["lines"]})
     assert caught.value.names == ["signature.png"] and caught.value.code == "attachment_conflict"
+
+
+async def test_a_deletion_wins_as_one_write_of_tombstones(db: FakeUserDb, couch: CouchClient) -> None:
+    seed_conflict(db)
+    applied = await Resolver(couch, EventLog(couch, "sync_events")).apply(record("2-a", "2-b"), None, "rita")
+    [request] = db.bulk_requests
+    assert all(d.get("_deleted") for d in request) and len(request) == 2
+    assert db.live_leaves(DOC_ID) == {} and db.revs[DOC_ID][applied["rev"]].parent == "2-b"  # on CouchDB's winner
