@@ -340,7 +340,11 @@ class ReviewQueue:
                 log.warning("conflict.unlock_failed", item=item_id, error=str(undo))
                 raise exc from None
             if isinstance(exc, StateConflict):
-                gone = await self._gone(doc)
+                try:
+                    gone = await self._gone(doc)
+                except CouchError as check:
+                    log.warning("conflict.gone_check_failed", item=item_id, error=str(check))
+                    raise exc from None
                 if gone is not None:
                     await self._close_gone(doc, gone)
                     raise StateConflict(

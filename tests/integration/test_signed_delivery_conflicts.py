@@ -326,3 +326,32 @@ async def test_settling_conflicts_in_a_row_leaves_no_ghost_item(
 def version_of_name(item: dict[str, Any]) -> int:
     [index] = [i for i, v in enumerate(item["versions"]) if v["doc"]["recipient_name"] == "M. Lopez"]
     return index
+
+
+async def test_an_item_whose_conflict_a_phone_settled_is_closed_with_a_note(
+    signed_gateway: GatewayProcess, review_api: httpx.AsyncClient
+) -> None:
+    driver = await provision(review_api, signed_gateway)
+    async with Device() as device:
+        draft = await signed_conflict(device, driver)
+        item = await queued_item(review_api, driver.name, draft["_id"])
+        # the app on phone 2 settles it itself: it keeps its own leaf and deletes phone 1's
+        await driver.replicate(device, "phone2", "pull")
+        mine = await device.get("phone2", draft["_id"], conflicts=True)
+        for rev in mine["_conflicts"]:
+            await device.remove("phone2", draft["_id"], rev)
+        await driver.replicate(device, "phone2", "push")
+    response = await review_api.post(f"/api/conflicts/{item['id']}/resolve", json={"action": "pick", "version": 0})
+    assert response.status_code == 409, response.text
+    assert response.json()["error"]["code"] == "conflict_gone"
+    closed = (await review_api.get(f"/api/conflicts/{item['id']}")).json()
+    assert closed["status"] == "resolved" and closed["resolution"]["outcome"] == "conflict_gone"
+    assert "no conflicting revisions" in closed["resolution"]["note"]
+    assert [h["action"] for h in closed["history"]][-1] == "closed"
+    response = await review_api.get("/api/conflicts", params={"user": driver.name, "status": "open"})
+    assert response.json()["items"] == []
+    async with signed_gateway.couch_admin() as couch:
+        server = await couch.get(
+            f"/{driver.db}/{draft['_id']}", params={"conflicts": "true"}, headers={"Accept": "application/json"}
+        )
+    assert server.json()["_rev"] == mine["_rev"] and not server.json().get("_conflicts")  # nothing written
