@@ -53,6 +53,7 @@ class Settings(BaseSettings):
     # edge); auto picks wake-ups where the server has _db_updates
     ingest_wakeups: Literal["auto", "feeds", "wakeups"] = "auto"
     ingest_concurrency: int = Field(default=16, ge=1, le=512)  # user databases drained at once (wake-ups)
+    review_sweep_interval_s: float = 300.0  # how often review items whose conflict is gone are closed
     shutdown_grace_s: float = 10.0  # SIGTERM: how long loops get to save their checkpoints before the exit
 
     log_level: str = "INFO"

@@ -18,7 +18,7 @@ import structlog
 import uvicorn
 
 from sync_gateway.config import Settings
-from sync_gateway.conflicts.pipeline import ConflictPipeline, ReviewSink
+from sync_gateway.conflicts.pipeline import ConflictPipeline
 from sync_gateway.conflicts.resolver import Resolver
 from sync_gateway.conflicts.stale import StaleBaseDetector
 from sync_gateway.contracts import ErpConnector
@@ -36,6 +36,7 @@ from sync_gateway.project.deadletters import DeadLetters
 from sync_gateway.project.worker import Projector
 from sync_gateway.quarantine import Quarantine
 from sync_gateway.receipts import ReceiptStore
+from sync_gateway.review.queue import ReviewQueue
 from sync_gateway.supervisor import Supervisor
 from sync_gateway.users import UserRegistry
 
@@ -191,6 +192,7 @@ class Gateway:
         sup = self.supervisor
         if self.ingest is not None:
             sup.start("ingest", self.ingest.run)
+            sup.start("review:sweep", self._sweep_review_queue)
         if self.projector is not None:
             sup.start("project", self.projector.follow)
             sup.start("project:retries", self.projector.watch_retries)
@@ -226,14 +228,18 @@ class Gateway:
         """A reviewer rejected an item: refuse its transaction where that means something (stale base, business)."""
         await self._resolver.decline(item, by, note)
 
-    def review_queue(self) -> ReviewSink | None:
-        """The review queue, once it exists in this build (``sync_gateway.review``)."""
-        try:
-            from sync_gateway.review.queue import ReviewQueue  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            return None
-        queue: ReviewSink = ReviewQueue(self.couch, self.settings.db("conflicts"))
-        return queue
+    def review_queue(self) -> ReviewQueue:
+        """The review queue as the ingest's conflict pipeline writes to it."""
+        return ReviewQueue(self.couch, self.settings.db("conflicts"))
+
+    async def _sweep_review_queue(self) -> None:
+        """Close review items whose conflict is gone (settled on a device, superseded), now and then."""
+        queue = self.review_queue()
+        while True:
+            closed = await queue.sweep_gone()
+            if closed:
+                log.info("review.swept", closed=len(closed))
+            await asyncio.sleep(self.settings.review_sweep_interval_s)
 
     def workers_alive(self) -> dict[str, bool]:
         """Per role loop, whether it runs; the followers of every user database count as ``ingest``."""
