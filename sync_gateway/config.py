@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sync_gateway.resources import DEFAULT_PROFILES_DIR
+
 Role = Literal["ingest", "project", "distribute", "api"]
 ALL_ROLES: tuple[Role, ...] = ("ingest", "project", "distribute", "api")
 RuleSetName = Literal["pricing", "approval", "availability", "workflow"]
@@ -31,6 +33,8 @@ class Settings(BaseSettings):
     roles: Annotated[list[Role], NoDecode] = Field(default_factory=lambda: list(ALL_ROLES))
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    health_host: str = "127.0.0.1"
+    health_port: int = 0  # liveness, readiness and /metrics for any role (sync_gateway.health); 0: off
 
     system_db_prefix: str = "sync_"
     connector: str = "staging"
@@ -46,7 +50,7 @@ class Settings(BaseSettings):
     linger_s: float = 0.02
     accepted_receipt_delay_s: float = 1.0
     enforced_rules: Annotated[list[RuleSetName], NoDecode] = Field(default_factory=lambda: list(ALL_RULE_SETS))
-    profiles_dir: str = ""  # offline data profiles (YAML); empty: the profiles/ folder shipped with the gateway
+    profiles_dir: str = ""  # offline data profiles (YAML); empty: the defaults shipped in the package
     distribute_batch_size: int = 500
 
     log_level: str = "INFO"
@@ -60,7 +64,7 @@ class Settings(BaseSettings):
         return value
 
     def profiles_path(self) -> Path:
-        return Path(self.profiles_dir) if self.profiles_dir else Path(__file__).resolve().parents[1] / "profiles"
+        return Path(self.profiles_dir) if self.profiles_dir else DEFAULT_PROFILES_DIR
 
     def db(self, name: str) -> str:
         """Name of a system database: ``events`` → ``sync_events``."""

@@ -23,6 +23,7 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.eventlog.store import EventLog
+from sync_gateway.health import serve_health
 from sync_gateway.ingest.business import BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.ingest.worker import IngestWorker
@@ -159,6 +160,8 @@ class Gateway:
             )
             server = uvicorn.Server(config)
             self._tasks["api"] = asyncio.create_task(server.serve(), name="api")
+        if self.settings.health_port:
+            self._tasks["health"] = asyncio.create_task(serve_health(self), name="health")
         log.info("gateway.started", roles=self.settings.roles, connector=self.settings.connector)
         try:
             done, _ = await asyncio.wait(self._tasks.values(), return_when=asyncio.FIRST_COMPLETED)
@@ -197,7 +200,7 @@ class Gateway:
         return queue
 
     def workers_alive(self) -> dict[str, bool]:
-        alive = {name: not task.done() for name, task in self._tasks.items() if name != "api"}
+        alive = {name: not task.done() for name, task in self._tasks.items() if name not in ("api", "health")}
         if self.ingest is not None:
             alive["ingest"] = alive.get("ingest", True) and self.ingest.alive()
         return alive

@@ -1,4 +1,4 @@
-"""Validation of device documents against the versioned JSON Schemas in ``schemas/``.
+"""Validation of device documents against the versioned JSON Schemas in ``sync_gateway/schemas/``.
 
 Returns machine-readable reasons instead of raising, because an invalid document is an ordinary outcome:
 it gets a ``rejected`` receipt and stays untouched in the user database.
@@ -16,8 +16,9 @@ from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
 from sync_gateway.contracts import TRANSACTION_TYPES
+from sync_gateway.resources import SCHEMA_DIR
 
-DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+DEFAULT_SCHEMA_DIR = SCHEMA_DIR
 
 _formats = FormatChecker(formats=())
 
