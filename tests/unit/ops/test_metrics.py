@@ -1,0 +1,79 @@
+"""Metric labels stay bounded: CouchDB paths become endpoint names, lag becomes buckets, ids never leak."""
+
+from __future__ import annotations
+
+import pytest
+
+from sync_gateway import metrics
+from sync_gateway.api.request_id import request_id_from
+from sync_gateway.couch.client import doc_path
+
+
+@pytest.mark.parametrize(
+    ("path", "endpoint"),
+    [
+        ("/", "root"),
+        ("/_session", "_session"),
+        ("/_all_dbs", "_all_dbs"),
+        ("/_something_new", "_other"),
+        ("/userdb-616e6e61", "db"),
+        ("/userdb-616e6e61/_changes?since=12&feed=longpoll", "_changes"),
+        ("/sync_events/_bulk_docs", "_bulk_docs"),
+        ("/sync_events/_all_docs", "_all_docs"),
+        ("/userdb-616e6e61/_revs_diff", "_revs_diff"),
+        ("/userdb-616e6e61/_security", "_security"),
+        ("/userdb-616e6e61/_unknown", "_other"),
+        (doc_path("userdb-616e6e61", "sales_order:3f2a"), "doc"),
+        (doc_path("userdb-616e6e61", "odd/id/with/slashes"), "doc"),
+        (doc_path("userdb-616e6e61", "_local/ingest"), "_local"),
+        (doc_path("sync_events", "_design/events"), "_design"),
+        ("/sync_events/_design/events/_view/by_user", "_design/_view"),
+        (doc_path("userdb-616e6e61", "delivery_confirmation:9") + "/signature.png", "attachment"),
+    ],
+)
+def test_couch_paths_become_bounded_endpoint_names(path: str, endpoint: str) -> None:
+    assert metrics.couch_endpoint(path) == endpoint
+
+
+def test_ingest_lag_is_counted_per_bucket_not_per_user_db() -> None:
+    metrics.set_ingest_lag([0.0, 0.0, 0.5, 45.0, 7200.0])
+    buckets = {
+        sample.labels["le"]: sample.value
+        for family in metrics.REGISTRY.collect()
+        if family.name == "sync_ingest_lag_user_dbs"
+        for sample in family.samples
+    }
+    assert buckets == {"0": 2, "1s": 1, "10s": 0, "1m": 1, "10m": 0, "1h": 0, "+Inf": 1}
+    metrics.set_ingest_lag([])
+    assert all(
+        sample.value == 0
+        for family in metrics.REGISTRY.collect()
+        if family.name == "sync_ingest_lag_user_dbs"
+        for sample in family.samples
+    )
+
+
+def test_transaction_types_outside_the_known_set_share_one_label() -> None:
+    assert metrics.doc_type_label("sales_order:abc") == "sales_order"
+    assert metrics.doc_type_label("anything:else") == "other"
+    assert metrics.doc_type_label("no-colon") == "other"
+
+
+@pytest.mark.parametrize(
+    ("incoming", "kept"),
+    [
+        ("abc-123", True),
+        ("trace:4bf92f3577b34da6.a3ce929d0e0e4736", True),
+        ("", False),
+        (None, False),
+        ("has space", False),
+        ("x" * 129, False),
+        ("line\nbreak", False),
+        ("-leading-dash", False),
+    ],
+)
+def test_a_sane_incoming_request_id_is_kept_anything_else_replaced(incoming: str | None, kept: bool) -> None:
+    result = request_id_from(incoming)
+    assert (result == incoming) is kept
+    if not kept:
+        assert len(result) == 32 and result.isalnum()
