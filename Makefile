@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test unit integration lint typecheck bench install clean
+.PHONY: run test unit integration lint typecheck bench install clean wheel
 
 install: $(STAMP) $(NODE_STAMP)
 
@@ -45,5 +45,9 @@ typecheck: install
 bench: install
 	$(BIN)/python bench/run.py
 
+# the distributable package (schemas, rules, profiles, UI inside); install it with requirements-runtime.lock
+wheel: install
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w dist .
+
 clean:
-	rm -rf $(VENV) node_modules .data
+	rm -rf $(VENV) node_modules .data dist build
