@@ -186,7 +186,7 @@ async def test_a_role_without_api_reports_health_and_metrics_on_its_own_port(
 ) -> None:
     port = free_port()
     gw = GatewayProcess(
-        couch_server, tmp_path, prefix="obs_", extra_env={"SYNC_ROLES": "ingest", "SYNC_HEALTH_PORT": str(port)}
+        couch_server, tmp_path, prefix="solo_", extra_env={"SYNC_ROLES": "ingest", "SYNC_HEALTH_PORT": str(port)}
     )
     gw.port = port  # no API in this process: wait for /ready on the health port instead
     gw.start()

@@ -115,6 +115,9 @@ def test_devices_reach_only_the_api_port() -> None:
     name, rule = from_ingress[0]
     assert policies[name]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
     assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
+    ingress = next(d for d in docs if d["kind"] == "Ingress")
+    paths = {p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
+    assert paths == {"/sync", "/api", "/review"}  # not /metrics, /health or /docs
     couch_ingress = policies["couchdb"]["ingress"]
     assert all("namespaceSelector" not in peer for rule in couch_ingress for peer in rule["from"])
 
