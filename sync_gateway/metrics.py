@@ -184,6 +184,15 @@ def couch_endpoint(path: str) -> str:
     return "doc" if len(parts) == 2 else "attachment"
 
 
+_FOLLOWERS = frozenset({"ingest", "project", "distribute"})
+
+
+def count_changes(checkpoint_name: str, rows: int) -> None:
+    """Rows read by a follower; labelled by its kind (the checkpoint name's prefix), never by database."""
+    kind = checkpoint_name.split(":", 1)[0]
+    CHANGES_SEEN.labels(kind if kind in _FOLLOWERS else "other").inc(rows)
+
+
 def observe_couch(method: str, path: str, status: int | str, seconds: float) -> None:
     COUCH_REQUESTS.labels(method, couch_endpoint(path), str(status)).observe(seconds)
 

@@ -111,7 +111,7 @@ class Follower:
             **self._params,
         )
         self.last_poll_at = time.time()
-        metrics.CHANGES_SEEN.labels(self.name.split(":", 1)[0]).inc(len(batch.results))
+        metrics.count_changes(self.name, len(batch.results))
         if batch.results:
             await self._handler(batch.results)
             self.last_change_at = time.time()

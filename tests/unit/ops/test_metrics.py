@@ -77,3 +77,14 @@ def test_a_sane_incoming_request_id_is_kept_anything_else_replaced(incoming: str
     assert (result == incoming) is kept
     if not kept:
         assert len(result) == 32 and result.isalnum()
+
+
+def test_followers_are_labelled_by_kind_never_by_database() -> None:
+    def seen(kind: str) -> float:
+        return metrics.REGISTRY.get_sample_value("sync_changes_seen_total", {"follower": kind}) or 0.0
+
+    before = {kind: seen(kind) for kind in ("ingest", "other")}
+    metrics.count_changes("ingest:userdb-616e6e61", 3)
+    metrics.count_changes("userdb-616e6e61", 2)
+    assert seen("ingest") - before["ingest"] == 3 and seen("other") - before["other"] == 2
+    assert metrics.REGISTRY.get_sample_value("sync_changes_seen_total", {"follower": "userdb-616e6e61"}) is None
