@@ -2,7 +2,8 @@
 
 The id is echoed in the response and bound into structlog's contextvars as ``request_id`` for every log
 line written while the request runs. One ``api.request_handled`` line per request names the method, the
-path (never the query string), the status and the duration; bodies and headers are never logged.
+path (never the query string), the status and the duration; bodies and headers are never logged. An
+exception no handler took becomes a 500 ``internal_error`` that still carries the id, so a user can quote it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import uuid
 
 import structlog
 from starlette.datastructures import MutableHeaders
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sync_gateway.api.errors import error_body
 
 log = structlog.get_logger(__name__)
 
@@ -43,17 +47,25 @@ class RequestIdMiddleware:
         request_id = request_id_from(incoming)
         started = time.perf_counter()
         status = 500
+        started_response = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
-                status = int(message["status"])
+                status, started_response = int(message["status"]), True
                 MutableHeaders(scope=message)[HEADER] = request_id
             await send(message)
 
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
                 await self.app(scope, receive, send_with_id)
+            except Exception:
+                log.exception("api.request_failed", method=scope["method"], path=scope["path"])
+                if started_response:
+                    raise
+                message = f"unexpected server error; quote request id {request_id} when reporting it"
+                response = JSONResponse(error_body("internal_error", message), status_code=500)
+                await response(scope, receive, send_with_id)
             finally:
                 if scope["path"] not in _QUIET_PATHS:
                     log.info(

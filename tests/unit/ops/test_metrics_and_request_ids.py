@@ -1,11 +1,18 @@
-"""Metric labels stay bounded: CouchDB paths become endpoint names, lag becomes buckets, ids never leak."""
+"""Metric labels stay bounded (CouchDB paths become endpoint names, lag becomes buckets, ids never leak), and
+request ids are kept when sane, replaced otherwise, and present even on an unhandled error."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from sync_gateway import metrics
-from sync_gateway.api.request_id import request_id_from
+from sync_gateway.api.request_id import RequestIdMiddleware, request_id_from
 from sync_gateway.couch.client import doc_path
 
 
@@ -88,3 +95,21 @@ def test_followers_are_labelled_by_kind_never_by_database() -> None:
     metrics.count_changes("userdb-616e6e61", 2)
     assert seen("ingest") - before["ingest"] == 3 and seen("other") - before["other"] == 2
     assert metrics.REGISTRY.get_sample_value("sync_changes_seen_total", {"follower": "userdb-616e6e61"}) is None
+
+
+async def test_an_unhandled_error_still_answers_with_the_request_id() -> None:
+    async def ok(_request: Request) -> PlainTextResponse:
+        return PlainTextResponse("fine")
+
+    async def broken(_request: Request) -> PlainTextResponse:
+        raise RuntimeError("a bug")
+
+    # as in create_app: inside Starlette's outermost error middleware, around the routes
+    app = Starlette(routes=[Route("/ok", ok), Route("/broken", broken)], middleware=[Middleware(RequestIdMiddleware)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        fine = await client.get("/ok", headers={"X-Request-ID": "abc-1"})
+        failed = await client.get("/broken", headers={"X-Request-ID": "abc-2"})
+    assert fine.headers["x-request-id"] == "abc-1" and fine.text == "fine"
+    assert failed.status_code == 500 and failed.headers["x-request-id"] == "abc-2"
+    assert failed.json()["error"]["code"] == "internal_error" and "abc-2" in failed.json()["error"]["message"]
