@@ -8,6 +8,11 @@ NODE_STAMP := node_modules/.installed
 
 .PHONY: run test unit integration lint typecheck bench install clean wheel
 
+# conformance mode: `make test COUCH_URL=http://admin:secret@host:port` runs the suite against that server
+ifdef COUCH_URL
+export SYNC_TEST_COUCH_URL := $(COUCH_URL)
+endif
+
 install: $(STAMP) $(NODE_STAMP)
 
 $(STAMP): pyproject.toml requirements.lock

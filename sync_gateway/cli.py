@@ -29,6 +29,7 @@ from pydantic import SecretStr, ValidationError
 from sync_gateway import __version__
 from sync_gateway.config import Settings
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.errors import SyncGatewayError
 from sync_gateway.logging import configure_logging
 from sync_gateway.users import UserRegistry
@@ -38,13 +39,19 @@ def _settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise SystemExit(f"invalid settings: {exc}") from exc
+        problems = "; ".join(
+            f"{'SYNC_' + '.'.join(str(p) for p in err['loc']).upper() if err['loc'] else 'settings'}: "
+            f"{str(err['msg']).removeprefix('Value error, ')}"
+            for err in exc.errors()
+        )
+        raise SystemExit(f"error (invalid_settings): {problems}") from exc
 
 
 async def _with_registry(settings: Settings) -> tuple[CouchClient, UserRegistry]:
     couch = CouchClient(settings.couch_url, settings.couch_user, settings.couch_password.get_secret_value())
     await couch.ensure_db("_users")
     await couch.ensure_db(settings.db("registry"))
+    await ensure_security(couch, settings.db("registry"))
     return couch, UserRegistry(couch, settings.db("registry"))
 
 

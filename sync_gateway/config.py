@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sync_gateway.resources import DEFAULT_PROFILES_DIR
@@ -52,6 +53,7 @@ class Settings(BaseSettings):
     enforced_rules: Annotated[list[RuleSetName], NoDecode] = Field(default_factory=lambda: list(ALL_RULE_SETS))
     profiles_dir: str = ""  # offline data profiles (YAML); empty: the defaults shipped in the package
     distribute_batch_size: int = 500
+    shutdown_grace_s: float = 10.0  # SIGTERM: how long loops get to save their checkpoints before the exit
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
@@ -62,6 +64,31 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("couch_url")
+    @classmethod
+    def _check_couch_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https"):
+            raise ValueError(f"SYNC_COUCH_URL must start with http:// or https://, not {parts.scheme or 'nothing'}://")
+        if not parts.hostname:
+            raise ValueError("SYNC_COUCH_URL names no host")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials_from_url(self) -> Settings:
+        """``http://user:password@host:5984`` works too: the credentials move out of the URL (and so out of
+        every message that names the server); explicit SYNC_COUCH_USER / SYNC_COUCH_PASSWORD win."""
+        parts = urlsplit(self.couch_url)
+        if parts.username is None and parts.password is None:
+            return self
+        if parts.username and "couch_user" not in self.model_fields_set:
+            self.couch_user = unquote(parts.username)
+        if parts.password and not self.couch_password.get_secret_value():
+            self.couch_password = SecretStr(unquote(parts.password))
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "") if parts.hostname else ""
+        self.couch_url = urlunsplit((parts.scheme, netloc, parts.path, parts.query, ""))
+        return self
 
     def profiles_path(self) -> Path:
         return Path(self.profiles_dir) if self.profiles_dir else DEFAULT_PROFILES_DIR

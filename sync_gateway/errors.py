@@ -6,6 +6,8 @@ SyncGatewayError
 │   ├── DocumentNotFound
 │   ├── RevisionConflict
 │   └── Unauthorized
+│       └── AccountLocked       (CouchDB 3.4+ locks an account after repeated failed logins)
+├── CheckpointLost              (another process moved a checkpoint: this one stops following)
 ├── SchemaValidationError       (a document or request body violates its JSON Schema)
 ├── ConfigurationError          (bad settings, unknown plugin names)
 │   └── PluginError
@@ -56,6 +58,29 @@ class RevisionConflict(CouchError):
 
 class Unauthorized(CouchError):
     code = "couch_unauthorized"
+
+
+class AccountLocked(Unauthorized):
+    """CouchDB refuses the account for a while after repeated failed logins (CouchDB 3.4+: five failures,
+    five minutes). Waiting or restarting does not help until the lock expires; fix the password first."""
+
+    code = "couch_account_locked"
+
+
+class CheckpointLost(SyncGatewayError):
+    """Another process saved the checkpoint since we read it: it owns that feed now, we stop following."""
+
+    code = "checkpoint_lost"
+
+
+def is_outage(exc: BaseException) -> bool:
+    """True for failures that say nothing about the data being handled (CouchDB down, credentials refused,
+    database gone): the work is retried as it is. Anything else is the data's or the code's fault."""
+    if isinstance(exc, Unauthorized):
+        return exc.status == 401 or isinstance(exc, AccountLocked)  # a 403 may be validate_doc_update's word
+    return isinstance(exc, CouchUnavailable) or (
+        isinstance(exc, DocumentNotFound) and ("no_db_file" in str(exc) or "Database does not exist" in str(exc))
+    )
 
 
 class SchemaValidationError(SyncGatewayError):

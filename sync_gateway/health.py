@@ -13,6 +13,8 @@ alive and Prometheus must scrape it. So each process can open this small port (o
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -31,8 +33,8 @@ if TYPE_CHECKING:
 #: the worker loops each role runs (``workers_alive`` names); the api role is its own HTTP server
 ROLE_LOOPS: dict[str, tuple[str, ...]] = {
     "ingest": ("ingest",),
-    "project": ("project",),
-    "distribute": ("distributor",),
+    "project": ("project", "project:retries"),
+    "distribute": ("distribute",),
     "api": (),
 }
 
@@ -77,7 +79,15 @@ async def serve_health(gateway: Gateway) -> None:
         access_log=False,
         lifespan="off",
     )
-    await uvicorn.Server(config).serve()
+    await _QuietServer(config).serve()
+
+
+class _QuietServer(uvicorn.Server):
+    """uvicorn without its own signal handling: SIGTERM is the gateway's to handle (it stops this loop too)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
 
 
 def probe(settings: Settings, role: str | None = None, timeout: float = 3.0) -> tuple[bool, str]:

@@ -93,9 +93,16 @@ DEAD_LETTERS = Counter(
 
 REVIEW_QUEUE_DEPTH = Gauge(
     "sync_review_queue_depth",
-    "Review items waiting for a person (open or claimed conflicts by conflict kind; open dead letters as "
-    "kind dead_letter); reported by processes running the api role",
+    "Review items waiting for a person (open or claimed conflicts by conflict kind; open dead letters and "
+    "quarantined changes as kinds dead_letter and quarantine); reported by processes running the api role",
     ["kind"],
+    registry=REGISTRY,
+)
+
+QUARANTINED = Counter(
+    "sync_quarantined_total",
+    "Changes a stage could not handle because of a bug, quarantined (the feed went on)",
+    ["stage"],
     registry=REGISTRY,
 )
 
@@ -193,6 +200,16 @@ def count_changes(checkpoint_name: str, rows: int) -> None:
     CHANGES_SEEN.labels(kind if kind in _FOLLOWERS else "other").inc(rows)
 
 
+_LOOPS = frozenset({"ingest", "project", "project:retries", "mirror-pull", "distribute", "health"})
+
+
+def loop_label(name: str) -> str:
+    """A supervised loop's name as a label: every user database's follower (``ingest:<db>``) is ``ingest``."""
+    if name.startswith("ingest:"):
+        return "ingest"
+    return name if name in _LOOPS else "other"
+
+
 def observe_couch(method: str, path: str, status: int | str, seconds: float) -> None:
     COUCH_REQUESTS.labels(method, couch_endpoint(path), str(status)).observe(seconds)
 
@@ -263,7 +280,7 @@ async def refresh(gateway: Gateway) -> None:
     if "api" in gateway.settings.roles and time.monotonic() - _review_read_at >= _REVIEW_REFRESH_S:
         _review_read_at = time.monotonic()
         depth = await _review_depth(gateway)
-        for kind in ("revision", "stale_base", "business", "dead_letter"):
+        for kind in ("revision", "stale_base", "business", "dead_letter", "quarantine"):
             REVIEW_QUEUE_DEPTH.labels(kind).set(depth.get(kind, 0))
 
 
@@ -276,6 +293,8 @@ async def _review_depth(gateway: Gateway) -> Tally[str]:
             depth[str(doc.get("conflict_kind"))] += 1
         elif doc.get("kind") == "dead_letter" and doc.get("status") in ("open", "retry_requested"):
             depth["dead_letter"] += 1
+        elif doc.get("kind") == "quarantine" and doc.get("status") == "open":
+            depth["quarantine"] += 1
     return depth
 
 

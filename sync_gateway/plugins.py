@@ -1,10 +1,13 @@
 """Loading plugins from entry points and checking them against their protocol at start-up.
 
 An unknown or duplicated name is an error that names what is available; there is no silent default.
+Besides a registered name, configuration may name a factory directly as ``package.module:callable`` (a
+plugin under development, or a test's own), loaded and checked the same way.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -27,6 +30,8 @@ def available(group: str) -> dict[str, EntryPoint]:
 
 
 def _factory(group: str, name: str) -> Callable[..., Any]:
+    if ":" in name:
+        return _direct_factory(group, name)
     plugins = available(group)
     if name not in plugins:
         known = ", ".join(sorted(plugins)) or "none"
@@ -36,6 +41,17 @@ def _factory(group: str, name: str) -> Callable[..., Any]:
     except Exception as exc:  # a plugin failing to import must not look like a gateway bug
         raise PluginError(f"plugin {name!r} in {group} failed to load: {exc}") from exc
     return factory
+
+
+def _direct_factory(group: str, reference: str) -> Callable[..., Any]:
+    module_name, _, attribute = reference.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise PluginError(f"plugin {reference!r} for {group} cannot be loaded: {exc}") from exc
+    if not callable(factory):
+        raise PluginError(f"plugin {reference!r} for {group} is not callable")
+    return factory  # type: ignore[no-any-return]
 
 
 def load_connector(name: str, options: Mapping[str, Any]) -> ErpConnector:

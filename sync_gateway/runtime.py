@@ -1,13 +1,17 @@
 """Assembles one gateway process: clients, stores, the workers of its roles, and the admin API.
 
-All durable state is in CouchDB, so a process can be killed at any moment and started again.
+All durable state is in CouchDB, so a process can be killed at any moment and started again. Every
+long-running loop runs under one :class:`Supervisor` (a crashed loop is logged and restarted with backoff);
+SIGTERM or SIGINT stops them all within ``SYNC_SHUTDOWN_GRACE_S``, each follower saving its checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import structlog
@@ -20,6 +24,7 @@ from sync_gateway.conflicts.stale import StaleBaseDetector
 from sync_gateway.contracts import ErpConnector
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.eventlog.store import EventLog
@@ -30,7 +35,9 @@ from sync_gateway.ingest.worker import IngestWorker
 from sync_gateway.plugins import load_connector, load_handlers
 from sync_gateway.project.deadletters import DeadLetters
 from sync_gateway.project.worker import Projector
+from sync_gateway.quarantine import Quarantine
 from sync_gateway.receipts import ReceiptStore
+from sync_gateway.supervisor import Supervisor
 from sync_gateway.users import UserRegistry
 
 log = structlog.get_logger(__name__)
@@ -65,14 +72,20 @@ class Gateway:
         self.projector: Projector | None = None
         self.mirror: MirrorPuller | None = None
         self.distributor: Distributor | None = None
+        self.quarantine = Quarantine(self.api_couch, settings.db("conflicts"))
+        self.supervisor = Supervisor()
         self.started_at = time.time()
-        self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._api_server: uvicorn.Server | None = None
+        self._api_task: asyncio.Task[None] | None = None
 
     async def setup(self) -> None:
-        """Create the system databases and design documents; safe to run on every start."""
+        """Check the server and our admin account, create the system databases and design documents; safe to
+        run on every start. A server we cannot use stops the start with one error that says why."""
+        await self.api_couch.verify_admin()
         await self.couch.ensure_db("_users")
         for name in SYSTEM_DBS:
             await self.couch.ensure_db(self.settings.db(name))
+            await ensure_security(self.couch, self.settings.db(name))  # admins only, checked on every start
         await EventLog(self.couch, self.settings.db("events")).setup()
         if self.connector is not None:
             await self.connector.start()
@@ -100,6 +113,8 @@ class Gateway:
                 accepted_receipt_delay=s.accepted_receipt_delay_s if "project" in s.roles else 0.0,
                 business=BusinessRules(self.couch, s.db("mirror"), worker_events, s.enforced_rules),
                 stale=StaleBaseDetector(self.couch, s.db("mirror"), worker_events),
+                supervisor=self.supervisor,
+                quarantine=Quarantine(self.couch, s.db("conflicts")),
             )
         if "project" in s.roles and self.connector is not None:
             self.projector = Projector(
@@ -133,54 +148,73 @@ class Gateway:
                 batch_size=s.distribute_batch_size,
                 read_timeout=s.feed_read_timeout_s,
                 max_delay=s.retry_max_delay_s,
+                quarantine=Quarantine(self.couch, s.db("conflicts")),
             )
 
-    async def run(self) -> None:
-        """Run every role of this process until cancelled (Ctrl-C, SIGTERM)."""
-        await self.setup()
-        self._build_workers()
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Run every role of this process until ``stop`` is set, SIGTERM or SIGINT arrives, or the API ends."""
+        stop = stop or asyncio.Event()
+        with _stop_on_signals(stop):
+            await self.setup()
+            self._build_workers()
+            self._start_loops()
+            if "api" in self.settings.roles:
+                from sync_gateway.api.app import create_app
+
+                config = uvicorn.Config(
+                    create_app(self),
+                    host=self.settings.api_host,
+                    port=self.settings.api_port,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                )
+                self._api_server = _ApiServer(config)
+                self._api_task = asyncio.create_task(self._api_server.serve(), name="api")
+            log.info("gateway.started", roles=self.settings.roles, connector=self.settings.connector)
+            stopping = asyncio.create_task(stop.wait())
+            try:
+                waiting: set[asyncio.Task[Any]] = {stopping} | ({self._api_task} if self._api_task else set())
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                log.info("gateway.stopping", reason="signal" if stopping in done else "api ended")
+                if self._api_task in done:
+                    self._api_task.result()  # an API that could not start raises here and stops the process
+            finally:
+                stopping.cancel()
+                await self.stop()
+
+    def _start_loops(self) -> None:
+        sup = self.supervisor
         if self.ingest is not None:
-            self._tasks["ingest"] = asyncio.create_task(self.ingest.run(), name="ingest")
+            sup.start("ingest", self.ingest.run)
         if self.projector is not None:
-            self._tasks["project"] = asyncio.create_task(self.projector.run(), name="project")
+            sup.start("project", self.projector.follow)
+            sup.start("project:retries", self.projector.watch_retries)
         if self.mirror is not None:
-            self._tasks["distribute"] = asyncio.create_task(self.mirror.run(), name="distribute")
+            sup.start("mirror-pull", self.mirror.run)
         if self.distributor is not None:
-            self._tasks["distributor"] = asyncio.create_task(self.distributor.run(), name="distributor")
-        if "api" in self.settings.roles:
-            from sync_gateway.api.app import create_app
-
-            config = uvicorn.Config(
-                create_app(self),
-                host=self.settings.api_host,
-                port=self.settings.api_port,
-                log_level="warning",
-                access_log=False,
-                lifespan="off",
-            )
-            server = uvicorn.Server(config)
-            self._tasks["api"] = asyncio.create_task(server.serve(), name="api")
-        if self.settings.health_port:
-            self._tasks["health"] = asyncio.create_task(serve_health(self), name="health")
-        log.info("gateway.started", roles=self.settings.roles, connector=self.settings.connector)
-        try:
-            done, _ = await asyncio.wait(self._tasks.values(), return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                task.result()  # a worker that died raises here and stops the process loudly
-            log.info("gateway.stopping", finished=[t.get_name() for t in done])
-        finally:
-            await self.stop()
+            sup.start("distribute", self.distributor.run)
+        if self.settings.health_port:  # liveness, readiness and /metrics for every role (sync_gateway.health)
+            sup.start("health", lambda: serve_health(self))
 
     async def stop(self) -> None:
-        for task in self._tasks.values():
-            task.cancel()
-        for task in self._tasks.values():
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        """Stop the API and every loop (followers save their checkpoints), then close the clients."""
+        grace = self.settings.shutdown_grace_s
+        started = time.monotonic()
+        if self._api_server is not None and self._api_task is not None:
+            self._api_server.should_exit = True
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._api_task), timeout=grace)
+            self._api_task.cancel()
+        left = await self.supervisor.stop_all(max(0.5, grace - (time.monotonic() - started)))
+        if left:
+            log.warning("gateway.stop_timed_out", loops=left[:20], count=len(left))
         if self.connector is not None:
-            await self.connector.close()
+            with contextlib.suppress(Exception):
+                await self.connector.close()
         await self.couch.close()
         await self.api_couch.close()
+        log.info("gateway.stopped", seconds=round(time.monotonic() - started, 2))
 
     async def conflict_applier(self, item: dict[str, Any], winner: dict[str, Any], by: str) -> dict[str, Any]:
         """Apply a reviewer's resolution of a review item (called by the review queue)."""
@@ -200,7 +234,34 @@ class Gateway:
         return queue
 
     def workers_alive(self) -> dict[str, bool]:
-        alive = {name: not task.done() for name, task in self._tasks.items() if name not in ("api", "health")}
-        if self.ingest is not None:
-            alive["ingest"] = alive.get("ingest", True) and self.ingest.alive()
+        """Per role loop, whether it runs; the followers of every user database count as ``ingest``."""
+        alive: dict[str, bool] = {}
+        for name, ok in self.supervisor.alive().items():
+            role = "ingest" if name.startswith("ingest:") else name
+            alive[role] = alive.get(role, True) and ok
         return alive
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the gateway stops the server with everything else."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    loop = asyncio.get_running_loop()
+    installed = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread (tests driving run())
+            pass
+    try:
+        yield
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)

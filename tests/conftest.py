@@ -9,20 +9,20 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sync_gateway.devserver import PouchServer
+from tests.support.couch import CouchServer, session_server
 from tests.support.gateway import GatewayProcess, running_gateway
 
 
 @pytest.fixture(scope="session")
-def couch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PouchServer]:
-    server = PouchServer(tmp_path_factory.mktemp("couch"), "admin", secrets.token_urlsafe(16))
-    server.start()
+def couch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CouchServer]:
+    """pouchdb-server, or the CouchDB named by SYNC_TEST_COUCH_URL (conformance mode, tests/support/couch.py)."""
+    server = session_server(tmp_path_factory.mktemp("couch"), secrets.token_urlsafe(16))
     yield server
     server.stop()
 
 
 @pytest.fixture(scope="session")
-def gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def gateway(couch_server: CouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """One gateway with every role, shared by the tests that only need a running pipeline."""
     with running_gateway(
         couch_server,

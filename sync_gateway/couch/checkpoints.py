@@ -2,6 +2,10 @@
 
 A checkpoint is saved only after everything below it has been appended (the follower calls ``save`` after its
 handler returns), so a crash replays at most one batch and deterministic ids make the replay a no-op.
+
+A save is a compare-and-swap on the revision read at ``load``: when another process saved the checkpoint in
+between, ``save`` raises :class:`CheckpointLost` and never overwrites it, so a checkpoint cannot move
+backwards when two processes follow the same feed.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sync_gateway.couch.client import CouchClient, Seq
-from sync_gateway.errors import RevisionConflict
+from sync_gateway.errors import CheckpointLost, RevisionConflict
 
 
 class Checkpoints:
@@ -34,16 +38,13 @@ class Checkpoints:
 
     async def save(self, name: str, seq: Seq, **extra: Any) -> None:
         doc: dict[str, Any] = {"_id": name, "seq": seq, "updated_at": datetime.now(UTC).isoformat(), **extra}
-        for _ in range(3):
-            if name in self._revs:
-                doc["_rev"] = self._revs[name]
-            try:
-                self._revs[name] = await self._couch.put(self._db, doc)
+        if name in self._revs:
+            doc["_rev"] = self._revs[name]
+        try:
+            self._revs[name] = await self._couch.put(self._db, doc)
+        except RevisionConflict as exc:
+            current = await self._couch.get_or_none(self._db, name)
+            if current is not None and current.get("seq") == seq:
+                self._revs[name] = current["_rev"]  # our own write, whose answer a retry lost
                 return
-            except RevisionConflict:
-                current = await self._couch.get_or_none(self._db, name)
-                if current is None:
-                    self._revs.pop(name, None)
-                else:
-                    self._revs[name] = current["_rev"]
-        raise RevisionConflict(f"checkpoint {name} keeps changing under us")
+            raise CheckpointLost(f"checkpoint {name} was saved by another process") from exc

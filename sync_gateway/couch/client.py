@@ -1,7 +1,8 @@
 """Async CouchDB 3 client over httpx.
 
-Transient failures (connection refused, timeouts, 5xx) are retried with capped exponential backoff, so a
-worker survives a CouchDB restart. ``retries=None`` retries forever (workers), an integer bounds it (API).
+Transient failures (connection refused, timeouts, 5xx) are retried with the shared backoff
+(``sync_gateway.retry``), so a worker survives a CouchDB restart. ``retries=None`` retries forever
+(workers), an integer bounds it (API).
 Sequences are opaque JSON values (``Seq``): stored and passed back, never compared.
 """
 
@@ -10,25 +11,26 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import httpx
 import structlog
 
-from sync_gateway import metrics
+from sync_gateway import jsontext, metrics
 from sync_gateway.couch.capabilities import ServerCapabilities
 from sync_gateway.errors import (
+    AccountLocked,
     CouchError,
     CouchUnavailable,
     DocumentNotFound,
     RevisionConflict,
     Unauthorized,
 )
+from sync_gateway.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -97,7 +99,7 @@ class CouchClient:
     ) -> None:
         self.url = url.rstrip("/")
         self._retries = retries
-        self._max_delay = max_delay
+        self._backoff = Backoff(base=0.2, cap=max_delay)
         self._http = httpx.AsyncClient(
             base_url=self.url,
             auth=httpx.BasicAuth(user, password) if user else None,
@@ -166,13 +168,13 @@ class CouchClient:
             attempt += 1
             if max_tries is not None and attempt > max_tries:
                 raise error from cause
-            delay = min(self._max_delay, 0.1 * 2 ** min(attempt, 10)) * (0.5 + random.random() / 2)
+            delay = self._backoff.delay(attempt - 1)
             log.warning("couch.retrying", method=method, path=_redact(path), attempt=attempt, error=str(error))
             await asyncio.sleep(delay)
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.request(method, path, **kwargs)
-        return response.json()
+        return jsontext.loads(response.content)
 
     # ------------------------------------------------------------------------------------------ server
 
@@ -180,6 +182,39 @@ class CouchClient:
         if self._caps is None:
             self._caps = ServerCapabilities.from_root(await self.json("GET", "/"))
         return self._caps
+
+    async def verify_admin(self) -> ServerCapabilities:
+        """Start-up check: the server answers and accepts our credentials as an admin. Raises one error whose
+        message says what is wrong and what to check (unreachable, refused, locked, not an admin)."""
+        where = _public_url(self.url)
+        try:
+            session = await self.json("GET", "/_session")
+        except AccountLocked as exc:
+            raise AccountLocked(
+                f"CouchDB at {where} has locked the account after repeated failed logins; fix SYNC_COUCH_PASSWORD "
+                "and wait for the lock to expire (CouchDB 3.4+: 5 minutes)",
+                exc.status,
+            ) from exc
+        except Unauthorized as exc:
+            raise Unauthorized(
+                f"CouchDB at {where} refused the credentials (HTTP {exc.status}); check SYNC_COUCH_USER and "
+                "SYNC_COUCH_PASSWORD",
+                exc.status,
+            ) from exc
+        except CouchUnavailable as exc:
+            raise CouchUnavailable(
+                f"cannot reach CouchDB at {where} ({exc}); check SYNC_COUCH_URL and that the server runs", exc.status
+            ) from exc
+        ctx = session.get("userCtx") or {}
+        if ctx.get("name") is None:
+            raise Unauthorized(
+                f"CouchDB at {where} did not accept the credentials (anonymous session); check SYNC_COUCH_USER "
+                "and SYNC_COUCH_PASSWORD",
+                401,
+            )
+        if "_admin" not in (ctx.get("roles") or []):
+            raise Unauthorized(f"CouchDB user {ctx.get('name')!r} at {where} is not a server admin", 403)
+        return await self.capabilities()
 
     async def ping(self) -> bool:
         """True when the server answers ``GET /`` right now (no retries)."""
@@ -218,14 +253,14 @@ class CouchClient:
 
     async def get(self, db: str, doc_id: str, **params: Any) -> Doc:
         response = await self.request("GET", doc_path(db, doc_id), params=params)
-        result: Doc = response.json()
+        result: Doc = jsontext.loads(response.content)
         return result
 
     async def get_or_none(self, db: str, doc_id: str, **params: Any) -> Doc | None:
         response = await self.request("GET", doc_path(db, doc_id), params=params, expect=(404,))
         if response.status_code == 404:
             return None
-        result: Doc = response.json()
+        result: Doc = jsontext.loads(response.content)
         return result
 
     async def put(self, db: str, doc: Mapping[str, Any]) -> str:
@@ -327,8 +362,10 @@ class CouchClient:
     ) -> ChangesBatch:
         """One page of ``_changes`` (``normal`` or ``longpoll``).
 
-        ``timeout`` is our own read timeout: pouchdb-server ignores CouchDB's, so a quiet longpoll just
-        ends with no results when it expires.
+        ``timeout`` is sent as CouchDB's ``timeout`` (CouchDB 3 then answers an empty page when it expires)
+        and is also our own read timeout, 5 s later: pouchdb-server ignores CouchDB's, so a quiet longpoll
+        there just ends with no results when ours expires. No ``heartbeat`` is sent: CouchDB 3 refuses
+        ``heartbeat=false`` with 400 and a page read as one JSON body has no use for heartbeat newlines.
         """
         query: dict[str, Any] = {"include_docs": include_docs, "feed": feed, **params}
         if since is not None:
@@ -337,7 +374,6 @@ class CouchClient:
             query["limit"] = limit
         if feed == "longpoll" and timeout is not None:
             query["timeout"] = int(timeout * 1000)
-            query.setdefault("heartbeat", "false")
         method, body = "GET", None
         if selector is not None:
             query["filter"] = "_selector"
@@ -358,7 +394,7 @@ class CouchClient:
             if feed == "longpoll" and isinstance(exc.__cause__, httpx.ReadTimeout):
                 return ChangesBatch(results=[], last_seq=since)
             raise
-        data = response.json()
+        data = jsontext.loads(response.content)
         return ChangesBatch(results=list(data.get("results", [])), last_seq=data.get("last_seq", since))
 
 
@@ -381,6 +417,14 @@ def _encode_params(params: Mapping[str, Any] | None) -> dict[str, str]:
     return encoded
 
 
+def _public_url(url: str) -> str:
+    """A server URL without credentials, for messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
 def _redact(path: str) -> str:
     """Paths never hold credentials, but keep query strings (which may hold ids) out of logs."""
     return path.split("?", 1)[0]
@@ -398,6 +442,8 @@ def _error_for(method: str, path: str, response: httpx.Response) -> CouchError:
         return DocumentNotFound(message, status)
     if status == 409:
         return RevisionConflict(message, status)
+    if status == 403 and "temporarily locked" in reason.lower():
+        return AccountLocked(message, status)
     if status in (401, 403):
         return Unauthorized(message, status)
     return CouchError(message, status)

@@ -4,7 +4,11 @@ It reads pages with longpoll from a checkpoint, hands each page to a handler and
 after the handler returns, so every change is handled at least once. Saves are spaced by
 ``save_interval`` (a busy feed would otherwise pay one extra write per page): after a crash the follower
 replays at most that many seconds of pages, which deterministic event ids and idempotent receipts absorb.
-Failures back off and retry: a CouchDB restart pauses the follower, it never ends it.
+Failures back off and retry: a CouchDB outage pauses the follower, it never ends it. A page whose handler
+fails for any other reason is handled again one change at a time, and each change that still fails goes to
+``on_poison`` (quarantine) so the feed moves on: one bad document never stops a database. A checkpoint
+that another process moved meanwhile (a lost 409 race) ends the follower: the other process owns the feed.
+Without ``checkpoints`` it is a watch: it starts where it is told and keeps its position in memory only.
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ import structlog
 from sync_gateway import metrics
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient, Seq
-from sync_gateway.errors import CouchError
+from sync_gateway.errors import CheckpointLost, CouchError, is_outage
+from sync_gateway.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
 Handler = Callable[[list[dict[str, Any]]], Awaitable[None]]
+PoisonHandler = Callable[[dict[str, Any], Exception], Awaitable[None]]
+"""``(change row, error)``: record that this change could not be handled (log, quarantine item, receipt)."""
 
 
 class Follower:
@@ -33,7 +40,7 @@ class Follower:
     def __init__(
         self,
         couch: CouchClient,
-        checkpoints: Checkpoints,
+        checkpoints: Checkpoints | None,
         db: str,
         name: str,
         handler: Handler,
@@ -44,6 +51,7 @@ class Follower:
         changes_params: dict[str, Any] | None = None,
         save_interval: float = 5.0,
         linger: float = 0.0,
+        on_poison: PoisonHandler | None = None,
     ) -> None:
         self.db = db
         self.name = name
@@ -52,7 +60,8 @@ class Follower:
         self._handler = handler
         self._batch_size = batch_size
         self._read_timeout = read_timeout
-        self._max_delay = max_delay
+        self._backoff = Backoff(base=0.2, cap=max_delay)
+        self._on_poison = on_poison
         self._params = changes_params or {}
         self.since: Seq = None
         self.last_change_at: float | None = None
@@ -66,17 +75,26 @@ class Follower:
         self._saved: Seq = None
         self._last_save = 0.0
         self._flush: asyncio.Task[None] | None = None
+        self._save_lock = asyncio.Lock()
+        self.lost = False  # another process took this feed's checkpoint
+        self.quarantined = 0
 
     async def run(self, since: Seq = None, *, loaded: bool = False) -> None:
         """Run until cancelled. ``loaded=True`` means ``since`` already is the saved checkpoint."""
-        self.since = since if loaded else await self._checkpoints.load(self.name)
+        if loaded or self._checkpoints is None:
+            self.since = since
+        else:
+            self.since = await self._checkpoints.load(self.name)
         self._saved = self.since
         try:
             await self._loop()
+        except CheckpointLost:
+            self.lost = True
+            log.warning("follower.checkpoint_lost", db=self.db, checkpoint=self.name)
         finally:
             if self._flush is not None:
                 self._flush.cancel()
-            if self.since != self._saved:
+            if self.since != self._saved and not self.lost:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._save())
 
@@ -85,11 +103,11 @@ class Follower:
             try:
                 await self.step()
                 self.failures = 0
-            except asyncio.CancelledError:
+            except CheckpointLost:
                 raise
             except CouchError as exc:
                 self.failures += 1
-                delay = min(self._max_delay, 0.2 * 2 ** min(self.failures, 8))
+                delay = self._backoff.delay(self.failures)
                 log.warning("follower.failed", db=self.db, error=str(exc), retry_in=round(delay, 2))
                 await asyncio.sleep(delay)
 
@@ -99,6 +117,8 @@ class Follower:
         With ``linger``, a follower that just handled a page waits that long before asking again, so under
         load the next page carries many changes instead of one: fewer requests for a few ms of latency.
         """
+        if self.lost:
+            raise CheckpointLost(f"checkpoint {self.name} was moved by another process")
         feed = "longpoll" if self.caught_up else "normal"
         if self._linger and self.caught_up and self._busy:
             await asyncio.sleep(self._linger)
@@ -113,7 +133,7 @@ class Follower:
         self.last_poll_at = time.time()
         metrics.count_changes(self.name, len(batch.results))
         if batch.results:
-            await self._handler(batch.results)
+            await self._handle(batch.results)
             self.last_change_at = time.time()
         self.since = batch.last_seq
         self._busy = bool(batch.results)
@@ -127,16 +147,41 @@ class Follower:
                 self._flush = asyncio.create_task(self._save_later())
         return len(batch.results)
 
+    async def _handle(self, rows: list[dict[str, Any]]) -> None:
+        """The handler over a page; on a failure that is not an outage, one change at a time, quarantining
+        each change that still fails (handlers are idempotent, so the changes handled twice cost nothing)."""
+        try:
+            await self._handler(rows)
+            return
+        except Exception as exc:
+            if self._on_poison is None or is_outage(exc):
+                raise
+            log.warning("follower.page_failed", db=self.db, changes=len(rows), error_type=type(exc).__name__)
+        for row in rows:
+            try:
+                await self._handler([row])
+            except Exception as exc:
+                if is_outage(exc):
+                    raise
+                self.quarantined += 1
+                await self._on_poison(row, exc)
+
     async def _save_later(self) -> None:
         await asyncio.sleep(max(0.0, self._save_interval - (time.monotonic() - self._last_save)))
         if self.since != self._saved:
             try:
                 await self._save()
+            except CheckpointLost:
+                self.lost = True  # the loop ends at its next step
             except CouchError as exc:
                 log.warning("follower.checkpoint_save_failed", db=self.db, error=str(exc))
 
     async def _save(self) -> None:
-        seq = self.since
-        await self._checkpoints.save(self.name, seq, db=self.db)
-        self._saved = seq
-        self._last_save = time.monotonic()
+        async with self._save_lock:
+            seq = self.since
+            if seq == self._saved:
+                return
+            if self._checkpoints is not None:
+                await self._checkpoints.save(self.name, seq, db=self.db)
+            self._saved = seq
+            self._last_save = time.monotonic()

@@ -47,6 +47,7 @@ from sync_gateway.profiles import (
     profile_config_doc,
 )
 from sync_gateway.profiles.model import EntityRule, canonical_json
+from sync_gateway.quarantine import Quarantine
 
 log = structlog.get_logger(__name__)
 
@@ -111,8 +112,10 @@ class Distributor:
         read_timeout: float = 60.0,
         max_delay: float = 30.0,
         concurrency: int = 32,
+        quarantine: Quarantine | None = None,
     ) -> None:
         self._couch = couch
+        self._quarantine = quarantine
         self._checkpoints = checkpoints
         self.registry_db = registry_db
         self.mirror_db = mirror_db
@@ -129,12 +132,31 @@ class Distributor:
         self._sem = asyncio.Semaphore(concurrency)
         self.stats: Counter[str] = Counter()
         self.ready = asyncio.Event()
-        follower_opts: dict[str, Any] = {"batch_size": batch_size, "read_timeout": read_timeout, "max_delay": max_delay}
+        follower_opts: dict[str, Any] = {
+            "batch_size": batch_size,
+            "read_timeout": read_timeout,
+            "max_delay": max_delay,
+            "on_poison": self._quarantine_change if quarantine is not None else None,
+        }
         self.mirror_follower = Follower(
             couch, checkpoints, mirror_db, MIRROR_CHECKPOINT, self.on_mirror, **follower_opts
         )
         self.registry_follower = Follower(
             couch, checkpoints, registry_db, REGISTRY_CHECKPOINT, self.on_registry, **follower_opts
+        )
+
+    async def _quarantine_change(self, row: dict[str, Any], exc: Exception) -> None:
+        """A mirror or registry change the distributor could not handle: a review item, and the feed goes on."""
+        assert self._quarantine is not None
+        doc = row.get("doc") or {}
+        source = self.mirror_db if str(row.get("id", "")).split(":", 1)[0] != "user" else self.registry_db
+        await self._quarantine.add(
+            stage="distribute",
+            source_db=source,
+            doc_id=str(row.get("id", "")),
+            rev=str(doc.get("_rev", "")),
+            user=None,
+            error=exc,
         )
 
     # ------------------------------------------------------------------------------------------ lifecycle

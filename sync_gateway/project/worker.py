@@ -19,10 +19,12 @@ from sync_gateway.contracts import ErpConnector, Event, PushOutcome
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.follower import Follower
-from sync_gateway.errors import ConnectorError, TransientConnectorError
+from sync_gateway.errors import ConnectorError, TransientConnectorError, is_outage
 from sync_gateway.eventlog.store import EventLog, doc_to_event
 from sync_gateway.project.deadletters import DeadLetters
+from sync_gateway.quarantine import INTERNAL_ERROR, error_summary
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate, group_by_db
+from sync_gateway.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
@@ -49,7 +51,7 @@ class Projector:
         self._events = events
         self._receipts = receipts
         self._dead = dead_letters
-        self._max_delay = max_delay
+        self._backoff = Backoff(base=0.25, cap=max_delay)
         self.follower = Follower(
             couch,
             checkpoints,
@@ -60,14 +62,50 @@ class Projector:
             read_timeout=read_timeout,
             changes_params={"selector": {"kind": {"$in": sorted(PROJECTED_KINDS)}}},
             linger=linger,
+            on_poison=self.quarantine,
         )
         self.projected = 0
         self.dead_lettered = 0
         self.retrying = False
 
     async def run(self) -> None:
+        """The event log follower and the dead-letter retry watch together (tests, one-off runs)."""
+        await asyncio.gather(self.follow(), self.watch_retries())
+
+    async def follow(self) -> None:
         structlog.contextvars.bind_contextvars(connector=self.connector.name)  # this task and its children
-        await asyncio.gather(self.follower.run(), self._dead.watch_retries(self.retry_dead_letter))
+        await self.follower.run()
+
+    async def watch_retries(self) -> None:
+        structlog.contextvars.bind_contextvars(connector=self.connector.name)
+        await self._dead.watch_retries(self.retry_dead_letter)
+
+    async def quarantine(self, row: dict[str, Any], exc: Exception) -> None:
+        """An event whose projection failed with something that is no connector error (a bug in the connector
+        or the gateway): it becomes a dead letter with reason ``internal_error`` and the log moves on."""
+        doc = row.get("doc") or {}
+        log.error(
+            "projection.event_quarantined",
+            connector=self.connector.name,
+            event_id=row.get("id"),
+            doc_id=doc.get("doc_id"),
+            rev=doc.get("rev"),
+            error_type=type(exc).__name__,
+        )
+        try:
+            event = doc_to_event(doc)
+        except Exception:  # not even an event: nothing to dead-letter or receipt
+            log.error("projection.event_unreadable", connector=self.connector.name, event_id=row.get("id"))
+            return
+        message = f"{INTERNAL_ERROR}: {error_summary(exc)}"
+        try:
+            await self.record([event], {event.event_id: PushOutcome(event.event_id, "permanent", message=message)})
+        except Exception as write_error:
+            if is_outage(write_error):
+                raise
+            log.error(
+                "projection.quarantine_write_failed", event_id=event.event_id, error_type=type(write_error).__name__
+            )
 
     async def handle_changes(self, rows: list[dict[str, Any]]) -> None:
         docs = [row["doc"] for row in rows if row.get("doc") and row["doc"].get("kind") in PROJECTED_KINDS]
@@ -110,7 +148,7 @@ class Projector:
             if pending:
                 attempt += 1
                 self.retrying = True
-                delay = min(self._max_delay, 0.25 * 2 ** min(attempt, 8))
+                delay = self._backoff.delay(attempt)
                 log.warning(
                     "projection.retrying",
                     connector=self.connector.name,

@@ -123,9 +123,11 @@ function errorInfo(err) {
     return { name: 'error', message: String(err), status: 500 };
   }
   const status = typeof err.status === 'number' ? err.status : 500;
-  const name = err.name && err.name !== 'Error' ? err.name : err.error || 'error';
+  let name = err.name && err.name !== 'Error' ? err.name : err.error || 'error';
   let message = err.message || err.reason || String(err);
   if (typeof message !== 'string') message = JSON.stringify(message);
+  // CouchDB 3.4+ locks an account after repeated failed logins: say so, not just "forbidden"
+  if (status === 403 && /temporarily locked/i.test(message)) name = 'account_locked';
   return { name: String(name), message, status };
 }
 

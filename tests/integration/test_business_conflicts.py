@@ -15,8 +15,8 @@ from sqlalchemy import Engine
 
 from erp_connectors.staging import masters
 from sync_gateway.couch.naming import user_db_name
-from sync_gateway.devserver import PouchServer
 from tests.support import docs
+from tests.support.couch import CouchServer
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess, running_gateway, staging_engine
 from tests.support.waiting import wait_until
@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def business_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def business_gateway(couch_server: CouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     with running_gateway(
         couch_server,
         tmp_path_factory.mktemp("business-gateway"),

@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from sync_gateway.couch.naming import user_db_name
-from sync_gateway.devserver import PouchServer
 from tests.support import docs
+from tests.support.couch import CouchServer, restartable_server
 from tests.support.gateway import GatewayProcess
 from tests.support.waiting import wait_until
 
@@ -20,15 +20,16 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def own_couch(tmp_path: Path) -> Iterator[PouchServer]:
-    server = PouchServer(tmp_path / "couch", "admin", secrets.token_urlsafe(12))
-    server.start()
+def own_couch(tmp_path: Path) -> Iterator[CouchServer]:
+    """A server this test may kill: its own pouchdb-server, or the conformance server when
+    SYNC_TEST_COUCH_STOP/START say how to stop and start it."""
+    server = restartable_server(tmp_path / "couch", secrets.token_urlsafe(12))
     yield server
     server.stop()
 
 
-async def test_gateway_survives_a_couchdb_restart(own_couch: PouchServer, tmp_path: Path) -> None:
-    gw = GatewayProcess(own_couch, tmp_path / "gw", extra_env={"SYNC_FEED_READ_TIMEOUT_S": "5"})
+async def test_gateway_survives_a_couchdb_restart(own_couch: CouchServer, tmp_path: Path) -> None:
+    gw = GatewayProcess(own_couch, tmp_path / "gw", prefix="restart_", extra_env={"SYNC_FEED_READ_TIMEOUT_S": "5"})
     (tmp_path / "gw").mkdir()
     gw.start()
     try:

@@ -5,25 +5,21 @@ from __future__ import annotations
 
 import json
 import secrets
-import socket
 import struct
-import subprocess
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.couch import CouchServer
 from tests.support.device import Device, DeviceError
 
 pytestmark = pytest.mark.integration
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-POUCHDB_SERVER = REPO_ROOT / "node_modules" / ".bin" / "pouchdb-server"
 MEMBER = "alice"
 
 
@@ -32,28 +28,6 @@ class Couch:
     url: str
     admin: tuple[str, str]
     member_password: str
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _wait_until_ready(proc: subprocess.Popen[bytes], url: str, deadline_s: float = 30.0) -> None:
-    deadline = time.monotonic() + deadline_s
-    with httpx.Client(timeout=2.0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"pouchdb-server exited with {proc.returncode} before answering")
-            try:
-                if client.get(url).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)  # poll interval
-    raise RuntimeError("pouchdb-server did not answer GET / within 30 s")
 
 
 def _png() -> bytes:
@@ -68,55 +42,19 @@ def _png() -> bytes:
 
 
 @pytest.fixture(scope="module")
-def couch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Couch]:
-    """A pouchdb-server with an admin and one user, stopped by its own PID."""
-    tmp = tmp_path_factory.mktemp("pouchdb-server")
-    data = tmp / "data"
-    data.mkdir()
-    admin_password = secrets.token_urlsafe(16)
-    config = tmp / "config.json"
-    config.write_text(
-        json.dumps(
-            {
-                "admins": {"admin": admin_password},
-                "httpd": {"bind_address": "127.0.0.1"},
-                "log": {"file": str(tmp / "log.txt")},
-            }
-        )
-    )
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    with (tmp / "stdout.txt").open("wb") as out:
-        proc = subprocess.Popen(
-            [str(POUCHDB_SERVER), "-c", str(config), "-d", str(data), "-p", str(port), "-o", "127.0.0.1", "-n"],
-            cwd=tmp,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
-    try:
-        _wait_until_ready(proc, f"{url}/")
-        member_password = secrets.token_urlsafe(12)
-        with httpx.Client(base_url=url, auth=("admin", admin_password), timeout=10.0) as admin:
-            response = admin.put(
-                f"/_users/org.couchdb.user:{MEMBER}",
-                json={
-                    "_id": f"org.couchdb.user:{MEMBER}",
-                    "name": MEMBER,
-                    "type": "user",
-                    "roles": [],
-                    "password": member_password,
-                },
-            )
-            assert response.status_code == 201, response.text
-        yield Couch(url, ("admin", admin_password), member_password)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+def couch(couch_server: CouchServer) -> Couch:
+    """The session's server (pouchdb-server, or CouchDB in conformance mode) with one member user."""
+    member_password = secrets.token_urlsafe(12)
+    admin = (couch_server.admin_user, couch_server.admin_password)
+    with httpx.Client(base_url=couch_server.url, auth=admin, timeout=30.0) as client:
+        doc_id = f"org.couchdb.user:{MEMBER}"
+        current = client.get(f"/_users/{doc_id}")
+        doc = {"_id": doc_id, "name": MEMBER, "type": "user", "roles": [], "password": member_password}
+        if current.status_code == 200:
+            doc["_rev"] = current.json()["_rev"]
+        response = client.put(f"/_users/{doc_id}", json=doc)
+        assert response.status_code in (201, 202), response.text
+    return Couch(couch_server.url, admin, member_password)
 
 
 @pytest.fixture
@@ -251,16 +189,25 @@ async def test_wait_for_times_out_with_the_last_seen_version(couch: Couch) -> No
     assert "never appeared" in never.value.message
 
 
-async def test_wrong_password_fails_fast_with_401(couch: Couch, remote_db: str) -> None:
+async def test_wrong_password_fails_fast_with_401_then_a_distinct_lock(
+    couch: Couch, admin: httpx.AsyncClient, remote_db: str
+) -> None:
+    """A wrong password is a 401; CouchDB 3.4+ then locks the account after repeated failures, which the
+    device reports as its own error (403 ``account_locked``), never as a generic failure."""
+    victim = f"victim-{uuid.uuid4().hex[:8]}"  # its own account: a lock-out must not hit the other tests' member
+    user = {"_id": f"org.couchdb.user:{victim}", "name": victim, "type": "user", "roles": [], "password": "right-1"}
+    assert (await admin.put(f"/_users/org.couchdb.user:{victim}", json=user)).status_code in (201, 202)
     url = f"{couch.url}/{remote_db}"
+    seen = []
     async with Device() as phone:
         await phone.put("phone", {"_id": "note:x"})
         for direction in ("push", "pull", "both"):
             with pytest.raises(DeviceError) as caught:
-                await phone.replicate("phone", url, MEMBER, "wrong-password", direction=direction, timeout=10)
-            assert caught.value.status == 401, direction
-            assert caught.value.name == "unauthorized"
+                await phone.replicate("phone", url, victim, "wrong-password", direction=direction, timeout=10)
+            seen.append((caught.value.status, caught.value.name))
             assert "wrong-password" not in str(caught.value)
+    assert seen[0] == (401, "unauthorized")
+    assert set(seen) <= {(401, "unauthorized"), (403, "account_locked")}, seen
 
 
 async def test_one_process_hosts_independent_phones_and_reports_conflicts(couch: Couch) -> None:

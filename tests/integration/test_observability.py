@@ -14,7 +14,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from sync_gateway.couch.naming import user_db_name
-from sync_gateway.devserver import PouchServer, free_port
+from sync_gateway.devserver import free_port
+from tests.support.couch import CouchServer
 from tests.support import docs
 from tests.support.device import Device
 from tests.support.gateway import SCRIPT, GatewayProcess, running_gateway
@@ -30,7 +31,7 @@ ENDPOINTS = {
 
 
 @pytest.fixture(scope="module")
-def obs_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def obs_gateway(couch_server: CouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     with running_gateway(
         couch_server,
         tmp_path_factory.mktemp("obs-gateway"),
@@ -182,7 +183,7 @@ async def test_health_port_and_health_command_report_the_process(obs_gateway: Ga
 
 
 async def test_a_role_without_api_reports_health_and_metrics_on_its_own_port(
-    couch_server: PouchServer, tmp_path: Path
+    couch_server: CouchServer, tmp_path: Path
 ) -> None:
     port = free_port()
     gw = GatewayProcess(

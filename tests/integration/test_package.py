@@ -19,7 +19,8 @@ import pytest
 
 from sync_gateway import __version__
 from sync_gateway.couch.naming import user_db_name
-from sync_gateway.devserver import PROJECT_ROOT, PouchServer, free_port, stop_process
+from sync_gateway.devserver import PROJECT_ROOT, free_port, stop_process
+from tests.support.couch import CouchServer
 from tests.support import docs
 from tests.support.waiting import wait_until
 
@@ -98,7 +99,7 @@ def test_the_wheel_holds_its_data_and_only_runtime_dependencies(installed: Path,
 
 
 @pytest.fixture
-def installed_gateway(installed: Path, couch_server: PouchServer, tmp_path: Path) -> Iterator[tuple[str, str]]:
+def installed_gateway(installed: Path, couch_server: CouchServer, tmp_path: Path) -> Iterator[tuple[str, str]]:
     token = secrets.token_urlsafe(16)
     port = free_port()
     env = _clean_env(
@@ -136,7 +137,7 @@ def installed_gateway(installed: Path, couch_server: PouchServer, tmp_path: Path
 
 
 async def test_the_installed_wheel_runs_outside_the_checkout_and_projects_a_transaction(
-    installed_gateway: tuple[str, str], couch_server: PouchServer
+    installed_gateway: tuple[str, str], couch_server: CouchServer
 ) -> None:
     url, token = installed_gateway
     name, password = f"pkg.{secrets.token_hex(3)}", secrets.token_urlsafe(12)

@@ -16,8 +16,8 @@ from sqlalchemy import Engine
 
 from erp_connectors.staging import masters
 from sync_gateway.couch.naming import user_db_name
-from sync_gateway.devserver import PouchServer
 from sync_gateway.resources import DEFAULT_PROFILES_DIR
+from tests.support.couch import CouchServer
 from tests.support.device import Device, DeviceError
 from tests.support.gateway import SCRIPT, GatewayProcess, running_gateway, staging_engine
 from tests.support.waiting import wait_until
@@ -28,7 +28,7 @@ RULE_DOCS = {"config:rules:approval", "config:rules:availability", "config:rules
 
 
 @pytest.fixture(scope="module")
-def profiles_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def profiles_gateway(couch_server: CouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     with running_gateway(
         couch_server,
         tmp_path_factory.mktemp("profiles-gateway"),

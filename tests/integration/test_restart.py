@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from sync_gateway.couch.naming import user_db_name
-from sync_gateway.devserver import PouchServer
 from tests.support import docs
+from tests.support.couch import CouchServer
 from tests.support.gateway import GatewayProcess, running_gateway
 from tests.support.waiting import wait_until
 
@@ -20,7 +20,7 @@ TOTAL = 300
 
 
 @pytest.fixture
-def crashy_gateway(couch_server: PouchServer, tmp_path: Path) -> Iterator[GatewayProcess]:
+def crashy_gateway(couch_server: CouchServer, tmp_path: Path) -> Iterator[GatewayProcess]:
     # its own system databases, so the shared gateway of other tests never sees these users
     with running_gateway(
         couch_server,

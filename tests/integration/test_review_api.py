@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from sync_gateway.couch.naming import user_db_name
-from sync_gateway.devserver import PouchServer
 from tests.support import docs
+from tests.support.couch import CouchServer
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess, running_gateway
 from tests.support.waiting import wait_until
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def review_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def review_gateway(couch_server: CouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     """A gateway that sends every conflict to review, on its own system databases."""
     with running_gateway(
         couch_server,

@@ -18,8 +18,8 @@ from sqlalchemy import Engine
 
 from erp_connectors.staging import masters
 from sync_gateway.couch.naming import user_db_name
-from sync_gateway.devserver import PouchServer
 from tests.support import docs
+from tests.support.couch import CouchServer
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess, running_gateway, staging_engine
 from tests.support.waiting import wait_until
@@ -46,7 +46,7 @@ entities:
 
 
 @pytest.fixture(scope="module")
-def crew_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+def crew_gateway(couch_server: CouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     profiles = tmp_path_factory.mktemp("crew-profiles")
     (profiles / "crew.yaml").write_text(CREW_PROFILE)
     with running_gateway(

@@ -17,14 +17,15 @@ import httpx
 from sqlalchemy import Engine, create_engine
 
 from erp_connectors.staging import masters
-from sync_gateway.devserver import PROJECT_ROOT, PouchServer, free_port, stop_process
+from sync_gateway.devserver import PROJECT_ROOT, free_port, stop_process
+from tests.support.couch import CouchServer
 
 SCRIPT = Path(sys.executable).parent / "sync-gateway"
 
 
 class GatewayProcess:
     def __init__(
-        self, couch: PouchServer, workdir: Path, *, prefix: str = "sync_", extra_env: dict[str, str] | None = None
+        self, couch: CouchServer, workdir: Path, *, prefix: str = "sync_", extra_env: dict[str, str] | None = None
     ) -> None:
         self.couch = couch
         self.workdir = workdir
@@ -90,8 +91,12 @@ class GatewayProcess:
         return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30.0)
 
     def couch_admin(self) -> httpx.AsyncClient:
+        # JSON always: CouchDB 3 answers ``attachments=true`` with multipart/related otherwise
         return httpx.AsyncClient(
-            base_url=self.couch.url, auth=(self.couch.admin_user, self.couch.admin_password), timeout=30.0
+            base_url=self.couch.url,
+            auth=(self.couch.admin_user, self.couch.admin_password),
+            timeout=30.0,
+            headers={"Accept": "application/json"},
         )
 
     async def projected_receipts(self, db: str) -> int:
@@ -117,7 +122,7 @@ class GatewayProcess:
 
 @contextmanager
 def running_gateway(
-    couch: PouchServer,
+    couch: CouchServer,
     workdir: Path,
     *,
     prefix: str,

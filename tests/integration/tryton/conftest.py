@@ -16,7 +16,7 @@ import pytest
 from erp_connectors.tryton import TrytonConnector, TrytonSettings
 from erp_connectors.tryton.client import TrytonClient
 from sync_gateway.contracts import Attachment, Event
-from sync_gateway.devserver import PouchServer
+from tests.support.couch import CouchServer
 from tests.support.gateway import GatewayProcess, running_gateway
 
 from .server import TrytonServer, running_tryton
@@ -131,7 +131,7 @@ async def contact_mechanisms(rpc: TrytonClient, party_id: int) -> list[dict[str,
 
 
 @pytest.fixture
-def tryton_gateway(couch_server: PouchServer, tryton_server: TrytonServer, tmp_path: Path) -> Iterator[GatewayProcess]:
+def tryton_gateway(couch_server: CouchServer, tryton_server: TrytonServer, tmp_path: Path) -> Iterator[GatewayProcess]:
     with running_gateway(
         couch_server,
         tmp_path,
