@@ -397,6 +397,19 @@ class CouchClient:
         data = jsontext.loads(response.content)
         return ChangesBatch(results=list(data.get("results", [])), last_seq=data.get("last_seq", since))
 
+    async def db_updates(self, *, since: Seq = None, timeout: float = 60.0) -> ChangesBatch:
+        """One longpoll page of the server's ``_db_updates`` (CouchDB 3: which databases changed, backed by
+        ``_global_changes``). Rows are ``{"db_name", "type", "seq"}``; ``since=None`` starts at ``now``."""
+        params = {"feed": "longpoll", "timeout": int(timeout * 1000), "since": "now" if since is None else since}
+        try:
+            response = await self.request("GET", "/_db_updates", params=params, timeout=timeout + 5.0, retries=0)
+        except CouchUnavailable as exc:
+            if isinstance(exc.__cause__, httpx.ReadTimeout):
+                return ChangesBatch(results=[], last_seq=since)
+            raise
+        data = jsontext.loads(response.content)
+        return ChangesBatch(results=list(data.get("results", [])), last_seq=data.get("last_seq", since))
+
 
 def _encode_params(params: Mapping[str, Any] | None) -> dict[str, str]:
     """CouchDB wants JSON for keys and booleans: ``true``, ``"key"``; sequences pass through as given."""

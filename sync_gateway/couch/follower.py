@@ -98,6 +98,33 @@ class Follower:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._save())
 
+    def position(self, since: Seq) -> None:
+        """Start from ``since`` (the saved checkpoint) when driven by :meth:`drain` instead of :meth:`run`."""
+        self.since = self._saved = since
+
+    async def drain(self) -> int:
+        """Read and handle pages until caught up, without waiting for new changes: for a feed that is read
+        only when something says it changed (wake-ups). The checkpoint is saved as :meth:`run` saves it.
+        Raises CouchError on an outage and CheckpointLost when another process owns the feed."""
+        if self.lost:
+            raise CheckpointLost(f"checkpoint {self.name} was moved by another process")
+        self.caught_up = False
+        handled = 0
+        try:
+            while not self.caught_up:
+                handled += await self.step()
+        except CheckpointLost:
+            self.lost = True
+            raise
+        return handled
+
+    async def flush(self) -> None:
+        """Save a position not saved yet (at shutdown)."""
+        if self._flush is not None:
+            self._flush.cancel()
+        if self.since != self._saved and not self.lost:
+            await self._save()
+
     async def _loop(self) -> None:
         while True:
             try:

@@ -11,6 +11,7 @@ reason ``internal_error``) and the follower goes on with the next change.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import structlog
@@ -26,6 +27,7 @@ from sync_gateway.eventlog.store import EventLog, event_id_for
 from sync_gateway.ingest.business import BusinessRules
 from sync_gateway.ingest.page import PageIngest
 from sync_gateway.ingest.validation import DocumentValidator
+from sync_gateway.ingest.wakeups import Wakeups
 from sync_gateway.quarantine import INTERNAL_ERROR, Quarantine
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
 from sync_gateway.supervisor import Supervisor
@@ -39,7 +41,12 @@ TRANSACTION_SELECTOR = {"_id": {"$regex": "^(" + "|".join(TRANSACTION_TYPES) + "
 
 
 class IngestWorker:
-    """Owns one follower per user database; new users are picked up from the registry's changes feed."""
+    """Owns one follower per user database; new users are picked up from the registry's changes feed.
+
+    ``wakeups=False``: each follower holds its own longpoll feed (a dev server without ``_db_updates``).
+    ``wakeups=True``: followers are drained only when their database is woken (``wake``, ``_db_updates``),
+    see :mod:`sync_gateway.ingest.wakeups`.
+    """
 
     def __init__(
         self,
@@ -59,6 +66,8 @@ class IngestWorker:
         stale: StaleBaseDetector | None = None,
         supervisor: Supervisor | None = None,
         quarantine: Quarantine | None = None,
+        wakeups: bool = False,
+        concurrency: int = 16,
     ) -> None:
         self._supervisor = supervisor or Supervisor()
         self._quarantine = quarantine
@@ -81,11 +90,30 @@ class IngestWorker:
         )
         self.followers: dict[str, Follower] = {}
         self.quarantined = 0
+        self._started = False
+        self.wakeups = (
+            Wakeups(
+                couch,
+                checkpoints,
+                self._drain,
+                known=self.followers.__contains__,
+                concurrency=concurrency,
+                read_timeout=read_timeout,
+            )
+            if wakeups
+            else None
+        )
 
     async def run(self) -> None:
         """Run until cancelled: start followers for known users, then watch the registry for new ones.
         The followers are the supervisor's loops: they outlive a crash of this watch and stop with the process."""
         since = await self._sync_users()
+        self._started = True
+        log.info("ingest.started", users=len(self.followers), wakeups=self.wakeups is not None)
+        if self.wakeups is not None:
+            wakeups = self.wakeups
+            self._supervisor.start("ingest:dispatch", wakeups.dispatch)
+            self._supervisor.start("ingest:db_updates", lambda: wakeups.watch_db_updates(self._wake_all))
 
         async def users_changed(_rows: list[dict[str, Any]]) -> None:
             await self._sync_users()
@@ -100,7 +128,10 @@ class IngestWorker:
             max_delay=10.0,
             changes_params={"include_docs": False},
         )
-        await watch.run(since, loaded=True)
+        try:
+            await watch.run(since, loaded=True)
+        finally:
+            await asyncio.shield(self.flush())
 
     async def _sync_users(self) -> Any:
         info = await self._couch.db_info(self._registry.db)
@@ -109,7 +140,7 @@ class IngestWorker:
         for db in list(self.followers):
             if db not in wanted:
                 self.followers.pop(db, None)
-                await self._supervisor.stop(_checkpoint_name(db))
+                await self._supervisor.stop(_checkpoint_name(db))  # feeds mode: its loop; wake-ups: none
         new = [db for db in wanted if db not in self.followers]
         if new:
             saved = await self._checkpoints.load_many([_checkpoint_name(db) for db in new])
@@ -135,6 +166,11 @@ class IngestWorker:
             on_poison=lambda row, exc: self._quarantine_change(db, user, row, exc),
         )
         self.followers[db] = follower
+        if self.wakeups is not None:
+            follower.position(since)
+            if self._started:
+                self.wakeups.wake(db)  # provisioned while we run: its database may hold documents already
+            return
         first = [True]
 
         async def follow() -> None:
@@ -184,6 +220,31 @@ class IngestWorker:
     def alive(self) -> bool:
         alive = self._supervisor.alive()
         return all(alive.get(_checkpoint_name(db), True) for db in self.followers)
+
+    def wake(self, db: str) -> None:
+        """``db`` changed (the edge wrote into it): read it soon. A no-op with one feed per database."""
+        if self.wakeups is not None:
+            self.wakeups.wake(db)
+
+    def _wake_all(self) -> None:
+        for db in self.followers:
+            self.wake(db)
+
+    async def _drain(self, db: str) -> None:
+        follower = self.followers.get(db)
+        if follower is not None:
+            with structlog.contextvars.bound_contextvars(user_db=db):
+                await follower.drain()
+
+    async def flush(self) -> None:
+        """Save the positions drained but not saved yet (wake-ups mode; followers with feeds save on stop)."""
+        if self.wakeups is None:
+            return
+        for follower in self.followers.values():
+            try:
+                await follower.flush()
+            except Exception as exc:
+                log.warning("ingest.flush_failed", user_db=follower.db, error_type=type(exc).__name__)
 
     async def handle_changes(self, db: str, user: str, rows: list[dict[str, Any]]) -> None:
         """One page of ``db``'s changes through the ingest stages (``sync_gateway.ingest.page``)."""
