@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import free_port
-from tests.support.couch import CouchServer
 from tests.support import docs
+from tests.support.couch import CouchServer
 from tests.support.device import Device
 from tests.support.gateway import SCRIPT, GatewayProcess, running_gateway
 from tests.support.waiting import wait_until

@@ -20,8 +20,8 @@ import pytest
 from sync_gateway import __version__
 from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import PROJECT_ROOT, free_port, stop_process
-from tests.support.couch import CouchServer
 from tests.support import docs
+from tests.support.couch import CouchServer
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
