@@ -272,6 +272,7 @@ async def refresh(gateway: Gateway) -> None:
     BUILD_INFO.labels(_version(), ",".join(gateway.settings.roles)).set(1)
     for loop, alive in gateway.workers_alive().items():
         LOOP_ALIVE.labels(loop).set(1 if alive else 0)
+        LOOP_RESTARTS.labels(loop_label(loop))  # every loop's series exists, at 0 until a crash
     if gateway.ingest is not None:
         now = time.time()
         set_ingest_lag(

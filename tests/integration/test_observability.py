@@ -142,7 +142,8 @@ async def test_metrics_move_by_the_transactions_processed(obs_gateway: GatewayPr
     assert set(lag) == {"0", "1s", "10s", "1m", "10m", "1h", "+Inf"}
     assert sum(lag.values()) >= 1
     depth = {dict(lbls)["kind"] for (n, lbls) in after if n == "sync_review_queue_depth"}
-    assert depth == {"revision", "stale_base", "business", "dead_letter"}
+    assert depth == {"revision", "stale_base", "business", "dead_letter", "quarantine"}
+    assert value(after, "sync_loop_restarts_total", loop="ingest") == 0  # present, and nothing crashed
 
     # the API port serves the same registry
     api_samples = await scrape(gw.url)

@@ -3,6 +3,8 @@ request ids are kept when sane, replaced otherwise, and present even on an unhan
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -14,6 +16,9 @@ from starlette.routing import Route
 from sync_gateway import metrics
 from sync_gateway.api.request_id import RequestIdMiddleware, request_id_from
 from sync_gateway.couch.client import doc_path
+from sync_gateway.retry import Backoff
+from sync_gateway.supervisor import Supervisor
+from tests.support.waiting import wait_until
 
 
 @pytest.mark.parametrize(
@@ -113,3 +118,30 @@ async def test_an_unhandled_error_still_answers_with_the_request_id() -> None:
     assert fine.headers["x-request-id"] == "abc-1" and fine.text == "fine"
     assert failed.status_code == 500 and failed.headers["x-request-id"] == "abc-2"
     assert failed.json()["error"]["code"] == "internal_error" and "abc-2" in failed.json()["error"]["message"]
+
+
+async def test_a_crashed_loop_counts_one_restart_under_its_role_not_its_database() -> None:
+    def restarts() -> float:
+        return metrics.REGISTRY.get_sample_value("sync_loop_restarts_total", {"loop": "ingest"}) or 0.0
+
+    before = restarts()
+    crashes = 0
+
+    async def flaky() -> None:
+        nonlocal crashes
+        if crashes < 1:
+            crashes += 1
+            raise RuntimeError("a bug")
+        await asyncio.Event().wait()
+
+    sup = Supervisor(Backoff(base=0.001, cap=0.002))
+    sup.start("ingest:userdb-616e6e61", flaky)
+
+    async def counted() -> float:
+        return restarts()
+
+    try:
+        await wait_until(counted, lambda n: n == before + 1, timeout=5, what="one restart")
+    finally:
+        await sup.stop_all(1.0)
+    assert metrics.REGISTRY.get_sample_value("sync_loop_restarts_total", {"loop": "ingest:userdb-616e6e61"}) is None
