@@ -122,8 +122,13 @@ class DocumentValidator:
             found.setdefault(name, []).append(version)
         return found
 
-    def validate(self, doc: dict[str, Any], size_bytes: int | None = None) -> list[Reason]:
-        """Every reason ``doc`` is not an acceptable transaction; empty when it is."""
+    def validate(
+        self, doc: dict[str, Any], size_bytes: int | None = None, *, stored_attachments: bool = False
+    ) -> list[Reason]:
+        """Every reason ``doc`` is not an acceptable transaction; empty when it is.
+
+        ``stored_attachments``: the attachments are stubs of ones already in the database, whose content was
+        checked when they were written (a reviewer's winner); only their names and sizes are checked."""
         size = size_bytes if size_bytes is not None else document_size(doc)
         if size > self.max_doc_bytes:
             return [Reason("too_large", f"document is {size} bytes, the limit is {self.max_doc_bytes}")]
@@ -162,7 +167,7 @@ class DocumentValidator:
             field = ".".join(str(part) for part in error.absolute_path)
             reasons.append(Reason("schema_violation", _describe(error.message), field))
         if not reasons:
-            for v in attachments.check_attachments(str(doc_type), doc.get("_attachments")):
+            for v in attachments.check_attachments(str(doc_type), doc.get("_attachments"), stored=stored_attachments):
                 reasons.append(Reason(v.code, v.message, v.field))
         return reasons[:20]
 

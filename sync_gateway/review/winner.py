@@ -141,7 +141,7 @@ def check_winner(validator: DocumentValidator, winner: Mapping[str, JSON]) -> No
     """
     if winner.get("_deleted") is True:
         return
-    reasons = validator.validate(dict(winner))
+    reasons = validator.validate(dict(winner), stored_attachments=True)  # stubs of attachments checked on arrival
     if reasons:
         raise SchemaValidationError(
             "the resolved document violates its schema; fix the fields listed in reasons",
