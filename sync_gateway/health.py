@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 #: the worker loops each role runs (``workers_alive`` names); the api role is its own HTTP server
 ROLE_LOOPS: dict[str, tuple[str, ...]] = {
-    "ingest": ("ingest",),
+    "ingest": ("ingest", "review:sweep"),
     "project": ("project", "project:retries"),
     "distribute": ("distribute",),
     "api": (),
