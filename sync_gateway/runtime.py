@@ -28,6 +28,7 @@ from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.eventlog.store import EventLog
+from sync_gateway.health import serve_health
 from sync_gateway.ingest.business import BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.ingest.worker import IngestWorker
@@ -200,6 +201,8 @@ class Gateway:
             sup.start("mirror-pull", self.mirror.run)
         if self.distributor is not None:
             sup.start("distribute", self.distributor.run)
+        if self.settings.health_port:  # liveness, readiness and /metrics for every role (sync_gateway.health)
+            sup.start("health", lambda: serve_health(self))
 
     async def stop(self) -> None:
         """Stop the API and every loop (followers save their checkpoints), then close the clients."""
