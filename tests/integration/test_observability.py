@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 ENDPOINTS = {
     "root", "db", "doc", "attachment", "_local", "_design", "_design/_view", "_changes", "_bulk_docs", "_bulk_get",
-    "_all_docs", "_revs_diff", "_find", "_index", "_security", "_session", "_other",
+    "_all_docs", "_revs_diff", "_find", "_index", "_security", "_session", "_db_updates", "_other",
 }  # fmt: skip
 
 
