@@ -17,6 +17,8 @@ STATUS_BY_ERROR: list[tuple[type[e.SyncGatewayError], int]] = [
     (e.NotFound, 404),
     (e.StateConflict, 409),
     (e.InvalidRequest, 400),
+    (e.NotAuthenticated, 401),
+    (e.Forbidden, 403),
     (e.SchemaValidationError, 422),
     (e.ApiError, 400),
     (e.CouchUnavailable, 503),
