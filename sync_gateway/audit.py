@@ -3,7 +3,7 @@
 A record says who (account, or ``bootstrap``), how (``account`` signed in, ``token`` with its id, or the
 ``bootstrap`` token), when (server time), from where (the client's IP address), what (``action`` on
 ``target``) and the state before and after. Secrets never enter it: any field whose name says password,
-secret, hash or token value is replaced by ``"[redacted]"`` before the record is written.
+secret, hash or token value and holds text is replaced by ``"[redacted]"`` before the record is written.
 
 Ids are ``audit:<UTC time, fixed width>:<random>``, so ``_all_docs`` is the trail in time order and a page is a
 key range: newest first, keyset-paged by the last id seen.
@@ -47,7 +47,7 @@ def parse_time(value: str) -> str:
 def redact(value: Any) -> Any:
     """``value`` with every secret-looking field replaced, at any depth."""
     if isinstance(value, Mapping):
-        return {k: REDACTED if _is_secret(str(k)) and v not in (None, "") else redact(v) for k, v in value.items()}
+        return {k: REDACTED if _is_secret(str(k)) and isinstance(v, str) and v else redact(v) for k, v in value.items()}
     if isinstance(value, list):
         return [redact(v) for v in value]
     return value

@@ -48,6 +48,7 @@ class AccountLockedOut(StateConflict):
     """Too many failed sign-ins in a row: the account refuses every password until the lock expires."""
 
     code = "account_locked"
+    just_locked = False  # True on the failure that set the lock (the audit trail records that one)
 
 
 def valid_account_name(name: str) -> bool:
@@ -232,7 +233,9 @@ class AccountStore:
                 continue
             if not ok:
                 if changed["locked_until"]:
-                    raise AccountLockedOut("too many failed sign-ins: this account is locked for a while")
+                    locked_now = AccountLockedOut("too many failed sign-ins: this account is locked for a while")
+                    locked_now.just_locked = True
+                    raise locked_now
                 raise SignInRefused("wrong account name or password")
             return changed
         raise RevisionConflict("the account keeps changing; try again")

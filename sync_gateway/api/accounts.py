@@ -147,7 +147,7 @@ async def create_token(body: NewToken, gw: GatewayDep, who: PrincipalDep, audit:
         raise InvalidRequest("the bootstrap token owns no account: name the token's owner", code="owner_required")
     if owner != who.name and not who.may("accounts.manage"):
         raise Forbidden("you may create tokens only for yourself")
-    if who.kind == "token" and not set(body.roles) <= who.roles:
+    if who.kind == "token" and not who.may("accounts.manage") and not set(body.roles) <= who.roles:
         raise Forbidden("a token cannot create a token with more roles than it has")
     secret, record = await gw.people.accounts.create_token(
         owner, body.name, body.roles, expires_in_days=body.expires_in_days, created_by=who.name

@@ -138,7 +138,7 @@ async def login(request: Request) -> Response:
     except (SignInRefused, AccountLockedOut) as exc:
         status = 401 if isinstance(exc, SignInRefused) else 403
         log.info("signin.refused", code=exc.code, ip=client_ip(request))
-        if isinstance(exc, AccountLockedOut):
+        if isinstance(exc, AccountLockedOut) and exc.just_locked:
             await people.audit.append(Actor(account, "account", client_ip(request)), "account.locked_out", account)
         return _render(request, "login.html", _login_context(request, target, str(exc), account), status=status)
     await people.audit.append(Actor(doc["name"], "account", client_ip(request)), "session.signed_in", doc["name"],
