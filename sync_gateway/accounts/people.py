@@ -62,7 +62,7 @@ class People:
             if linked.get("roles_from") == ROLES_FROM_GROUPS and roles and sorted(roles) != linked.get("roles"):
                 before, after = await self.accounts.update(str(linked["name"]), roles=roles)
                 await self.audit.append(
-                    Actor(str(linked["name"]), "oidc", ip), "account.roles_synced", str(linked["name"]),
+                    Actor(str(linked["name"]), "oidc", ip), "account.roles_synced", f"account:{linked['name']}",
                     before=before, after=after,
                 )  # fmt: skip
                 linked = await self.accounts.get_doc(str(linked["name"])) or linked
@@ -76,7 +76,7 @@ class People:
             if not existing.get("oidc") or existing.get("oidc_subject"):
                 raise Forbidden("no account of this gateway signs in through this issuer for you; ask an admin")
             before, after = await self.accounts.update(name, oidc_subject=subject)
-            await self.audit.append(actor, "account.oidc_linked", name, before=before, after=after)
+            await self.audit.append(actor, "account.oidc_linked", f"account:{name}", before=before, after=after)
             return self._usable(await self.accounts.get_doc(name) or existing)
         if not roles:
             raise Forbidden("your groups at the issuer give you no role on this gateway; ask an admin")
@@ -88,7 +88,7 @@ class People:
             roles_from=ROLES_FROM_GROUPS,
             created_by=f"oidc:{claims['iss']}",
         )
-        await self.audit.append(actor, "account.created", name, after=created)
+        await self.audit.append(actor, "account.created", f"account:{name}", after=created)
         doc = await self.accounts.get_doc(name)
         assert doc is not None
         return self._usable(doc)

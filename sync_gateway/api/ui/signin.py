@@ -139,15 +139,27 @@ async def login(request: Request) -> Response:
         status = 401 if isinstance(exc, SignInRefused) else 403
         log.info("signin.refused", code=exc.code, ip=client_ip(request))
         if isinstance(exc, AccountLockedOut) and exc.just_locked:
-            await people.audit.append(Actor(account, "account", client_ip(request)), "account.locked_out", account)
+            await people.audit.append(
+                Actor(account, "account", client_ip(request)), "account.locked_out", f"account:{account}"
+            )
         return _render(request, "login.html", _login_context(request, target, str(exc), account), status=status)
-    await people.audit.append(Actor(doc["name"], "account", client_ip(request)), "session.signed_in", doc["name"],
-                              detail={"method": "password"})  # fmt: skip
+    await _signed_in(request, str(doc["name"]), "password")
     return _session_response(request, str(doc["name"]), target)
 
 
-def _session_response(request: Request, name: str, target: str) -> Response:
-    response = _redirect(target)
+async def _signed_in(request: Request, name: str, method: str) -> None:
+    actor = Actor(name, "account", client_ip(request))
+    await _people(request).audit.append(actor, "session.signed_in", f"account:{name}", detail={"method": method})
+
+
+def _session_response(request: Request, name: str, target: str, *, via_issuer: bool = False) -> Response:
+    """The session cookie, with a redirect to ``target``; after the issuer's redirect a page that moves on by
+    itself instead, so the SameSite=Strict cookie is sent with the next request even when the issuer is another
+    site (the browser holds back Strict cookies on a redirect chain that started there)."""
+    if via_issuer:
+        response = _render(request, "signed_in.html", {"session": None, "name": name, "next": target})
+    else:
+        response = _redirect(target)
     response.set_cookie(
         sessions.COOKIE,
         sessions.issue(request, name),
@@ -242,9 +254,8 @@ async def oidc_callback(request: Request) -> Response:
             error, status = str(exc), 403 if isinstance(exc, e.Forbidden) else 400
             log.info("signin.oidc_refused", code=exc.code, ip=client_ip(request))
         else:
-            await people.audit.append(Actor(doc["name"], "account", client_ip(request)), "session.signed_in",
-                                      doc["name"], detail={"method": "oidc"})  # fmt: skip
-            return _session_response(request, str(doc["name"]), flow.next)
+            await _signed_in(request, str(doc["name"]), "oidc")
+            return _session_response(request, str(doc["name"]), flow.next, via_issuer=True)
     response = _render(request, "login.html", _login_context(request, flow.next if flow else "/review", error), status)
     response.delete_cookie(FLOW_COOKIE, path=FLOW_PATH)
     return response
