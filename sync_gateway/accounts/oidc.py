@@ -53,12 +53,21 @@ class Flow:
 
 
 class OidcClient:
-    def __init__(self, issuer: str, client_id: str, client_secret: str, scopes: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        issuer: str,
+        client_id: str,
+        client_secret: str,
+        scopes: str,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.issuer = issuer.rstrip("/")
         self.client_id = client_id
         self._secret = client_secret
         self.scopes = scopes
-        self._http = httpx.AsyncClient(timeout=timeout, headers={"Accept": "application/json"})
+        self._http = httpx.AsyncClient(timeout=timeout, headers={"Accept": "application/json"}, transport=transport)
         self._discovery: dict[str, Any] | None = None
         self._discovered_at = 0.0
         self._jwks: dict[str, Any] | None = None
