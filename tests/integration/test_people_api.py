@@ -19,7 +19,15 @@ from sync_gateway.api.permissions import ROLE_PERMISSIONS, ROLES, ROUTE_PERMISSI
 from tests.support.couch import CouchServer
 from tests.support.gateway import GatewayProcess
 from tests.support.oidc_issuer import OidcIssuer
-from tests.support.people import Account, account_with_token, bearer, bootstrap_admin, people_gateway, sign_in
+from tests.support.people import (
+    Account,
+    account_with_token,
+    bearer,
+    bootstrap_admin,
+    csrf_of,
+    people_gateway,
+    sign_in,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -324,3 +332,50 @@ async def test_admin_actions_are_audited_with_before_and_after_and_the_trail_pag
     for params in ({"since": "yesterday"}, {"cursor": "!!"}, {"since": "2026-12-02", "until": "2026-12-01"}):
         response = await admin_api.get("/api/audit", params=params)
         assert response.status_code == 400, params
+
+
+async def test_admin_page_forms_need_the_session_csrf_and_this_origin(
+    gw: GatewayProcess, admin: Account, admin_api: httpx.AsyncClient
+) -> None:
+    name = f"page.{secrets.token_hex(3)}"
+    password = "page-" + secrets.token_urlsafe(10)
+    form = {"name": name, "password": password, "roles": ["reviewer"]}
+    async with httpx.AsyncClient(base_url=gw.url) as browser:
+        assert (await sign_in(browser, "ada", admin.password)).status_code == 303
+        csrf = await csrf_of(browser, "/admin/accounts")
+        assert (await browser.post("/admin/accounts", data={**form, "csrf": "0" * 32})).status_code == 403
+        foreign = await browser.post("/admin/accounts", data={**form, "csrf": csrf}, headers=_EVIL)
+        assert foreign.status_code == 403
+        assert (await admin_api.get(f"/api/accounts/{name}")).status_code == 404
+        created = await browser.post("/admin/accounts", data={**form, "csrf": csrf})
+        assert created.status_code == 303
+        page = await browser.get("/admin/accounts")
+        assert name in page.text and "hash" not in page.text
+        disabled = await browser.post(f"/admin/accounts/{name}/disable", data={"csrf": csrf})
+        assert disabled.status_code == 303
+    assert (await admin_api.get(f"/api/accounts/{name}")).json()["disabled"] is True
+    async with httpx.AsyncClient(base_url=gw.url) as other:
+        assert (await sign_in(other, name, password)).status_code == 401  # a disabled account cannot sign in
+    records = await audit_records(admin_api, target=f"account:{name}")
+    assert [(r["action"], r["actor"], r["actor_kind"]) for r in records] == [
+        ("account.changed", "ada", "account"),
+        ("account.created", "ada", "account"),
+    ]
+    assert records[0]["before"]["disabled"] is False and records[0]["after"]["disabled"] is True
+
+
+async def test_a_reviewer_session_cannot_open_the_admin_pages(gw: GatewayProcess, admin_api: httpx.AsyncClient) -> None:
+    reviewer = await account_with_token(admin_api, "pages.reviewer", ["reviewer"])
+    async with httpx.AsyncClient(base_url=gw.url) as browser:
+        assert (await sign_in(browser, reviewer.name, reviewer.password)).status_code == 303
+        for page in ("/admin/accounts", "/admin/audit"):
+            response = await browser.get(page)
+            assert response.status_code == 403 and "do not allow" in response.text, page
+        csrf = await csrf_of(browser, "/admin/tokens")  # every role manages its own tokens
+        before = await admin_api.get("/api/accounts")
+        refused = await browser.post("/admin/accounts", data={"csrf": csrf, "name": "sneaky", "roles": ["admin"]})
+        assert refused.status_code == 403
+        assert (await admin_api.get("/api/accounts")).json() == before.json()
+
+
+_EVIL = {"Origin": "https://evil.example"}
