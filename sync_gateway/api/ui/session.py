@@ -60,9 +60,9 @@ def token_matches(request: Request, token: str) -> bool:
     return bool(key) and hmac.compare_digest(token.encode(), key)
 
 
-def issue(request: Request, reviewer: str, now: float | None = None) -> str:
-    """The cookie value for a freshly logged-in reviewer."""
-    expires = str(int((now or time.time()) + LIFETIME_S))
+def issue(request: Request, reviewer: str, now: float | None = None, lifetime_s: int = LIFETIME_S) -> str:
+    """The cookie value for a freshly signed-in account."""
+    expires = str(int((now or time.time()) + lifetime_s))
     name = base64.urlsafe_b64encode(reviewer.encode()).decode().rstrip("=")
     return f"{name}.{expires}.{_sign(_key(request), 'session', name, expires)}"
 

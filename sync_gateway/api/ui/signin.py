@@ -160,10 +160,11 @@ def _session_response(request: Request, name: str, target: str, *, via_issuer: b
         response = _render(request, "signed_in.html", {"session": None, "name": name, "next": target})
     else:
         response = _redirect(target)
+    lifetime = _people(request).settings.session_lifetime_s
     response.set_cookie(
         sessions.COOKIE,
-        sessions.issue(request, name),
-        max_age=sessions.LIFETIME_S,
+        sessions.issue(request, name, lifetime_s=lifetime),
+        max_age=lifetime,
         path=sessions.COOKIE_PATH,
         httponly=True,
         samesite="strict",
