@@ -81,7 +81,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/api/tokens"): "tokens.own",
     ("DELETE", "/api/tokens/{token_id}"): "tokens.own",
     ("GET", "/api/audit"): "audit.read",
-    # families other areas add routes to
+    # families other areas add routes to (an exact entry above wins)
+    ("GET", "/api/conflicts*"): "review.read",
+    ("POST", "/api/conflicts*"): "review.act",
     ("*", "/api/devices*"): "devices.manage",
     ("*", "/api/profiles*"): "profiles.manage",
     ("*", "/api/settings*"): "settings.manage",
@@ -98,20 +100,26 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/admin/accounts"): "accounts.manage",
     ("POST", "/admin/accounts/{name}/{action}"): "accounts.manage",
     ("GET", "/admin/audit"): "audit.read",
+    ("GET", "/review*"): "review.read",
+    ("POST", "/review*"): "review.act",
 }
 
 
-def permission_for(method: str, path: str) -> str:
-    """The permission a request needs: the exact route, then its family, then admins only."""
-    exact = ROUTE_PERMISSIONS.get((method, path)) or (
-        ROUTE_PERMISSIONS.get(("GET", path)) if method == "HEAD" else None
-    )
+def listed_permission(method: str, path: str) -> str | None:
+    """The permission the table gives a route, exactly or through its family; None when it is not listed."""
+    method = "GET" if method == "HEAD" else method
+    exact = ROUTE_PERMISSIONS.get((method, path))
     if exact is not None:
         return exact
     for (rule_method, rule_path), permission in ROUTE_PERMISSIONS.items():
         if rule_path.endswith("*") and rule_method in ("*", method) and path.startswith(rule_path[:-1]):
             return permission
-    return DEFAULT_PERMISSION
+    return None
+
+
+def permission_for(method: str, path: str) -> str:
+    """The permission a request needs: the exact route, then its family, then admins only."""
+    return listed_permission(method, path) or DEFAULT_PERMISSION
 
 
 def permissions_of(roles: frozenset[str] | set[str] | list[str] | tuple[str, ...]) -> frozenset[str]:
