@@ -46,6 +46,8 @@ def issuer() -> Iterator[OidcIssuer]:
     server = OidcIssuer().start()
     server.add_person("omar", "omar-issuer-pw", groups=["dispatch"], name="Omar Dispatcher")
     server.add_person("nils", "nils-issuer-pw", groups=["marketing"])
+    server.add_person("pat", "pat-issuer-pw")
+    server.add_person("ada", "not-the-real-ada", groups=["dispatch"])  # the issuer's ada is not our admin
     yield server
     server.stop()
 
@@ -379,3 +381,26 @@ async def test_a_reviewer_session_cannot_open_the_admin_pages(gw: GatewayProcess
 
 
 _EVIL = {"Origin": "https://evil.example"}
+
+
+async def test_oidc_links_an_account_an_admin_pre_created_and_never_takes_over_a_local_one(
+    gw: GatewayProcess, issuer: OidcIssuer, admin_api: httpx.AsyncClient
+) -> None:
+    created = await admin_api.post("/api/accounts", json={"name": "pat", "roles": ["viewer"], "oidc": True})
+    assert created.status_code == 201 and created.json()["has_password"] is False
+    async with httpx.AsyncClient(base_url=gw.url) as browser:
+        params = await _oidc_round(gw, issuer, browser, "pat", "pat-issuer-pw")
+        response = await browser.get("/review/oidc/callback", params=params)
+        assert response.status_code == 200 and "review_session" in browser.cookies
+    pat = (await admin_api.get("/api/accounts/pat")).json()
+    assert pat["roles"] == ["viewer"] and pat["oidc_subject"] == f"{issuer.url}|sub-pat"
+    (linked,) = await audit_records(admin_api, action="account.oidc_linked")
+    assert linked["target"] == "account:pat" and linked["before"]["oidc_subject"] is None
+
+    # the issuer's "ada" (in a group that maps to reviewer) does not become the local admin account "ada"
+    async with httpx.AsyncClient(base_url=gw.url) as browser:
+        params = await _oidc_round(gw, issuer, browser, "ada", "not-the-real-ada")
+        response = await browser.get("/review/oidc/callback", params=params)
+        assert response.status_code == 403 and "review_session" not in browser.cookies
+    ada = (await admin_api.get("/api/accounts/ada")).json()
+    assert ada["oidc_subject"] is None and ada["roles"] == ["admin"]
