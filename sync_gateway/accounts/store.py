@@ -183,6 +183,7 @@ class AccountStore:
                 changed["oidc_subject"] = oidc_subject
             if new_hash is not None:
                 changed["password_hash"] = new_hash
+                changed["sessions_valid_after"] = datetime.now(UTC).replace(microsecond=0).isoformat()
             if unlock or new_hash is not None:
                 changed.update(failed_sign_ins=0, locked_until=None)
             try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from tests.support.people import (
     people_gateway,
     sign_in,
 )
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -404,3 +406,25 @@ async def test_oidc_links_an_account_an_admin_pre_created_and_never_takes_over_a
         assert response.status_code == 403 and "review_session" not in browser.cookies
     ada = (await admin_api.get("/api/accounts/ada")).json()
     assert ada["oidc_subject"] is None and ada["roles"] == ["admin"]
+
+
+async def test_a_password_change_signs_out_earlier_sessions(gw: GatewayProcess, admin_api: httpx.AsyncClient) -> None:
+    person = await account_with_token(admin_api, "session.owner", ["reviewer"])
+    async with httpx.AsyncClient(base_url=gw.url) as old, httpx.AsyncClient(base_url=gw.url) as new:
+        assert (await sign_in(old, person.name, person.password)).status_code == 303
+        signed_in_second = int(time.time())
+        assert (await old.get("/review")).status_code == 200
+
+        async def now() -> int:
+            return int(time.time())
+
+        # sessions are stamped to the second: let the clock pass the sign-in's second first
+        await wait_until(now, lambda t: t > signed_in_second, timeout=3, interval=0.05, what="the next second")
+        changed = await admin_api.patch(f"/api/accounts/{person.name}", json={"password": "a-new-password-123"})
+        assert changed.status_code == 200
+        stale = await old.get("/review")
+        assert stale.status_code == 303 and stale.headers["location"].startswith("/review/login")
+        assert (await sign_in(new, person.name, "a-new-password-123")).status_code == 303
+        assert (await new.get("/review")).status_code == 200
+    (change,) = await audit_records(admin_api, action="account.changed", target=f"account:{person.name}")
+    assert change["detail"]["fields"] == ["password"] and "a-new-password" not in str(change)

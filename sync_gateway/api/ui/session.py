@@ -35,6 +35,7 @@ class Session:
     reviewer: str  # the account name: what the review history and the audit trail record
     csrf: str
     roles: frozenset[str] = frozenset()
+    expires: int = 0
 
 
 def valid_reviewer(name: str) -> bool:
@@ -92,7 +93,7 @@ def cookie_session(request: Request, now: float | None = None) -> Session | None
         reviewer = base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
     except (ValueError, UnicodeDecodeError):
         return None
-    return Session(reviewer=reviewer, csrf=_sign(key, "csrf", signature)[:32])
+    return Session(reviewer=reviewer, csrf=_sign(key, "csrf", signature)[:32], expires=int(expires))
 
 
 def same_origin(request: Request) -> bool:

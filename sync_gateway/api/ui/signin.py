@@ -13,6 +13,7 @@ import dataclasses
 import json
 import secrets
 import time
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlencode
 
@@ -68,14 +69,24 @@ async def load_session(request: Request) -> None:
     found = sessions.cookie_session(request)
     session = None
     if found is not None:
-        doc = await _people(request).accounts.get_doc(found.reviewer)
-        if doc is not None and not doc.get("disabled"):
-            session = sessions.Session(found.reviewer, found.csrf, frozenset(doc.get("roles", [])))
+        people = _people(request)
+        doc = await people.accounts.get_doc(found.reviewer)
+        issued_at = found.expires - people.settings.session_lifetime_s
+        if doc is not None and _still_valid(doc, issued_at):
+            session = sessions.Session(found.reviewer, found.csrf, frozenset(doc.get("roles", [])), found.expires)
     request.state.session = session
     if session is not None:
         needed = permission_for(request.method, route_path(request))
         if needed not in permissions_of(session.roles):
             raise PageForbidden(session, needed)
+
+
+def _still_valid(account: dict[str, Any], issued_at: int) -> bool:
+    """An enabled account, and the session issued after its last password change (which signs others out)."""
+    if account.get("disabled"):
+        return False
+    changed = account.get("sessions_valid_after")
+    return not changed or issued_at >= int(datetime.fromisoformat(str(changed)).timestamp())
 
 
 def forbidden_page(request: Request, exc: PageForbidden) -> Response:
