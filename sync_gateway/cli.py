@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import secrets
@@ -24,6 +25,7 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from sync_gateway.audit import Actor, AuditLog
 from sync_gateway.config import Settings
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.dbsecurity import ensure_security
@@ -57,11 +59,21 @@ async def _users_add(settings: Settings, args: argparse.Namespace) -> int:
     attributes = dict(item.split("=", 1) for item in args.attr)
     couch, registry = await _with_registry(settings)
     try:
+        before = await registry.get_or_none(args.name)
         record = await registry.provision(args.name, password, roles=args.role or None, attributes=attributes or None)
+        await _audit_cli(couch, settings, "user.provisioned", f"user:{args.name}", before, record)
     finally:
         await couch.close()
     print(json.dumps(record, indent=2))
     return 0
+
+
+async def _audit_cli(couch: CouchClient, settings: Settings, action: str, target: str, before: Any, after: Any) -> None:
+    """Changes made with this command are audited too: the actor is the operating-system user running it."""
+    await couch.ensure_db(settings.db("audit"))
+    await ensure_security(couch, settings.db("audit"))
+    actor = Actor(getpass.getuser(), "cli", None)
+    await AuditLog(couch, settings.db("audit")).append(actor, action, target, before=before, after=after)
 
 
 async def _users_list(settings: Settings) -> int:

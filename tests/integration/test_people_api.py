@@ -5,9 +5,12 @@ each a 4xx with no session; every change in the audit trail, with who, from wher
 
 from __future__ import annotations
 
+import asyncio
+import getpass
 import re
 import secrets
 import time
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +21,7 @@ import pytest
 
 from sync_gateway.api.permissions import ROLE_PERMISSIONS, ROLES, ROUTE_PERMISSIONS
 from tests.support.couch import CouchServer
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import SCRIPT, GatewayProcess
 from tests.support.oidc_issuer import OidcIssuer
 from tests.support.people import (
     Account,
@@ -428,3 +431,18 @@ async def test_a_password_change_signs_out_earlier_sessions(gw: GatewayProcess, 
         assert (await new.get("/review")).status_code == 200
     (change,) = await audit_records(admin_api, action="account.changed", target=f"account:{person.name}")
     assert change["detail"]["fields"] == ["password"] and "a-new-password" not in str(change)
+
+
+async def test_provisioning_from_the_command_line_is_audited_too(
+    gw: GatewayProcess, admin_api: httpx.AsyncClient
+) -> None:
+    name = f"cli.{secrets.token_hex(3)}"
+    command = [str(SCRIPT), "users", "add", name, "--password-env", "CLI_PASSWORD", "--role", "driver"]
+    process = await asyncio.create_subprocess_exec(
+        *command, env={**gw.env, "CLI_PASSWORD": "cli-secret-123"}, stdout=PIPE, stderr=PIPE
+    )
+    _, stderr = await asyncio.wait_for(process.communicate(), timeout=60)
+    assert process.returncode == 0, stderr[-500:]
+    (record,) = await audit_records(admin_api, target=f"user:{name}")
+    assert (record["action"], record["actor_kind"], record["after"]["roles"]) == ("user.provisioned", "cli", ["driver"])
+    assert record["actor"] == getpass.getuser() and "cli-secret-123" not in str(record)
