@@ -36,7 +36,13 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-PARAMS = {"name": "nobody.here", "item_id": "conflict:none", "event_id": "ev-none", "token_id": "0000"}
+PARAMS = {
+    "name": "nobody.here",
+    "item_id": "conflict:none",
+    "event_id": "ev-none",
+    "token_id": "0000",
+    "action": "claim",
+}
 # the API routes of this build (families such as ``/api/devices*`` have no route here yet: unit-tested)
 API_ROUTES = sorted((m, p) for m, p in ROUTE_PERMISSIONS if p.startswith("/api") and not p.endswith("*"))
 
@@ -446,3 +452,40 @@ async def test_provisioning_from_the_command_line_is_audited_too(
     (record,) = await audit_records(admin_api, target=f"user:{name}")
     assert (record["action"], record["actor_kind"], record["after"]["roles"]) == ("user.provisioned", "cli", ["driver"])
     assert record["actor"] == getpass.getuser() and "cli-secret-123" not in str(record)
+
+
+PAGE_ROUTES = sorted((m, p) for m, p in ROUTE_PERMISSIONS if p.startswith(("/review", "/admin")) and "*" not in p)
+
+
+@pytest.fixture(scope="module")
+async def role_sessions(gw: GatewayProcess, role_tokens: dict[str, Account]) -> dict[str, tuple[dict[str, str], str]]:
+    """Per role, the cookies of a signed-in web session and its CSRF token."""
+    sessions = {}
+    for role, account in role_tokens.items():
+        async with httpx.AsyncClient(base_url=gw.url) as browser:
+            assert (await sign_in(browser, account.name, account.password)).status_code == 303
+            sessions[role] = (dict(browser.cookies), await csrf_of(browser, "/admin/tokens"))
+    return sessions
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize(("method", "path"), PAGE_ROUTES)
+async def test_each_role_against_each_page(
+    gw: GatewayProcess,
+    role_sessions: dict[str, tuple[dict[str, str], str]],
+    admin_api: httpx.AsyncClient,
+    role: str,
+    method: str,
+    path: str,
+) -> None:
+    allowed = ROUTE_PERMISSIONS[(method, path)] in ROLE_PERMISSIONS[role]  # type: ignore[index]
+    cookies, csrf = role_sessions[role]
+    before = await audit_records(admin_api)
+    async with httpx.AsyncClient(base_url=gw.url, cookies=cookies) as browser:
+        url = concrete(path)
+        response = await browser.request(method, url, data={"csrf": csrf} if method == "POST" else None)
+    refused = response.status_code == 403 and "do not allow this" in response.text
+    assert refused is not allowed, (role, method, url, response.status_code, response.text[:300])
+    assert response.status_code != 401 and "/review/login" not in response.headers.get("location", "")
+    if not allowed:
+        assert await audit_records(admin_api) == before
