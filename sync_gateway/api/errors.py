@@ -65,7 +65,8 @@ def install_error_handlers(app: FastAPI) -> None:
         extra: dict[str, Any] = {}
         if isinstance(exc, e.SchemaValidationError):
             extra["reasons"] = exc.reasons
-        return SafeJSONResponse(error_body(exc.code, str(exc), **extra), status_code=status_for(exc))
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.NotAuthenticated) else None
+        return SafeJSONResponse(error_body(exc.code, str(exc), **extra), status_code=status_for(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
