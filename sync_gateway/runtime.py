@@ -19,7 +19,7 @@ import uvicorn
 
 from sync_gateway.accounts.people import People
 from sync_gateway.config import Settings
-from sync_gateway.conflicts.pipeline import ConflictPipeline, ReviewSink
+from sync_gateway.conflicts.pipeline import ConflictPipeline
 from sync_gateway.conflicts.resolver import Resolver
 from sync_gateway.conflicts.stale import StaleBaseDetector
 from sync_gateway.contracts import ErpConnector
@@ -29,6 +29,7 @@ from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.eventlog.store import EventLog
+from sync_gateway.health import serve_health
 from sync_gateway.ingest.business import BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.ingest.worker import IngestWorker
@@ -37,6 +38,7 @@ from sync_gateway.project.deadletters import DeadLetters
 from sync_gateway.project.worker import Projector
 from sync_gateway.quarantine import Quarantine
 from sync_gateway.receipts import ReceiptStore
+from sync_gateway.review.queue import ReviewQueue
 from sync_gateway.supervisor import Supervisor
 from sync_gateway.users import UserRegistry
 
@@ -76,13 +78,16 @@ class Gateway:
         self.quarantine = Quarantine(self.api_couch, settings.db("conflicts"))
         self.supervisor = Supervisor()
         self.started_at = time.time()
+        self._use_wakeups = False
         self._api_server: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
 
     async def setup(self) -> None:
         """Check the server and our admin account, create the system databases and design documents; safe to
         run on every start. A server we cannot use stops the start with one error that says why."""
-        await self.api_couch.verify_admin()
+        caps = await self.api_couch.verify_admin()
+        wanted = self.settings.ingest_wakeups
+        self._use_wakeups = wanted == "wakeups" or (wanted == "auto" and caps.has_db_updates)
         await self.couch.ensure_db("_users")
         for name in SYSTEM_DBS:
             await self.couch.ensure_db(self.settings.db(name))
@@ -117,6 +122,8 @@ class Gateway:
                 stale=StaleBaseDetector(self.couch, s.db("mirror"), worker_events),
                 supervisor=self.supervisor,
                 quarantine=Quarantine(self.couch, s.db("conflicts")),
+                wakeups=self._use_wakeups,
+                concurrency=s.ingest_concurrency,
             )
         if "project" in s.roles and self.connector is not None:
             self.projector = Projector(
@@ -189,6 +196,7 @@ class Gateway:
         sup = self.supervisor
         if self.ingest is not None:
             sup.start("ingest", self.ingest.run)
+            sup.start("review:sweep", self._sweep_review_queue)
         if self.projector is not None:
             sup.start("project", self.projector.follow)
             sup.start("project:retries", self.projector.watch_retries)
@@ -196,6 +204,8 @@ class Gateway:
             sup.start("mirror-pull", self.mirror.run)
         if self.distributor is not None:
             sup.start("distribute", self.distributor.run)
+        if self.settings.health_port:  # liveness, readiness and /metrics for every role (sync_gateway.health)
+            sup.start("health", lambda: serve_health(self))
 
     async def stop(self) -> None:
         """Stop the API and every loop (followers save their checkpoints), then close the clients."""
@@ -225,14 +235,18 @@ class Gateway:
         """A reviewer rejected an item: refuse its transaction where that means something (stale base, business)."""
         await self._resolver.decline(item, by, note)
 
-    def review_queue(self) -> ReviewSink | None:
-        """The review queue, once it exists in this build (``sync_gateway.review``)."""
-        try:
-            from sync_gateway.review.queue import ReviewQueue  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            return None
-        queue: ReviewSink = ReviewQueue(self.couch, self.settings.db("conflicts"))
-        return queue
+    def review_queue(self) -> ReviewQueue:
+        """The review queue as the ingest's conflict pipeline writes to it."""
+        return ReviewQueue(self.couch, self.settings.db("conflicts"))
+
+    async def _sweep_review_queue(self) -> None:
+        """Close review items whose conflict is gone (settled on a device, superseded), now and then."""
+        queue = self.review_queue()
+        while True:
+            closed = await queue.sweep_gone()
+            if closed:
+                log.info("review.swept", closed=len(closed))
+            await asyncio.sleep(self.settings.review_sweep_interval_s)
 
     def workers_alive(self) -> dict[str, bool]:
         """Per role loop, whether it runs; the followers of every user database count as ``ingest``."""

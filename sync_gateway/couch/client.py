@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import structlog
 
-from sync_gateway import jsontext
+from sync_gateway import jsontext, metrics
 from sync_gateway.couch.capabilities import ServerCapabilities
 from sync_gateway.errors import (
     AccountLocked,
@@ -150,8 +151,11 @@ class CouchClient:
                     kwargs["content"] = content
                 if timeout is not None:
                     kwargs["timeout"] = httpx.Timeout(timeout, connect=5.0)
+                started = time.perf_counter()
                 response = await self._http.request(method, path, **kwargs)
+                metrics.observe_couch(method, path, response.status_code, time.perf_counter() - started)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
+                metrics.observe_couch(method, path, "error", time.perf_counter() - started)
                 error: CouchError = CouchUnavailable(f"{method} {_redact(path)}: {type(exc).__name__}")
                 cause: BaseException | None = exc
             else:
@@ -388,6 +392,19 @@ class CouchClient:
             )
         except CouchUnavailable as exc:
             if feed == "longpoll" and isinstance(exc.__cause__, httpx.ReadTimeout):
+                return ChangesBatch(results=[], last_seq=since)
+            raise
+        data = jsontext.loads(response.content)
+        return ChangesBatch(results=list(data.get("results", [])), last_seq=data.get("last_seq", since))
+
+    async def db_updates(self, *, since: Seq = None, timeout: float = 60.0) -> ChangesBatch:
+        """One longpoll page of the server's ``_db_updates`` (CouchDB 3: which databases changed, backed by
+        ``_global_changes``). Rows are ``{"db_name", "type", "seq"}``; ``since=None`` starts at ``now``."""
+        params = {"feed": "longpoll", "timeout": int(timeout * 1000), "since": "now" if since is None else since}
+        try:
+            response = await self.request("GET", "/_db_updates", params=params, timeout=timeout + 5.0, retries=0)
+        except CouchUnavailable as exc:
+            if isinstance(exc.__cause__, httpx.ReadTimeout):
                 return ChangesBatch(results=[], last_seq=since)
             raise
         data = jsontext.loads(response.content)

@@ -47,8 +47,9 @@ def png_problem(data: bytes, max_side: int = MAX_SIGNATURE_SIDE) -> str | None:
     return None
 
 
-def check_attachments(doc_type: str, attachments: Mapping[str, Any] | None) -> list[Violation]:
-    """Violations of the attachments of a transaction whose ``_data`` bytes were fetched inline."""
+def check_attachments(doc_type: str, attachments: Mapping[str, Any] | None, *, stored: bool = False) -> list[Violation]:
+    """Violations of the attachments of a transaction whose ``_data`` bytes were fetched inline; with
+    ``stored``, stubs of attachments already kept (their content was checked when they arrived)."""
     found: list[Violation] = []
     attachments = attachments or {}
     if len(attachments) > MAX_ATTACHMENTS:
@@ -70,6 +71,8 @@ def check_attachments(doc_type: str, attachments: Mapping[str, Any] | None) -> l
                         "attachment_too_large", field, f"the signature is {length} bytes; at most {MAX_SIGNATURE_BYTES}"
                     )
                 )
+                continue
+            if stored and data is None:
                 continue
             if not isinstance(data, bytes):
                 found.append(Violation("invalid_png", field, "the signature's content could not be read"))

@@ -1,4 +1,4 @@
-"""Validation of device documents against the versioned JSON Schemas in ``schemas/``.
+"""Validation of device documents against the versioned JSON Schemas in ``sync_gateway/schemas/``.
 
 Returns machine-readable reasons instead of raising, because an invalid document is an ordinary outcome:
 it gets a ``rejected`` receipt and stays untouched in the user database.
@@ -18,8 +18,9 @@ from referencing import Registry, Resource
 
 from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.ingest import attachments, boundary
+from sync_gateway.resources import SCHEMA_DIR
 
-DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+DEFAULT_SCHEMA_DIR = SCHEMA_DIR
 
 # every `format` the schemas may use is asserted; uri and uri-reference are jsonschema's own checkers (they need
 # rfc3986-validator, a dependency), date, date-time, time and email are stricter ones of ours
@@ -121,8 +122,13 @@ class DocumentValidator:
             found.setdefault(name, []).append(version)
         return found
 
-    def validate(self, doc: dict[str, Any], size_bytes: int | None = None) -> list[Reason]:
-        """Every reason ``doc`` is not an acceptable transaction; empty when it is."""
+    def validate(
+        self, doc: dict[str, Any], size_bytes: int | None = None, *, stored_attachments: bool = False
+    ) -> list[Reason]:
+        """Every reason ``doc`` is not an acceptable transaction; empty when it is.
+
+        ``stored_attachments``: the attachments are stubs of ones already in the database, whose content was
+        checked when they were written (a reviewer's winner); only their names and sizes are checked."""
         size = size_bytes if size_bytes is not None else document_size(doc)
         if size > self.max_doc_bytes:
             return [Reason("too_large", f"document is {size} bytes, the limit is {self.max_doc_bytes}")]
@@ -161,7 +167,7 @@ class DocumentValidator:
             field = ".".join(str(part) for part in error.absolute_path)
             reasons.append(Reason("schema_violation", _describe(error.message), field))
         if not reasons:
-            for v in attachments.check_attachments(str(doc_type), doc.get("_attachments")):
+            for v in attachments.check_attachments(str(doc_type), doc.get("_attachments"), stored=stored_attachments):
                 reasons.append(Reason(v.code, v.message, v.field))
         return reasons[:20]
 
