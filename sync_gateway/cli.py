@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import json
 import os
 import secrets
@@ -27,6 +28,7 @@ from typing import Any
 from pydantic import SecretStr, ValidationError
 
 from sync_gateway import __version__
+from sync_gateway.audit import Actor, AuditLog
 from sync_gateway.config import Settings
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.dbsecurity import ensure_security
@@ -60,11 +62,21 @@ async def _users_add(settings: Settings, args: argparse.Namespace) -> int:
     attributes = dict(item.split("=", 1) for item in args.attr)
     couch, registry = await _with_registry(settings)
     try:
+        before = await registry.get_or_none(args.name)
         record = await registry.provision(args.name, password, roles=args.role or None, attributes=attributes or None)
+        await _audit_cli(couch, settings, "user.provisioned", f"user:{args.name}", before, record)
     finally:
         await couch.close()
     print(json.dumps(record, indent=2))
     return 0
+
+
+async def _audit_cli(couch: CouchClient, settings: Settings, action: str, target: str, before: Any, after: Any) -> None:
+    """Changes made with this command are audited too: the actor is the operating-system user running it."""
+    await couch.ensure_db(settings.db("audit"))
+    await ensure_security(couch, settings.db("audit"))
+    actor = Actor(getpass.getuser(), "cli", None)
+    await AuditLog(couch, settings.db("audit")).append(actor, action, target, before=before, after=after)
 
 
 async def _users_list(settings: Settings) -> int:
@@ -164,11 +176,26 @@ def _dev_secrets(data_dir: Path) -> dict[str, str]:
         "demo_password": os.environ.get("SYNC_DEMO_PASSWORD")
         or stored.get("demo_password")
         or secrets.token_urlsafe(12),
+        "admin_password": stored.get("admin_password") or secrets.token_urlsafe(12),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(values))
     path.chmod(0o600)
     return values
+
+
+DEV_ADMIN = "dev.admin"
+
+
+async def _dev_admin_account(couch: CouchClient, settings: Settings, password: str) -> None:
+    """The dev stack's admin account, so the web pages can be signed in to at once."""
+    from sync_gateway.accounts.store import AccountStore
+
+    await couch.ensure_db(settings.db("accounts"))
+    await ensure_security(couch, settings.db("accounts"))
+    store = AccountStore(couch, settings.db("accounts"))
+    if await store.get_doc(DEV_ADMIN) is None:
+        await store.create(DEV_ADMIN, roles=["admin"], password=password, created_by="sync-gateway dev")
 
 
 async def _dev(args: argparse.Namespace) -> int:
@@ -185,6 +212,7 @@ async def _dev(args: argparse.Namespace) -> int:
             couch_user="admin",
             couch_password=SecretStr(secret["couch_password"]),
             admin_token=SecretStr(secret["admin_token"]),
+            keep_bootstrap_token=True,  # the dev stack's curl examples use it; production retires it
             api_port=args.api_port,
             connector_options={"url": f"sqlite:///{data_dir / 'staging.db'}"},
         )
@@ -197,6 +225,7 @@ async def _dev(args: argparse.Namespace) -> int:
                 roles=["field_technician"],
                 attributes={"territory": "north", "van": "VAN-01"},
             )
+            await _dev_admin_account(couch, settings, secret["admin_password"])
         finally:
             await couch.close()
         api = f"http://{settings.api_host}:{settings.api_port}"
@@ -205,6 +234,7 @@ async def _dev(args: argparse.Namespace) -> int:
             f"  CouchDB API (point PouchDB here): {server.url}/userdb-{b'demo'.hex()}\n"
             f"  demo device login:               demo / {secret['demo_password']}\n"
             f"  admin API:                       {api}/api  (Authorization: Bearer {secret['admin_token']})\n"
+            f"  review and admin pages:          {api}/review  (sign in as {DEV_ADMIN} / {secret['admin_password']})\n"
             f"  API docs:                        {api}/docs\n"
             f"  staging tables (SQLite):         {data_dir / 'staging.db'}\n"
             f"  secrets kept in {data_dir / 'dev-secrets.json'} (override with SYNC_* environment variables)\n",

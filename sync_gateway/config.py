@@ -60,6 +60,22 @@ class Settings(BaseSettings):
     review_sweep_interval_s: float = 300.0  # how often review items whose conflict is gone are closed
     shutdown_grace_s: float = 10.0  # SIGTERM: how long loops get to save their checkpoints before the exit
 
+    # people: accounts, sessions, OIDC sign-in (see README "Accounts, roles and audit")
+    keep_bootstrap_token: bool = False  # SYNC_ADMIN_TOKEN keeps working after the first admin account exists
+    session_secret: SecretStr = SecretStr("")  # signs UI sessions; empty: a random key kept in sync_accounts
+    session_lifetime_s: int = 12 * 3600
+    login_max_failures: int = 5  # failed sign-ins in a row before the account is locked
+    login_lockout_s: float = 300.0
+    approval_limit: float = 0.0  # the largest order total an ``approver`` may accept
+    oidc_issuer: str = ""
+    oidc_client_id: str = ""
+    oidc_client_secret: SecretStr = SecretStr("")
+    oidc_scopes: str = "openid profile email"
+    oidc_name_claim: str = "preferred_username"  # the account name an OIDC sign-in maps to
+    oidc_groups_claim: str = "groups"
+    oidc_role_map: dict[str, list[str]] = Field(default_factory=dict)  # issuer group → gateway roles
+    public_url: str = ""  # the gateway's external base URL for the OIDC redirect; empty: from the request
+
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 

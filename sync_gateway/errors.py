@@ -17,7 +17,9 @@ SyncGatewayError
 │   └── PermanentConnectorError (dead-letter)
 └── ApiError                    (a request the admin API refuses; carries a stable code)
     ├── NotFound
-    └── InvalidRequest
+    ├── InvalidRequest
+    ├── NotAuthenticated        (no or a bad credential: 401)
+    └── Forbidden               (the caller's roles do not allow it: 403, nothing changed)
 
 Third-party exceptions are translated at the boundary with ``raise X(...) from exc``; the API maps these
 classes to HTTP status codes in one table (``sync_gateway.api.errors``).
@@ -146,3 +148,15 @@ class StateConflict(ApiError):
     """The request is valid but the target is in a state that does not allow it (e.g. already resolved)."""
 
     code = "state_conflict"
+
+
+class NotAuthenticated(ApiError):
+    """No credential, or one the gateway does not accept (unknown, expired, revoked, retired)."""
+
+    code = "unauthorized"
+
+
+class Forbidden(ApiError):
+    """The caller is known but its roles do not allow the action; nothing was changed."""
+
+    code = "forbidden"

@@ -17,6 +17,7 @@ from typing import Any
 import structlog
 import uvicorn
 
+from sync_gateway.accounts.people import People
 from sync_gateway.config import Settings
 from sync_gateway.conflicts.pipeline import ConflictPipeline
 from sync_gateway.conflicts.resolver import Resolver
@@ -43,7 +44,7 @@ from sync_gateway.users import UserRegistry
 
 log = structlog.get_logger(__name__)
 
-SYSTEM_DBS = ("events", "conflicts", "registry", "checkpoints", "mirror")
+SYSTEM_DBS = ("events", "conflicts", "registry", "checkpoints", "mirror", "accounts", "audit")
 
 
 class Gateway:
@@ -58,6 +59,7 @@ class Gateway:
         )
         self.api_couch = CouchClient(settings.couch_url, settings.couch_user, password, retries=2)
         self.registry = UserRegistry(self.api_couch, settings.db("registry"))
+        self.people = People(self.api_couch, settings)  # accounts, tokens, audit trail, OIDC sign-in
         self.events = EventLog(self.api_couch, settings.db("events"))
         self.dead_letters = DeadLetters(self.api_couch, settings.db("conflicts"))
         self.checkpoints = Checkpoints(self.api_couch, settings.db("checkpoints"))
@@ -91,6 +93,7 @@ class Gateway:
             await self.couch.ensure_db(self.settings.db(name))
             await ensure_security(self.couch, self.settings.db(name))  # admins only, checked on every start
         await EventLog(self.couch, self.settings.db("events")).setup()
+        await self.people.setup()
         if self.connector is not None:
             await self.connector.start()
 
@@ -219,6 +222,7 @@ class Gateway:
         if self.connector is not None:
             with contextlib.suppress(Exception):
                 await self.connector.close()
+        await self.people.close()
         await self.couch.close()
         await self.api_couch.close()
         log.info("gateway.stopped", seconds=round(time.monotonic() - started, 2))

@@ -13,11 +13,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.naming import user_db_name, valid_username
 from sync_gateway.dbsecurity import ensure_security, user_db_security
 from sync_gateway.errors import InvalidRequest, NotFound, RevisionConflict
+
+log = structlog.get_logger(__name__)
 
 USER_PREFIX = "user:"
 SYNC_DESIGN_ID = "_design/sync"
@@ -79,6 +83,7 @@ class UserRegistry:
             "updated_at": now,
         }
         record["_rev"] = await self._couch.put(self.db, record)
+        log.info("user.provisioned", user=name, created=existing is None, roles=record["roles"])
         return _public(record)
 
     async def update(
@@ -103,6 +108,7 @@ class UserRegistry:
                 record["_rev"] = await self._couch.put(self.db, record)
             except RevisionConflict:
                 continue
+            log.info("user.changed", user=name, roles=record["roles"], attributes=sorted(record["attributes"]))
             return _public(record)
         raise RevisionConflict(f"user {name!r} keeps changing; try again")
 
@@ -111,6 +117,11 @@ class UserRegistry:
         if doc is None:
             raise NotFound(f"no user named {name!r}; create it with POST /api/users", code="user_not_found")
         return _public(doc)
+
+    async def get_or_none(self, name: str) -> dict[str, Any] | None:
+        """The registry record, or None when there is no such user (the audit trail's "before")."""
+        doc = await self._couch.get_or_none(self.db, USER_PREFIX + name) if valid_username(name) else None
+        return _public(doc) if doc is not None else None
 
     async def list(self) -> list[dict[str, Any]]:
         rows = await self._couch.all_docs(

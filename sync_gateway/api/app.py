@@ -5,17 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from sync_gateway import __version__
+from sync_gateway.api.accounts import router as accounts_router
 from sync_gateway.api.body_limit import BodyLimit
 from sync_gateway.api.errors import SafeJSONResponse, install_error_handlers
 from sync_gateway.api.request_id import RequestIdMiddleware
 from sync_gateway.api.review_routes import router as review_router
 from sync_gateway.api.routes import router
+from sync_gateway.api.ui import admin_pages, signin
 from sync_gateway.api.ui.pages import STATIC_DIR as REVIEW_STATIC_DIR
 from sync_gateway.api.ui.pages import router as review_pages
 from sync_gateway.health import metrics_response
@@ -31,7 +33,8 @@ def create_app(gateway: Gateway) -> FastAPI:
         title="Sync gateway admin API",
         version=__version__,
         description="Admin API of the offline-first ERP sync gateway. Authenticate with "
-        "`Authorization: Bearer <SYNC_ADMIN_TOKEN>`. Errors carry a stable `error.code`.",
+        "`Authorization: Bearer <personal API token>` (POST /api/tokens); what a caller may do follows its roles. "
+        "Errors carry a stable `error.code`.",
         docs_url=None,
         redoc_url=None,
         default_response_class=SafeJSONResponse,
@@ -42,7 +45,11 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.add_middleware(RequestIdMiddleware)
     app.include_router(router)
     app.include_router(review_router)
-    app.include_router(review_pages)
+    app.include_router(accounts_router)
+    app.include_router(signin.router)  # sign-in pages: no session needed
+    app.include_router(review_pages, dependencies=[Depends(signin.load_session)])
+    app.include_router(admin_pages.router, dependencies=[Depends(signin.load_session)])
+    app.add_exception_handler(signin.PageForbidden, signin.forbidden_page)  # type: ignore[arg-type]
     app.mount("/review/static", StaticFiles(directory=REVIEW_STATIC_DIR), name="review-static")
 
     @app.get("/health", tags=["probes"], summary="Liveness: the process answers")

@@ -17,6 +17,8 @@ STATUS_BY_ERROR: list[tuple[type[e.SyncGatewayError], int]] = [
     (e.NotFound, 404),
     (e.StateConflict, 409),
     (e.InvalidRequest, 400),
+    (e.NotAuthenticated, 401),
+    (e.Forbidden, 403),
     (e.SchemaValidationError, 422),
     (e.ApiError, 400),
     (e.CouchUnavailable, 503),
@@ -63,7 +65,8 @@ def install_error_handlers(app: FastAPI) -> None:
         extra: dict[str, Any] = {}
         if isinstance(exc, e.SchemaValidationError):
             extra["reasons"] = exc.reasons
-        return SafeJSONResponse(error_body(exc.code, str(exc), **extra), status_code=status_for(exc))
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, e.NotAuthenticated) else None
+        return SafeJSONResponse(error_body(exc.code, str(exc), **extra), status_code=status_for(exc), headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

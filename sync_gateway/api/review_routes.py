@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from sync_gateway.api.auth import require_admin
+from sync_gateway.api.auth import AuditDep, PrincipalDep, acting_as, require_admin
 from sync_gateway.api.errors import error_body
+from sync_gateway.api.permissions import Principal
 from sync_gateway.diff import diff_versions
 from sync_gateway.review.queue import ApplierUnavailable, ReviewQueue
 from sync_gateway.review.winner import version_docs
@@ -77,8 +78,13 @@ class EditResolution(_Action):
 Resolution = Annotated[PickResolution | FieldsResolution | EditResolution, Field(discriminator="action")]
 
 
-def _by(body: _Action | None, admin: str) -> str:
-    return body.reviewer if body is not None and body.reviewer else admin
+def _by(body: _Action | None, who: Principal) -> str:
+    return acting_as(who, body.reviewer if body is not None else None)
+
+
+def _summary(item: dict[str, Any]) -> dict[str, Any]:
+    """What the audit trail keeps of a review item: its state, not its documents."""
+    return {k: item.get(k) for k in ("status", "rev", "claimed_by", "resolution")}
 
 
 @router.get("", summary="Review items, oldest first, filtered and paged")
@@ -112,9 +118,13 @@ async def get_conflict(item_id: str, queue: QueueDep) -> dict[str, Any]:
 
 @router.post("/{item_id}/claim", summary="Take the item: others see who works on it")
 async def claim_conflict(
-    item_id: str, queue: QueueDep, admin: Annotated[str, Depends(require_admin)], body: ClaimBody | None = None
+    item_id: str, queue: QueueDep, who: PrincipalDep, audit: AuditDep, body: ClaimBody | None = None
 ) -> dict[str, Any]:
-    return await queue.claim(item_id, _by(body, admin), rev=body.rev if body else None)
+    by = _by(body, who)
+    before = _summary(await queue.get(item_id))
+    result = await queue.claim(item_id, by, rev=body.rev if body else None)
+    await audit.record("review.claim", item_id, before=before, after=_summary(result), detail={"as": by})
+    return result
 
 
 @router.post(
@@ -126,25 +136,36 @@ async def claim_conflict(
         503: {"description": "applier_unavailable: this process cannot write resolutions"},
     },
 )
-async def resolve_conflict(
-    item_id: str, body: Resolution, queue: QueueDep, admin: Annotated[str, Depends(require_admin)]
-) -> Any:
+async def resolve_conflict(item_id: str, body: Resolution, queue: QueueDep, who: PrincipalDep, audit: AuditDep) -> Any:
     payload = body.model_dump(exclude={"rev", "reviewer", "action"})
+    by = _by(body, who)
+    before = _summary(await queue.get(item_id))
     try:
-        return await queue.resolve(item_id, _by(body, admin), body.action, payload, rev=body.rev)
+        result = await queue.resolve(item_id, by, body.action, payload, rev=body.rev)
     except ApplierUnavailable as exc:
         return JSONResponse(error_body(exc.code, str(exc)), status_code=503)
+    detail = {"as": by, "how": body.action}
+    await audit.record("review.resolve", item_id, before=before, after=_summary(result), detail=detail)
+    return result
 
 
 @router.post("/{item_id}/reject", summary="Close the item without writing a resolution")
 async def reject_conflict(
-    item_id: str, queue: QueueDep, admin: Annotated[str, Depends(require_admin)], body: NoteBody | None = None
+    item_id: str, queue: QueueDep, who: PrincipalDep, audit: AuditDep, body: NoteBody | None = None
 ) -> dict[str, Any]:
-    return await queue.reject(item_id, _by(body, admin), body.note if body else "", rev=body.rev if body else None)
+    by = _by(body, who)
+    before = _summary(await queue.get(item_id))
+    result = await queue.reject(item_id, by, body.note if body else "", rev=body.rev if body else None)
+    await audit.record("review.reject", item_id, before=before, after=_summary(result), detail={"as": by})
+    return result
 
 
 @router.post("/{item_id}/reopen", summary="Put a claimed, rejected or resolved item back into the open queue")
 async def reopen_conflict(
-    item_id: str, queue: QueueDep, admin: Annotated[str, Depends(require_admin)], body: NoteBody | None = None
+    item_id: str, queue: QueueDep, who: PrincipalDep, audit: AuditDep, body: NoteBody | None = None
 ) -> dict[str, Any]:
-    return await queue.reopen(item_id, _by(body, admin), body.note if body else "", rev=body.rev if body else None)
+    by = _by(body, who)
+    before = _summary(await queue.get(item_id))
+    result = await queue.reopen(item_id, by, body.note if body else "", rev=body.rev if body else None)
+    await audit.record("review.reopen", item_id, before=before, after=_summary(result), detail={"as": by})
+    return result

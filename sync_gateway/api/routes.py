@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
-from sync_gateway.api.auth import require_admin
+from sync_gateway.api.auth import AuditDep, require_admin
 from sync_gateway.api.status import user_sync_status
 from sync_gateway.errors import InvalidRequest, NotFound
 from sync_gateway.eventlog.store import public_event
@@ -63,8 +63,11 @@ async def list_users(gw: GatewayDep) -> dict[str, Any]:
 
 
 @router.post("/users", status_code=201, summary="Provision a user: database, CouchDB user, security, rules")
-async def add_user(body: NewUser, gw: GatewayDep) -> dict[str, Any]:
-    return await gw.registry.provision(body.name, body.password, roles=body.roles, attributes=body.attributes)
+async def add_user(body: NewUser, gw: GatewayDep, audit: AuditDep) -> dict[str, Any]:
+    before = await gw.registry.get_or_none(body.name)
+    record = await gw.registry.provision(body.name, body.password, roles=body.roles, attributes=body.attributes)
+    await audit.record("user.provisioned", f"user:{body.name}", before=before, after=record)  # never the password
+    return record
 
 
 class UserChange(BaseModel):
@@ -80,8 +83,11 @@ class UserChange(BaseModel):
 
 
 @router.patch("/users/{name}", summary="Change a user's roles or attributes; the distributor re-evaluates its data")
-async def change_user(name: str, body: UserChange, gw: GatewayDep) -> dict[str, Any]:
-    return await gw.registry.update(name, roles=body.roles, attributes=body.attributes)
+async def change_user(name: str, body: UserChange, gw: GatewayDep, audit: AuditDep) -> dict[str, Any]:
+    before = await gw.registry.get_or_none(name)
+    record = await gw.registry.update(name, roles=body.roles, attributes=body.attributes)
+    await audit.record("user.changed", f"user:{name}", before=before, after=record)
+    return record
 
 
 @router.get("/users/{name}", summary="One user's registry record")
@@ -138,8 +144,12 @@ async def get_dead_letter(item_id: str, gw: GatewayDep) -> dict[str, Any]:
 @router.post(
     "/dead-letters/{item_id}/retry", status_code=202, summary="Ask the projector to push a dead-lettered event again"
 )
-async def retry_dead_letter(item_id: str, gw: GatewayDep, admin: Annotated[str, Depends(require_admin)]) -> Any:
-    return await gw.dead_letters.request_retry(item_id, by=admin)
+async def retry_dead_letter(
+    item_id: str, gw: GatewayDep, admin: Annotated[str, Depends(require_admin)], audit: AuditDep
+) -> Any:
+    result = await gw.dead_letters.request_retry(item_id, by=admin)
+    await audit.record("deadletter.retry_requested", item_id, after=result)
+    return result
 
 
 @router.get("/quarantine", summary="Changes a stage could not handle (a bug, not bad input), with the error")

@@ -107,6 +107,7 @@ def installed_gateway(installed: Path, couch_server: CouchServer, tmp_path: Path
         SYNC_COUCH_USER=couch_server.admin_user,
         SYNC_COUCH_PASSWORD=couch_server.admin_password,
         SYNC_ADMIN_TOKEN=token,
+        SYNC_KEEP_BOOTSTRAP_TOKEN="true",  # this test drives the API with the bootstrap token
         SYNC_API_PORT=str(port),
         SYNC_SYSTEM_DB_PREFIX="pkg_",
         SYNC_CONNECTOR_OPTIONS=json.dumps({"url": f"sqlite:///{tmp_path / 'staging.db'}"}),

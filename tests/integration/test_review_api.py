@@ -216,10 +216,13 @@ async def test_reject_and_reopen_are_recorded_and_filters_find_the_item(
     leaves = await server_leaves(review_gateway, tech.db, draft["_id"])
 
     # --- the web UI's forms: without the session's CSRF token, or from another site, nothing happens
+    password = secrets.token_urlsafe(12)
+    account = await review_api.post("/api/accounts", json={"name": "sam", "password": password, "roles": ["reviewer"]})
+    assert account.status_code == 201, account.text
     async with httpx.AsyncClient(base_url=review_gateway.url) as browser:
-        login = await browser.post("/review/login", data={"token": "wrong", "reviewer": "sam"})
+        login = await browser.post("/review/login", data={"account": "sam", "password": "wrong-password"})
         assert login.status_code == 401 and "review_session" not in browser.cookies
-        login = await browser.post("/review/login", data={"token": review_gateway.token, "reviewer": "sam"})
+        login = await browser.post("/review/login", data={"account": "sam", "password": password})
         assert login.status_code == 303 and login.headers["location"] == "/review"
         page = await browser.get(f"/review/items/{item['id']}")
         assert page.status_code == 200 and draft["_id"] in page.text

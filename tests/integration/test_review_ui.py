@@ -4,6 +4,7 @@ reaches both real PouchDB phones with no conflict left. Also: phone-width layout
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -72,20 +73,26 @@ async def test_reviewer_resolves_field_by_field_in_the_browser_and_both_phones_c
         context = await browser.new_context(viewport={"width": 1280, "height": 900})
         page = await context.new_page()
 
-        # --- sign in with the admin token; the session cookie is HttpOnly and SameSite=Strict
+        # --- sign in as her own account; the session cookie is HttpOnly and SameSite=Strict
+        password = "rita-" + secrets.token_urlsafe(12)
+        created = await review_api.post(
+            "/api/accounts", json={"name": "Rita Reviewer", "password": password, "roles": ["reviewer"]}
+        )
+        assert created.status_code == 201, created.text
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240
         await page.goto(f"{review_gateway.url}/review")
         await expect(page).to_have_url(f"{review_gateway.url}/review/login?next=%2Freview")
-        await expect(page.get_by_label("Admin token")).to_be_focused()
-        await page.keyboard.type("not-the-token")
+        await expect(page.get_by_label("Account")).to_be_focused()
+        await page.keyboard.type("Rita Reviewer")
+        await page.get_by_label("Password").fill("not-the-password")
         await page.keyboard.press("Enter")
-        await expect(page.get_by_role("alert")).to_contain_text("not the admin token")
-        await page.get_by_label("Admin token").fill(review_gateway.token)
-        await page.get_by_label("Your name").fill("Rita Reviewer")
-        await page.get_by_label("Your name").press("Enter")
+        await expect(page.get_by_role("alert")).to_contain_text("wrong account name or password")
+        await page.get_by_label("Password").fill(password)
+        await page.get_by_label("Password").press("Enter")
         await expect(page.get_by_role("heading", name="Review queue")).to_be_visible()
         (cookie,) = [c for c in await context.cookies() if c["name"] == "review_session"]
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and review_gateway.token not in cookie["value"]
+        assert password not in cookie["value"]
 
         # --- the queue, filtered to this technician
         await page.get_by_label("User").fill(tech.name)

@@ -39,6 +39,8 @@ class GatewayProcess:
             "SYNC_COUCH_USER": couch.admin_user,
             "SYNC_COUCH_PASSWORD": couch.admin_password,
             "SYNC_ADMIN_TOKEN": self.token,
+            # the suite drives the API with the bootstrap token; tests of accounts turn this off (extra_env)
+            "SYNC_KEEP_BOOTSTRAP_TOKEN": "true",
             "SYNC_API_PORT": str(self.port),
             "SYNC_SYSTEM_DB_PREFIX": prefix,
             "SYNC_CONNECTOR_OPTIONS": f'{{"url": "sqlite:///{self.staging_path}"}}',

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 LAYERS: list[set[str]] = [
     {"errors", "retry", "jsontext", "resources", "logging", "config", "contracts", "__init__", "metrics"},
     {"couch", "supervisor", "diff", "profiles", "rules", "plugins"},
-    {"dbsecurity", "eventlog", "receipts", "users", "quarantine"},
+    {"dbsecurity", "eventlog", "receipts", "users", "quarantine", "audit", "accounts"},
     {"conflicts", "review"},
     {"distribute", "project", "ingest"},
     {"api", "health"},

@@ -75,55 +75,7 @@ def _queue(request: Request) -> ReviewQueue:
     return review_queue(request.app.state.gateway)
 
 
-# ---------------------------------------------------------------------------------------------- login
-
-
-@router.get("/login")
-async def login_page(request: Request, next: str = "/review") -> Response:
-    return _render(request, "login.html", {"next": _safe_next(next), "error": None, "reviewer": ""})
-
-
-def _safe_next(target: str) -> str:
-    return target if target.startswith("/review") and "//" not in target and "\\" not in target else "/review"
-
-
-@router.post("/login")
-async def login(request: Request) -> Response:
-    form = await _form(request)
-    reviewer = form.get("reviewer", "").strip() or "admin"
-    target = _safe_next(form.get("next", "/review"))
-    error = None
-    if not sessions.same_origin(request):
-        error = "This form must be sent from the review pages themselves."
-    elif not sessions.token_matches(request, form.get("token", "")):
-        error = "That is not the admin token of this gateway."
-    elif not sessions.valid_reviewer(reviewer):
-        error = "Your name may have up to 64 letters, digits, spaces and . _ @ + -"
-    if error:
-        context = {"next": target, "error": error, "reviewer": form.get("reviewer", "")}
-        return _render(request, "login.html", context, status=401 if "token" in error else 400)
-    response = _redirect(target)
-    response.set_cookie(
-        sessions.COOKIE,
-        sessions.issue(request, reviewer),
-        max_age=sessions.LIFETIME_S,
-        path=sessions.COOKIE_PATH,
-        httponly=True,
-        samesite="strict",
-        secure=request.url.scheme == "https",
-    )
-    return response
-
-
-@router.post("/logout")
-async def logout(request: Request) -> Response:
-    session = sessions.current(request)
-    form = await _form(request)
-    if session is not None and sessions.csrf_ok(session, form.get("csrf", "")):
-        response = _redirect("/review/login")
-        response.delete_cookie(sessions.COOKIE, path=sessions.COOKIE_PATH, httponly=True, samesite="strict")
-        return response
-    return _redirect("/review")
+# sign-in and sign-out: sync_gateway.api.ui.signin
 
 
 # ---------------------------------------------------------------------------------------------- queue
@@ -222,7 +174,9 @@ async def item_action(request: Request, item_id: str, action: str) -> Response:
     queue = _queue(request)
     rev = form.get("rev") or None
     by = session.reviewer
+    before: dict[str, Any] = {}
     try:
+        before = await queue.get(item_id)
         if action == "claim":
             await queue.claim(item_id, by, rev=rev)
         elif action == "reject":
@@ -234,7 +188,15 @@ async def item_action(request: Request, item_id: str, action: str) -> Response:
             await queue.resolve(item_id, by, mode, payload, rev=rev)
     except e.SyncGatewayError as exc:
         return await _failed(request, session, item_id, form, exc)
+    await _audit(request, action, item_id, before, await queue.get(item_id))
     return _redirect(f"/review/items/{quote(item_id, safe=':')}?done={action}")
+
+
+async def _audit(request: Request, action: str, item_id: str, before: dict[str, Any], after: dict[str, Any]) -> None:
+    def state(item: dict[str, Any]) -> dict[str, Any]:
+        return {k: item.get(k) for k in ("status", "rev", "claimed_by", "resolution")}
+
+    await sessions.audit_page_action(request, f"review.{action}", item_id, before=state(before), after=state(after))
 
 
 def _resolution(form: dict[str, str]) -> tuple[str, dict[str, Any]]:

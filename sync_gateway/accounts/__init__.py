@@ -1,0 +1,1 @@
+"""People who run the gateway: accounts, personal API tokens, OIDC sign-in."""
