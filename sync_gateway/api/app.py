@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from sync_gateway import __version__
+from sync_gateway.api.device_routes import router as device_router
 from sync_gateway.api.errors import install_error_handlers
 from sync_gateway.api.review_routes import router as review_router
 from sync_gateway.api.routes import router
@@ -36,6 +37,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(review_router)
+    app.include_router(device_router)
     app.include_router(review_pages)
     app.mount("/review/static", StaticFiles(directory=REVIEW_STATIC_DIR), name="review-static")
 
