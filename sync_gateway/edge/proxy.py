@@ -75,7 +75,7 @@ class CouchPassThrough:
         upstream_request = self._http.build_request(
             method,
             f"/{quote(str(device['db']), safe='')}{route.couch_suffix}",
-            params=httpx.QueryParams(params),
+            params=httpx.QueryParams(request.url.query),
             headers=headers,
             content=content,
             timeout=httpx.Timeout(None, connect=5.0) if feed else None,
