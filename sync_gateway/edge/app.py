@@ -20,6 +20,7 @@ from sync_gateway.edge.service import Edge
 
 log = structlog.get_logger(__name__)
 
+WIPE_HEADER = "x-sync-wipe-required"
 _METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "COPY", "OPTIONS"]
 _PUSH_KINDS = ("bulk_docs", "doc")
 _PULL_KINDS = ("changes", "bulk_get", "all_docs", "doc")
@@ -52,6 +53,7 @@ def create_edge_app(edge: Edge) -> Starlette:
                 allow_origins=edge.cors_origins,
                 allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
                 allow_headers=["Authorization", "Content-Type", "Accept"],
+                expose_headers=[WIPE_HEADER, "ETag"],
                 allow_credentials=False,
                 max_age=600,
             )
@@ -84,6 +86,8 @@ async def _handle(edge: Edge, request: Request, raw_path: str) -> Response:
     ):
         refuse_inactive(device)
     response = await edge.passthrough.forward(request, route, device)
+    if device.get("state") == "wipe_pending":  # uploads still pass; tell the device to wipe once they are done
+        response.headers[WIPE_HEADER] = str(device.get("wipe_mode"))
     ok = response.status_code < 400
     push = ok and route.kind in _PUSH_KINDS and request.method in ("POST", "PUT", "DELETE")
     pull = ok and route.kind in _PULL_KINDS and request.method in ("GET", "POST") and not push
