@@ -23,7 +23,7 @@ export class EdgeSync {
     this.PouchDB = PouchDB;
     this.local = local;
     this.backOffMs = backOffMs;
-    this.status = { state: 'starting', last_error: null, docs_read: 0, docs_written: 0 };
+    this.status = { state: 'starting', stop_code: null, last_error: null, docs_read: 0, docs_written: 0 };
     this._sync = null;
     this._remote = null;
     this._wiping = null;
@@ -52,7 +52,8 @@ export class EdgeSync {
         if (err) status.last_error = { name: err.name, status: err.status, message: err.message };
       })
       .on('error', (err) => {
-        if (!['revoked', 'wiping', 'wiped'].includes(status.state)) status.state = 'error';
+        if (['revoked', 'wiping', 'wiped'].includes(status.state)) return; // the gateway's word stands
+        status.state = 'error';
         status.last_error = { name: err.name, status: err.status, message: err.message };
       });
     this._done = Promise.resolve(this._sync).catch(() => {});
@@ -80,6 +81,7 @@ export class EdgeSync {
   }
 
   _revoked(code) {
+    this.status.stop_code = code;
     this.status.last_error = { name: code, status: 401, message: 'the gateway cut this device off' };
     this.stop('revoked').catch(() => {});
   }
@@ -88,6 +90,7 @@ export class EdgeSync {
     if (!this._wiping) {
       this._wiping = (async () => {
         this.status.state = 'wiping';
+        this.status.stop_code = 'wipe_required';
         await this.stop('wiping');
         try {
           await performWipe({ client: this.client, PouchDB: this.PouchDB, local: this.local, mode });

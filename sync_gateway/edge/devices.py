@@ -127,6 +127,8 @@ class DeviceRegistry:
             doc = await self._get_doc(device_id)
             if doc is None:
                 raise EdgeRefusal(401, "refresh_token_invalid", _INVALID_REFRESH)
+            if doc.get("state") in ("revoked", "wiped"):
+                refuse_inactive(doc)
             if any(same_hash(presented_hash, used) for used in doc.get("used_refresh_hashes", [])):
                 await self.revoke(device_id, reason="refresh_token_reused")
                 raise EdgeRefusal(

@@ -144,7 +144,7 @@ class Edge:
         if isinstance(body.get("code"), str) and body["code"].strip():
             self.enrol_limiter.take(f"code@{client}")
             user, code_name = await self.devices.redeem_code(body["code"])
-            name, method = name or code_name, "enrolment_code"
+            name, method = code_name or name, "enrolment_code"  # the admin named the device
         elif isinstance(body.get("user"), str) and isinstance(body.get("password"), str):
             user = body["user"]
             self.enrol_limiter.take(f"{user}@{client}")
