@@ -392,9 +392,10 @@ const ops = {
       await remote.close().catch(() => {});
     }
     if (client.state === 'wipe_required') {
-      await performWipe({ client, PouchDB, local, mode: client.wipeMode });
+      const mode = client.wipeMode;
+      await performWipe({ client, PouchDB, local, mode });
       dbs.delete(requireArg(args, 'db'));
-      return { wiped: true, mode: client.wipeMode, state: client.state, summary };
+      return { wiped: true, mode, state: client.state, summary };
     }
     if (failure) {
       throw new DeviceFailure(failure.name, `replication ${direction} failed: ${failure.message}`, failure.status,
