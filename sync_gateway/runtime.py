@@ -28,6 +28,7 @@ from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.edge.build import build_edge
 from sync_gateway.edge.devices import DeviceRegistry, device_policy_document
+from sync_gateway.edge.service import Edge
 from sync_gateway.eventlog.store import EventLog
 from sync_gateway.ingest.business import BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator
@@ -58,9 +59,7 @@ class Gateway:
         self.api_couch = CouchClient(settings.couch_url, settings.couch_user, password, retries=2)
         self.registry = UserRegistry(self.api_couch, settings.db("registry"))
         self.devices = DeviceRegistry(self.api_couch, settings.db("registry"))
-        self.edge = (
-            build_edge(settings, couch=self.api_couch, watch_couch=self.couch) if "edge" in settings.roles else None
-        )
+        self.edge: Edge | None = None  # built in run(), after CouchDB is known to be usable
         self.events = EventLog(self.api_couch, settings.db("events"))
         self.dead_letters = DeadLetters(self.api_couch, settings.db("conflicts"))
         self.checkpoints = Checkpoints(self.api_couch, settings.db("checkpoints"))
@@ -164,6 +163,8 @@ class Gateway:
         stop = stop or asyncio.Event()
         with _stop_on_signals(stop):
             await self.setup()
+            if "edge" in self.settings.roles:
+                self.edge = build_edge(self.settings, couch=self.api_couch, watch_couch=self.couch)
             self._build_workers()
             self._start_loops()
             if "api" in self.settings.roles:

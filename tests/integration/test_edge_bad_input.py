@@ -4,19 +4,23 @@ while the edge keeps serving other devices."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import jwt
 import pytest
 
 from sync_gateway.couch.naming import user_db_name
+from sync_gateway.devserver import free_port
 from tests.integration.edge_helpers import device_record, edge_client, enrol_raw, provision, refusal
 from tests.support import docs
 from tests.support.couch import CouchServer
 from tests.support.device import Device
-from tests.support.gateway import GatewayProcess, running_gateway
+from tests.support.gateway import SCRIPT, GatewayProcess, running_gateway
 
 pytestmark = pytest.mark.integration
 
@@ -167,3 +171,26 @@ async def test_malformed_and_oversized_bodies_floods_and_foreign_origins_are_ref
     async with strict_edge.couch_admin() as couch:
         stored = await couch.get(f"/{user_db_name('calm')}/{order['_id']}")
     assert stored.status_code == 200
+
+
+def test_the_edge_role_does_not_start_without_a_token_secret(couch_server: CouchServer, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "SYNC_COUCH_URL": couch_server.url,
+        "SYNC_COUCH_USER": couch_server.admin_user,
+        "SYNC_COUCH_PASSWORD": couch_server.admin_password,
+        "SYNC_ROLES": "edge",
+        "SYNC_EDGE_PORT": str(free_port()),
+        "SYNC_SYSTEM_DB_PREFIX": "nosecret_",
+        "SYNC_EDGE_TOKEN_SECRET": "",
+        "SYNC_LOG_FORMAT": "json",
+    }
+    proc = subprocess.run(
+        [str(SCRIPT), "run"], env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL, check=False
+    )
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error")]
+    assert lines == [
+        "error (configuration_error): the edge role needs SYNC_EDGE_TOKEN_SECRET "
+        "(at least 32 characters, e.g. `openssl rand -hex 32`)"
+    ]
