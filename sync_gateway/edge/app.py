@@ -17,6 +17,7 @@ from sync_gateway.edge.devices import refuse_inactive
 from sync_gateway.edge.errors import EdgeRefusal
 from sync_gateway.edge.routes import UPLOAD_KINDS, classify, own_endpoint
 from sync_gateway.edge.service import Edge
+from sync_gateway.errors import CouchError
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +41,10 @@ def create_edge_app(edge: Edge) -> Starlette:
             if refusal.status >= 500:
                 log.warning("edge.refused", code=refusal.code, status=refusal.status)
             return JSONResponse(refusal.body(), status_code=refusal.status, headers=refusal.headers())
+        except CouchError as exc:  # the registry could not be read or written: the device retries later
+            log.warning("edge.registry_unavailable", error=str(exc))
+            unavailable = EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later")
+            return JSONResponse(unavailable.body(), status_code=503, headers={"Retry-After": "5"})
 
     routes = [
         HttpRoute("/", root, methods=["GET", "HEAD"]),
@@ -85,7 +90,8 @@ async def _handle(edge: Edge, request: Request, raw_path: str) -> Response:
         device.get("wipe_mode") != "push_then_wipe" or route.kind not in UPLOAD_KINDS
     ):
         refuse_inactive(device)
-    response = await edge.passthrough.forward(request, route, device)
+    multipart_as_json = not (await edge.couch.capabilities()).is_couchdb  # pouchdb-server crashes on multipart
+    response = await edge.passthrough.forward(request, route, device, multipart_as_json=multipart_as_json)
     if device.get("state") == "wipe_pending":  # uploads still pass; tell the device to wipe once they are done
         response.headers[WIPE_HEADER] = str(device.get("wipe_mode"))
     ok = response.status_code < 400

@@ -53,16 +53,27 @@ async def until_closed(chunks: AsyncIterator[bytes], closed: asyncio.Event) -> A
     """Pass ``chunks`` through until they end or ``closed`` is set, whichever comes first."""
     closing = asyncio.ensure_future(closed.wait())
     iterator = chunks.__aiter__()
+    step: asyncio.Future[bytes] | None = None
     try:
         while True:
             step = asyncio.ensure_future(iterator.__anext__())
             done, _ = await asyncio.wait({step, closing}, return_when=asyncio.FIRST_COMPLETED)
             if step not in done:
-                step.cancel()
                 return
             try:
-                yield step.result()
+                chunk = step.result()
             except StopAsyncIteration:
                 return
+            step = None
+            yield chunk
     finally:
         closing.cancel()
+        if step is not None and not step.done():
+            step.cancel()
+        if step is not None:  # its outcome (an error once the upstream is closed) is of no interest any more
+            step.add_done_callback(_ignore_outcome)
+
+
+def _ignore_outcome(future: asyncio.Future[bytes]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sync_gateway.edge.errors import EdgeRefusal
 from sync_gateway.edge.feeds import OpenFeeds, until_closed
+from sync_gateway.edge.multipart import multipart_to_json
 from sync_gateway.edge.routes import Route, device_may_write, refuse_server_owned
 
 log = structlog.get_logger(__name__)
@@ -46,7 +47,10 @@ class CouchPassThrough:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def forward(self, request: Request, route: Route, device: Mapping[str, Any]) -> Response:
+    async def forward(
+        self, request: Request, route: Route, device: Mapping[str, Any], *, multipart_as_json: bool = False
+    ) -> Response:
+        """Forward one allowed request; ``multipart_as_json`` for servers that cannot take multipart uploads."""
         method = request.method
         params = list(request.query_params.multi_items())
         content: bytes | AsyncIterator[bytes] | None = None
@@ -56,7 +60,10 @@ class CouchPassThrough:
         if route.kind == "changes":
             _check_changes_params(params)
         if method in ("POST", "PUT"):
-            if route.kind in ("doc", "local") and not _is_json(request):
+            media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+            if route.kind == "doc" and media == "multipart/related" and multipart_as_json:
+                content = multipart_to_json(await self.read_body(request), request.headers["content-type"])
+            elif route.kind in ("doc", "local") and media != "application/json":
                 content = self._limited_stream(request)  # attachments, multipart/related: streamed through
             else:
                 body = await self.read_json(request)
@@ -70,7 +77,7 @@ class CouchPassThrough:
         headers = {name: request.headers[name] for name in _REQUEST_HEADERS if name in request.headers}
         headers["accept-encoding"] = "identity"
         if isinstance(content, bytes):
-            headers["content-type"] = "application/json"
+            headers["content-type"] = "application/json"  # JSON we parsed and re-encoded (or converted)
         feed = route.kind == "changes" and dict(params).get("feed") in _FEEDS
         upstream_request = self._http.build_request(
             method,
@@ -154,10 +161,6 @@ class CouchPassThrough:
 
 def _too_large(limit: int) -> EdgeRefusal:
     return EdgeRefusal(413, "body_too_large", f"request bodies are limited to {limit} bytes", limit_bytes=limit)
-
-
-def _is_json(request: Request) -> bool:
-    return request.headers.get("content-type", "application/json").split(";")[0].strip() == "application/json"
 
 
 def _check_changes_params(params: list[tuple[str, str]]) -> None:

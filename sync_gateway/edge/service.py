@@ -21,12 +21,14 @@ from sync_gateway.edge.feeds import OpenFeeds
 from sync_gateway.edge.limits import RateLimiter
 from sync_gateway.edge.proxy import CouchPassThrough
 from sync_gateway.edge.tokens import AccessTokens, device_of_refresh_token
-from sync_gateway.errors import CouchError
+from sync_gateway.errors import SyncGatewayError
 
 log = structlog.get_logger(__name__)
 
 _STATE_TTL_S = 2.0  # a revocation written by another process is obeyed within this even without the watch
-_ACTIVITY_INTERVAL_S = 5.0  # at most one activity write per device in this interval
+# at most one activity write per device in this interval, except the first of each kind (seen, push, pull):
+# every write is a registry change that each registry follower reads
+_ACTIVITY_INTERVAL_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -94,11 +96,17 @@ class Edge:
         self._pending: dict[str, dict[str, str]] = {}
         self._flushing: dict[str, asyncio.Task[None]] = {}
         self._last_flush: dict[str, float] = {}
+        self._recorded: dict[str, set[str]] = {}  # device -> kinds of stamps written at least once
+        self._first_kind: dict[str, asyncio.Event] = {}  # set when a kind never written before is pending
 
     async def close(self) -> None:
+        """Write the pending activity stamps at once (a few seconds at most), then close the clients."""
         for task in list(self._flushing.values()):
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(task, 5.0)
+            task.cancel()
+        pending, self._pending = self._pending, {}
+        writes = [self.devices.record_activity(device_id, stamps) for device_id, stamps in pending.items()]
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), 3.0)
         await self._sessions.aclose()
         await self.passthrough.close()
 
@@ -215,19 +223,25 @@ class Edge:
             stamps["last_push_at"] = now
         if pull:
             stamps["last_pull_at"] = now
+        if set(stamps) - self._recorded.get(device_id, set()):
+            self._first_kind.setdefault(device_id, asyncio.Event()).set()
         if device_id not in self._flushing:
             self._flushing[device_id] = asyncio.create_task(self._flush(device_id), name=f"edge-activity-{device_id}")
 
     async def _flush(self, device_id: str) -> None:
         try:
-            wait = self._last_flush.get(device_id, 0.0) + _ACTIVITY_INTERVAL_S - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            stamps = self._pending.pop(device_id, {})
-            if stamps:
+            while self._pending.get(device_id):
+                first_kind = self._first_kind.setdefault(device_id, asyncio.Event())
+                wait = self._last_flush.get(device_id, 0.0) + _ACTIVITY_INTERVAL_S - time.monotonic()
+                if wait > 0 and not first_kind.is_set():
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(first_kind.wait(), wait)
+                first_kind.clear()
+                stamps = self._pending.pop(device_id, {})
                 await self.devices.record_activity(device_id, stamps)
-            self._last_flush[device_id] = time.monotonic()
-        except (CouchError, OSError) as exc:
+                self._recorded.setdefault(device_id, set()).update(stamps)
+                self._last_flush[device_id] = time.monotonic()
+        except (SyncGatewayError, OSError) as exc:
             log.warning("edge.activity_not_recorded", device=device_id, error=str(exc))
         finally:
             self._flushing.pop(device_id, None)

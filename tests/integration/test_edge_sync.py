@@ -3,13 +3,22 @@ attachments, the registry's view of each device, and revocation of a phone in li
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 
 import httpx
 import pytest
 
 from sync_gateway.couch.naming import user_db_name
-from tests.integration.edge_helpers import device_record, edge_client, provision, refusal, server_doc_ids
+from tests.integration.edge_helpers import (
+    device_record,
+    edge_client,
+    enrol_raw,
+    provision,
+    refusal,
+    server_doc_ids,
+)
 from tests.support import docs
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess
@@ -150,3 +159,52 @@ async def test_a_revoked_phone_is_cut_off_in_live_sync_while_the_other_phone_kee
     assert len(gateway.staging_rows("SELECT transaction_id FROM stg_sales_order WHERE user_name = 'rita'")) == 2
     record = await device_record(api, lost["device_id"])
     assert record["state"] == "revoked" and record["revoked_reason"] == "admin"
+
+
+async def test_documents_and_attachments_pass_through_as_json_multipart_and_raw(
+    gateway: GatewayProcess, api: httpx.AsyncClient
+) -> None:
+    await provision(api, "mona", "mona-secret-1")
+    device = await enrol_raw(gateway, "mona", "mona-secret-1")
+    picture = docs.signature_png(seed=11)
+    doc = docs.delivery_confirmation("mona-phone")
+    boundary = "edge-boundary-1"
+    meta = {
+        **doc,
+        "_attachments": {"signature.png": {"follows": True, "content_type": "image/png", "length": len(picture)}},
+    }
+    body = (
+        f"--{boundary}\r\nContent-Type: application/json\r\n\r\n".encode()
+        + json.dumps(meta).encode()
+        + f"\r\n--{boundary}\r\n\r\n".encode()
+        + picture
+        + f"\r\n--{boundary}--".encode()
+    )
+    async with edge_client(gateway, device["access_token"]) as edge:
+        put = await edge.put(
+            f"/sync/{doc['_id']}", content=body, headers={"Content-Type": f'multipart/related; boundary="{boundary}"'}
+        )
+        assert put.status_code == 201, put.text
+        rev = put.json()["rev"]
+        raw = await edge.get(f"/sync/{doc['_id']}/signature.png")
+        assert raw.status_code == 200 and raw.content == picture
+        assert raw.headers["content-type"] == "image/png"
+        head = await edge.head(f"/sync/{doc['_id']}")
+        assert head.status_code == 200
+        inline = await edge.get(f"/sync/{doc['_id']}", params={"attachments": "true"})
+        assert base64.b64decode(inline.json()["_attachments"]["signature.png"]["data"]) == picture
+        extra = await edge.put(
+            f"/sync/{doc['_id']}/photo.bin",
+            params={"rev": rev},
+            content=b"\x00\x01" * 500,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert extra.status_code == 201, extra.text
+        checkpoint = await edge.put("/sync/_local/replication-1", json={"last_seq": 5})
+        assert checkpoint.status_code == 201
+        assert (await edge.get("/sync/_local/replication-1")).json()["last_seq"] == 5
+        missing = await edge.post("/sync/_revs_diff", json={doc["_id"]: [extra.json()["rev"], "9-zzz"]})
+        assert missing.json() == {doc["_id"]: {"missing": ["9-zzz"]}}
+        bulk_get = await edge.post("/sync/_bulk_get", json={"docs": [{"id": doc["_id"]}]})
+        assert bulk_get.status_code == 200 and doc["_id"] in bulk_get.text
+        assert (await edge.post("/sync/_ensure_full_commit", json={})).status_code in (200, 201)

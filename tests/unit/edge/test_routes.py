@@ -81,3 +81,22 @@ def test_own_endpoints() -> None:
     assert own_endpoint("/sync/_token") == "token"
     assert own_endpoint("/sync/_wipe") == "wipe"
     assert own_endpoint("/sync/_changes") is None
+
+
+def test_a_multipart_upload_becomes_json_with_inline_attachments() -> None:
+    import base64
+    import json
+
+    from sync_gateway.edge.multipart import multipart_to_json
+
+    meta = {"_id": "sales_order:1", "_attachments": {"a.png": {"follows": True, "content_type": "image/png"}}}
+    body = (
+        b"--b\r\nContent-Type: application/json\r\n\r\n"
+        + json.dumps(meta).encode()
+        + b"\r\n--b\r\n\r\n\x89PNG\r\n--b--"
+    )
+    doc = json.loads(multipart_to_json(body, "multipart/related; boundary=b"))
+    assert doc["_attachments"]["a.png"] == {"content_type": "image/png", "data": base64.b64encode(b"\x89PNG").decode()}
+    with pytest.raises(EdgeRefusal) as refused:
+        multipart_to_json(b"--b\r\n\r\nnot json\r\n--b--", "multipart/related; boundary=b")
+    assert refused.value.code == "invalid_multipart"
