@@ -1,8 +1,9 @@
 """Device credentials: short-lived signed access tokens and long-lived refresh tokens rotated on every use.
 
-An access token is a JWT (HS256, ``SYNC_EDGE_TOKEN_SECRET``) with the claims ``dev`` (device id), ``usr`` (user)
-and ``exp``; every edge process verifies it without a look-up and then checks the device's state. A refresh
-token is ``<device id>.<random>``; only its SHA-256 is stored (it is 256 random bits, so a slow hash adds nothing).
+An access token is a JWT (HS256, ``SYNC_EDGE_TOKEN_SECRET``) with the claims ``device`` (device id, also
+``sub``), ``user`` and ``exp``; every edge process verifies it without a look-up and then checks the device's
+state. A refresh token is ``<device id>.<random>``; only its SHA-256 is stored (it is 256 random bits, so a
+slow hash adds nothing).
 """
 
 from __future__ import annotations
@@ -42,7 +43,15 @@ class AccessTokens:
         """A new access token and its expiry (Unix seconds)."""
         issued = int(now if now is not None else time.time())
         expires = issued + self.ttl_s
-        claims = {"iss": ISSUER, "aud": AUDIENCE, "dev": device_id, "usr": user, "iat": issued, "exp": expires}
+        claims = {
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": device_id,
+            "device": device_id,
+            "user": user,
+            "iat": issued,
+            "exp": expires,
+        }
         return jwt.encode(claims, self._secret, algorithm=_ALGORITHM), expires
 
     def verify(self, token: str) -> AccessClaims:
@@ -54,7 +63,7 @@ class AccessTokens:
                 algorithms=[_ALGORITHM],
                 audience=AUDIENCE,
                 issuer=ISSUER,
-                options={"require": ["exp", "dev", "usr"]},
+                options={"require": ["exp", "device", "user"]},
             )
         except jwt.ExpiredSignatureError as exc:
             raise EdgeRefusal(
@@ -64,9 +73,9 @@ class AccessTokens:
             raise EdgeRefusal(
                 401, "token_invalid", "the access token is not valid here; enrol the device again"
             ) from exc
-        if not isinstance(claims.get("dev"), str) or not isinstance(claims.get("usr"), str):
+        if not isinstance(claims.get("device"), str) or not isinstance(claims.get("user"), str):
             raise EdgeRefusal(401, "token_invalid", "the access token names no device; enrol the device again")
-        return AccessClaims(device_id=claims["dev"], user=claims["usr"], expires_at=int(claims["exp"]))
+        return AccessClaims(device_id=claims["device"], user=claims["user"], expires_at=int(claims["exp"]))
 
 
 def new_refresh_token(device_id: str) -> str:

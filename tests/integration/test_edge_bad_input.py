@@ -51,7 +51,7 @@ async def strict_api(strict_edge: GatewayProcess) -> AsyncIterator[httpx.AsyncCl
 
 def _token(secret: str, **claims: object) -> str:
     now = int(time.time())
-    base = {"iss": "sync-gateway-edge", "aud": "sync", "dev": "dev-x", "usr": "x", "iat": now, "exp": now + 600}
+    base = {"iss": "sync-gateway-edge", "aud": "sync", "device": "dev-x", "user": "x", "iat": now, "exp": now + 600}
     return jwt.encode({**base, **claims}, secret, algorithm="HS256")
 
 
@@ -60,15 +60,15 @@ async def test_bad_tokens_and_replayed_refresh_tokens_are_refused_with_stable_co
 ) -> None:
     await provision(api, "tokyo", "tokyo-secret-1")
     device = await enrol_raw(gateway, "tokyo", "tokyo-secret-1")
-    claims = {"dev": device["device_id"], "usr": "tokyo"}
+    claims = {"device": device["device_id"], "user": "tokyo"}
     cases = {
         None: "token_missing",
         "not-a-jwt": "token_invalid",
         _token(gateway.edge_secret, **claims, exp=int(time.time()) - 60): "token_expired",
         _token("another-secret-of-at-least-thirty-two-chars", **claims): "token_invalid",
         _token(gateway.edge_secret, **claims, aud="elsewhere"): "token_invalid",
-        _token(gateway.edge_secret, dev=device["device_id"], usr="somebody-else"): "device_unknown",
-        _token(gateway.edge_secret, dev="dev-00000000000000000000", usr="tokyo"): "device_unknown",
+        _token(gateway.edge_secret, device=device["device_id"], user="somebody-else"): "device_unknown",
+        _token(gateway.edge_secret, device="dev-00000000000000000000", user="tokyo"): "device_unknown",
         jwt.encode({**claims, "exp": int(time.time()) + 60}, key="", algorithm="none"): "token_invalid",
     }
     for token, code in cases.items():

@@ -20,7 +20,7 @@ def test_access_tokens_carry_device_user_and_expiry() -> None:
     tokens = AccessTokens(SECRET, ttl_s=60)
     token, expires = tokens.issue("dev-abc", "anna", now=1_000_000)
     claims = jwt.decode(token, options={"verify_signature": False})
-    assert (claims["dev"], claims["usr"], claims["exp"]) == ("dev-abc", "anna", expires)
+    assert (claims["device"], claims["user"], claims["exp"]) == ("dev-abc", "anna", expires)
     with pytest.raises(EdgeRefusal) as expired:
         tokens.verify(AccessTokens(SECRET, ttl_s=-10).issue("dev-abc", "anna")[0])
     assert expired.value.code == "token_expired"
