@@ -26,6 +26,7 @@ from pydantic import SecretStr, ValidationError
 
 from sync_gateway.config import Settings
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.errors import SyncGatewayError
 from sync_gateway.logging import configure_logging
 from sync_gateway.users import UserRegistry
@@ -47,6 +48,7 @@ async def _with_registry(settings: Settings) -> tuple[CouchClient, UserRegistry]
     couch = CouchClient(settings.couch_url, settings.couch_user, settings.couch_password.get_secret_value())
     await couch.ensure_db("_users")
     await couch.ensure_db(settings.db("registry"))
+    await ensure_security(couch, settings.db("registry"))
     return couch, UserRegistry(couch, settings.db("registry"))
 
 

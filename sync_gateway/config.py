@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     enforced_rules: Annotated[list[RuleSetName], NoDecode] = Field(default_factory=lambda: list(ALL_RULE_SETS))
     profiles_dir: str = ""  # offline data profiles (YAML); empty: the profiles/ folder shipped with the gateway
     distribute_batch_size: int = 500
+    # how ingest learns of changes: one feed per user database, or wake-ups (CouchDB 3's _db_updates and the
+    # edge); auto picks wake-ups where the server has _db_updates
+    ingest_wakeups: Literal["auto", "feeds", "wakeups"] = "auto"
+    ingest_concurrency: int = Field(default=16, ge=1, le=512)  # user databases drained at once (wake-ups)
+    review_sweep_interval_s: float = 300.0  # how often review items whose conflict is gone are closed
     shutdown_grace_s: float = 10.0  # SIGTERM: how long loops get to save their checkpoints before the exit
 
     # the device edge (role ``edge``): devices replicate through it, never with CouchDB directly

@@ -8,6 +8,12 @@ ancestor and in every version (``contact.phone``); this is the same granularity 
 merges at, so the paths it names in a deferral are rows of this diff. Fields whose name starts with ``_``
 (CouchDB metadata) are not compared. Without an ancestor, a field is read as absent from the base, so every
 version holding it "changed" it.
+
+Attachments (a delivery's signature, a report's photos) are compared too, one row per name:
+``_attachments.<name>``, its values the attachment's stub (``content_type``, ``digest``, ``length``), two
+stubs equal when their digests are. So a per-field resolution keeps them like any other field, and a signature
+changed differently on two devices needs a pick. :func:`winner_attachments` gives the attachments of a
+winner that names none itself (a handler's winner, a reviewer's edited document).
 """
 
 from __future__ import annotations
@@ -82,6 +88,33 @@ class FieldDiff:
         }
 
 
+ATTACHMENTS: Final = "_attachments"
+_STUB_KEYS: Final = ("content_type", "digest", "length")
+
+
+class AttachmentConflict(InvalidRequest):
+    """The versions changed an attachment differently, and the winner does not say which one it keeps.
+    ``names`` lists the attachments."""
+
+    code = "attachment_conflict"
+
+    def __init__(self, message: str, names: Sequence[str]) -> None:
+        super().__init__(message)
+        self.names = list(names)
+
+
+def attachment_stubs(doc: Doc | None) -> dict[str, dict[str, JSON]]:
+    """A document's attachments as stubs (``content_type``, ``digest``, ``length``; no data), by name."""
+    found = (doc or {}).get(ATTACHMENTS)
+    if not isinstance(found, Mapping):
+        return {}
+    return {
+        str(name): {k: att[k] for k in _STUB_KEYS if k in att}
+        for name, att in sorted(found.items())
+        if isinstance(att, Mapping)
+    }
+
+
 def _canonical(value: JSON) -> str:
     if value is ABSENT:
         return "\x00absent"
@@ -115,17 +148,33 @@ def _get(doc: Doc | None, path: tuple[str, ...]) -> JSON:
     return value
 
 
+def _row(path: tuple[str, ...], anc: JSON, values: tuple[JSON, ...], key: Any = _canonical) -> FieldDiff:
+    changed = tuple(i for i, v in enumerate(values) if key(v) != key(anc))
+    distinct = {key(values[i]) for i in changed}
+    return FieldDiff(".".join(path), anc, values, changed, len(distinct) > 1)
+
+
+def _digest(stub: JSON) -> str:
+    return "\x00absent" if stub is ABSENT else str(stub.get("digest"))
+
+
+def _attachment_rows(ancestor: Doc | None, versions: Sequence[Doc]) -> list[tuple[tuple[str, ...], FieldDiff]]:
+    base = attachment_stubs(ancestor)
+    docs = [attachment_stubs(v) for v in versions]
+    rows: list[tuple[tuple[str, ...], FieldDiff]] = []
+    for name in sorted({n for d in (base, *docs) for n in d}):
+        values = tuple(d.get(name, ABSENT) for d in docs)
+        rows.append(((ATTACHMENTS, name), _row((ATTACHMENTS, name), base.get(name, ABSENT), values, _digest)))
+    return rows
+
+
 def _rows(ancestor: Doc | None, versions: Sequence[Doc]) -> list[tuple[tuple[str, ...], FieldDiff]]:
     base = _fields(ancestor) if ancestor is not None else None
     docs = [_fields(v) for v in versions]
     rows = []
     for path in _paths(base, docs):
-        anc = _get(base, path)
-        values = tuple(_get(d, path) for d in docs)
-        changed = tuple(i for i, v in enumerate(values) if _canonical(v) != _canonical(anc))
-        distinct = {_canonical(values[i]) for i in changed}
-        rows.append((path, FieldDiff(".".join(path), anc, values, changed, len(distinct) > 1)))
-    return rows
+        rows.append((path, _row(path, _get(base, path), tuple(_get(d, path) for d in docs))))
+    return rows + _attachment_rows(ancestor, versions)
 
 
 def _is_index(value: object, count: int) -> bool:
@@ -144,9 +193,9 @@ def conflicting_paths(diffs: Sequence[FieldDiff]) -> list[str]:
 
 def apply_field_picks(ancestor: Doc | None, versions: Sequence[Doc], picks: Mapping[str, int]) -> dict[str, JSON]:
     """The merged document: each picked path takes the picked version's value (absent → removed), every
-    other path its merged value. ``_id`` comes from the ancestor or the first version that has one; no
-    other metadata is carried. Raises :class:`FieldPickError` for an unknown path, an index out of range
-    or a conflicting path without a pick.
+    other path its merged value. ``_id`` comes from the ancestor or the first version that has one, and
+    ``_attachments`` (stubs) when any of them has attachments; no other metadata is carried. Raises
+    :class:`FieldPickError` for an unknown path, an index out of range or a conflicting path without a pick.
     """
     rows = _rows(ancestor, versions)
     known = {row.path for _, row in rows}
@@ -175,3 +224,40 @@ def apply_field_picks(ancestor: Doc | None, versions: Sequence[Doc], picks: Mapp
         else:
             merged[path[0]] = copy.deepcopy(value)
     return merged
+
+
+def winner_attachments(ancestor: Doc | None, versions: Sequence[Doc], winner: Doc) -> dict[str, dict[str, JSON]]:
+    """The attachments (stubs, by name) a winner keeps. ``versions`` are the live competing documents.
+
+    A winner that names its ``_attachments`` keeps those. Otherwise a winner holding the same fields as
+    versions that agree on their attachments takes theirs (a version won whole); else each attachment is
+    merged like a field against the ancestor's (unchanged: kept; changed by versions to one same attachment,
+    or removed: that). Raises :class:`AttachmentConflict` when versions changed an attachment differently.
+    """
+    if isinstance(winner.get(ATTACHMENTS), Mapping):
+        return attachment_stubs(winner)
+    content = _canonical(_fields(winner))
+    same = [v for v in versions if _canonical(_fields(v)) == content]
+    if same and len({_canonical(_digests(v)) for v in same}) == 1:
+        return attachment_stubs(same[0])
+    merged: dict[str, dict[str, JSON]] = {}
+    clashes = []
+    for (_, name), row in _attachment_rows(ancestor, versions):
+        if row.conflict:
+            clashes.append(name)
+            continue
+        value = row.merged_value()
+        if value is not ABSENT:
+            merged[name] = dict(value)
+    if clashes:
+        raise AttachmentConflict(
+            "attachments changed differently by several versions: "
+            + ", ".join(clashes)
+            + "; pick a version, or name the _attachments the document keeps",
+            clashes,
+        )
+    return merged
+
+
+def _digests(doc: Doc) -> dict[str, JSON]:
+    return {name: stub.get("digest") for name, stub in attachment_stubs(doc).items()}

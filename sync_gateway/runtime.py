@@ -18,12 +18,13 @@ import structlog
 import uvicorn
 
 from sync_gateway.config import Settings
-from sync_gateway.conflicts.pipeline import ConflictPipeline, ReviewSink
+from sync_gateway.conflicts.pipeline import ConflictPipeline
 from sync_gateway.conflicts.resolver import Resolver
 from sync_gateway.conflicts.stale import StaleBaseDetector
 from sync_gateway.contracts import ErpConnector
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.edge.build import build_edge
@@ -38,6 +39,7 @@ from sync_gateway.project.deadletters import DeadLetters
 from sync_gateway.project.worker import Projector
 from sync_gateway.quarantine import Quarantine
 from sync_gateway.receipts import ReceiptStore
+from sync_gateway.review.queue import ReviewQueue
 from sync_gateway.supervisor import Supervisor
 from sync_gateway.users import UserRegistry
 
@@ -78,6 +80,7 @@ class Gateway:
         self.quarantine = Quarantine(self.api_couch, settings.db("conflicts"))
         self.supervisor = Supervisor()
         self.started_at = time.time()
+        self._use_wakeups = False
         self._api_server: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
         self._edge_server: uvicorn.Server | None = None
@@ -86,10 +89,13 @@ class Gateway:
     async def setup(self) -> None:
         """Check the server and our admin account, create the system databases and design documents; safe to
         run on every start. A server we cannot use stops the start with one error that says why."""
-        await self.api_couch.verify_admin()
+        caps = await self.api_couch.verify_admin()
+        wanted = self.settings.ingest_wakeups
+        self._use_wakeups = wanted == "wakeups" or (wanted == "auto" and caps.has_db_updates)
         await self.couch.ensure_db("_users")
         for name in SYSTEM_DBS:
             await self.couch.ensure_db(self.settings.db(name))
+            await ensure_security(self.couch, self.settings.db(name))  # admins only, checked on every start
         await EventLog(self.couch, self.settings.db("events")).setup()
         if self.connector is not None:
             await self.connector.start()
@@ -119,6 +125,8 @@ class Gateway:
                 stale=StaleBaseDetector(self.couch, s.db("mirror"), worker_events),
                 supervisor=self.supervisor,
                 quarantine=Quarantine(self.couch, s.db("conflicts")),
+                wakeups=self._use_wakeups,
+                concurrency=s.ingest_concurrency,
             )
         if "project" in s.roles and self.connector is not None:
             self.projector = Projector(
@@ -163,9 +171,10 @@ class Gateway:
         stop = stop or asyncio.Event()
         with _stop_on_signals(stop):
             await self.setup()
-            if "edge" in self.settings.roles:
-                self.edge = build_edge(self.settings, couch=self.api_couch, watch_couch=self.couch)
             self._build_workers()
+            if "edge" in self.settings.roles:  # device writes wake this process's ingest (others: _db_updates)
+                wake = self.ingest.wake if self.ingest is not None else None
+                self.edge = build_edge(self.settings, couch=self.api_couch, watch_couch=self.couch, wake=wake)
             self._start_loops()
             if "api" in self.settings.roles:
                 from sync_gateway.api.app import create_app
@@ -212,6 +221,7 @@ class Gateway:
         sup = self.supervisor
         if self.ingest is not None:
             sup.start("ingest", self.ingest.run)
+            sup.start("review:sweep", self._sweep_review_queue)
         if self.projector is not None:
             sup.start("project", self.projector.follow)
             sup.start("project:retries", self.projector.watch_retries)
@@ -258,14 +268,18 @@ class Gateway:
         """A reviewer rejected an item: refuse its transaction where that means something (stale base, business)."""
         await self._resolver.decline(item, by, note)
 
-    def review_queue(self) -> ReviewSink | None:
-        """The review queue, once it exists in this build (``sync_gateway.review``)."""
-        try:
-            from sync_gateway.review.queue import ReviewQueue  # type: ignore[import-not-found, unused-ignore]
-        except ImportError:
-            return None
-        queue: ReviewSink = ReviewQueue(self.couch, self.settings.db("conflicts"))
-        return queue
+    def review_queue(self) -> ReviewQueue:
+        """The review queue as the ingest's conflict pipeline writes to it."""
+        return ReviewQueue(self.couch, self.settings.db("conflicts"))
+
+    async def _sweep_review_queue(self) -> None:
+        """Close review items whose conflict is gone (settled on a device, superseded), now and then."""
+        queue = self.review_queue()
+        while True:
+            closed = await queue.sweep_gone()
+            if closed:
+                log.info("review.swept", closed=len(closed))
+            await asyncio.sleep(self.settings.review_sweep_interval_s)
 
     def workers_alive(self) -> dict[str, bool]:
         """Per role loop, whether it runs; the followers of every user database count as ``ingest``."""

@@ -15,6 +15,7 @@ from typing import Any
 from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.naming import user_db_name, valid_username
+from sync_gateway.dbsecurity import ensure_security, user_db_security
 from sync_gateway.errors import InvalidRequest, NotFound, RevisionConflict
 
 USER_PREFIX = "user:"
@@ -55,9 +56,7 @@ class UserRegistry:
         db = user_db_name(name)
         await self._couch.upsert_user(name, password, roles or [])
         await self._couch.ensure_db(db)
-        await self._couch.put_security(
-            db, {"admins": {"names": [], "roles": []}, "members": {"names": [name], "roles": []}}
-        )
+        await ensure_security(self._couch, db, user_db_security(name))
         design = sync_design_doc()
         current = await self._couch.get_or_none(db, SYNC_DESIGN_ID)
         if current is None or current.get("validate_doc_update") != design["validate_doc_update"]:

@@ -11,7 +11,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from erp_connectors.staging import masters
@@ -43,6 +43,7 @@ class StagingConnector:
         if engine.dialect.name == "sqlite":
             event.listen(engine, "connect", _sqlite_pragmas)
         t.metadata.create_all(engine)
+        _migrate(engine)
         masters.create_tables(engine)
         self._engine = engine
 
@@ -120,6 +121,29 @@ class StagingConnector:
         return PushOutcome(ev.event_id, "ok", erp_ref=f"{t.REF_PREFIX[ev.doc_type]}-{int(new_id):06d}")
 
 
+def _migrate(engine: Engine) -> None:
+    """Bring a staging database made before per-user transaction identity up to date: item lines get their
+    ``user_name`` column, and (SQLite) transaction tables whose ``transaction_id`` alone is unique are rebuilt
+    with ``(user_name, transaction_id)`` unique instead."""
+    found = inspect(engine)
+    with engine.begin() as conn:
+        if "user_name" not in {c["name"] for c in found.get_columns(t.item_line.name)}:
+            conn.execute(text(f"ALTER TABLE {t.item_line.name} ADD COLUMN user_name VARCHAR(64)"))
+        if engine.dialect.name != "sqlite":
+            return
+        for table in t.TABLES.values():
+            uniques = found.get_unique_constraints(table.name)
+            if not any(u["column_names"] == ["transaction_id"] for u in uniques):
+                continue
+            columns = ", ".join(c.name for c in table.columns)
+            conn.execute(text(f"ALTER TABLE {table.name} RENAME TO {table.name}_old"))
+            for index in table.indexes:
+                conn.execute(text(f"DROP INDEX IF EXISTS {index.name}"))
+            table.create(conn)
+            conn.execute(text(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {table.name}_old"))
+            conn.execute(text(f"DROP TABLE {table.name}_old"))
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
@@ -129,9 +153,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _existing_ref(conn: Connection, table: Table, ev: Event) -> str | None:
-    found = conn.execute(
-        select(table.c.id).where((table.c.event_id == ev.event_id) | (table.c.transaction_id == ev.doc_id))
-    ).first()
+    """The row of this transaction: the idempotency key is the event id, or the user with the transaction id
+    (another revision of the same transaction); the same id from another user is another transaction."""
+    same_transaction = (table.c.transaction_id == ev.doc_id) & (table.c.user_name == ev.user)
+    found = conn.execute(select(table.c.id).where((table.c.event_id == ev.event_id) | same_transaction)).first()
     if found is None:
         return None
     return f"{t.REF_PREFIX[ev.doc_type]}-{int(found[0]):06d}"
@@ -146,6 +171,10 @@ def _money(value: Any, field: str) -> Decimal:
 
 def _row(ev: Event) -> dict[str, Any]:
     p: Mapping[str, Any] = ev.payload
+    try:  # the ingest refuses such text already; never let one event stop the projector
+        json.dumps([ev.doc_id, ev.user, ev.device_id, ev.device_time, dict(p)], ensure_ascii=False).encode()
+    except (UnicodeEncodeError, ValueError, RecursionError) as exc:
+        raise _Refused(f"the transaction holds text the ERP cannot store: {type(exc).__name__}") from exc
     base: dict[str, Any] = {
         "event_id": ev.event_id,
         "transaction_id": ev.doc_id,
@@ -280,6 +309,7 @@ def _insert_lines(conn: Connection, ev: Event, new_id: int) -> None:
             [
                 {
                     "transaction_id": ev.doc_id,
+                    "user_name": ev.user,
                     "line_no": i + 1,
                     "sku": item["sku"],
                     "quantity": float(item["quantity"]),

@@ -1,7 +1,8 @@
 """The staging schema: one table per transaction type, lines in child tables, signatures as BLOBs.
 
-Every transaction table has ``event_id`` and ``transaction_id`` unique, so the database itself refuses a
-second copy of a transaction whatever the gateway does.
+Every transaction table has ``event_id`` unique and ``(user_name, transaction_id)`` unique, so the database
+itself refuses a second copy of a transaction whatever the gateway does. Transaction identity is per user:
+two users' devices may submit the same ``<type>:<uuid>`` and they are two transactions (two rows).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
 metadata = MetaData()
@@ -29,13 +31,14 @@ def _transaction_table(name: str, *columns: Column[object]) -> Table:
         metadata,
         Column("id", Integer, primary_key=True, autoincrement=True),
         Column("event_id", String(64), nullable=False, unique=True),
-        Column("transaction_id", String(128), nullable=False, unique=True),
+        Column("transaction_id", String(128), nullable=False),
         Column("user_name", String(64), nullable=False),
         Column("device_id", String(128)),
         Column("device_time", String(40)),
         Column("received_at", DateTime(timezone=True), nullable=False),
         *columns,
         Column("payload", Text, nullable=False),
+        UniqueConstraint("user_name", "transaction_id", name=f"uq_{name}_user_transaction"),
     )
 
 
@@ -111,6 +114,7 @@ item_line = Table(
     Column("sku", String(64), nullable=False),
     Column("quantity", Float, nullable=False),
     Column("unit", String(16), nullable=False),
+    Column("user_name", String(64)),  # with transaction_id, the owning transaction (null in rows before 0.2)
 )
 
 TABLES: dict[str, Table] = {

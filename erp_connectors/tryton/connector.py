@@ -99,7 +99,7 @@ class TrytonConnector:
     def _refs(self, events: list[Event]) -> dict[str, list[Event]]:
         refs: dict[str, list[Event]] = defaultdict(list)
         for event in events:
-            refs[mapping.reference_of(event.payload, event.doc_id)].append(event)
+            refs[mapping.reference_of(event.user, event.doc_id)].append(event)
         return refs
 
     async def _existing(self, model: str, refs: Sequence[str]) -> dict[str, int]:

@@ -1,7 +1,7 @@
 """From device documents to Tryton record values: pure functions over resolved master data.
 
 Which Tryton document each transaction becomes, and why, is the table in this package's README.md.
-Every record created carries the transaction id (``<type>:<uuid>``) as its ``reference`` (shipments,
+Every record created carries the user and transaction id (``<user>/<type>:<uuid>``) as its ``reference`` (shipments,
 sales), or in its comment (project tasks and work orders), which is what makes
 pushing idempotent. A customer update carries no id: it sets values, and only creates a contact mechanism
 when the party has none of that kind, so applying it again changes nothing.
@@ -29,13 +29,14 @@ class Plan:
     values: dict[str, Any]
 
 
-def reference_of(payload: Mapping[str, Any], fallback: str) -> str:
-    """The transaction id carried by the Tryton records: the device document's ``_id``."""
-    return str(payload.get("_id") or fallback)
+def reference_of(user: str, doc_id: str) -> str:
+    """The idempotency key carried by the Tryton records: ``<user>/<type>:<uuid>``. Transaction identity is per
+    user (two users' devices may pick the same id), so the key names the user; usernames hold no ``/``."""
+    return f"{user}/{doc_id}"
 
 
 def uuid_of(ref: str) -> str:
-    """The UUID part of ``<type>:<uuid>`` (timesheet lines keep it in their ``uuid`` column)."""
+    """The UUID part of ``<user>/<type>:<uuid>`` (timesheet lines keep it in their ``uuid`` column)."""
     return ref.split(":", 1)[1] if ":" in ref else ref
 
 

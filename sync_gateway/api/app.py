@@ -11,8 +11,9 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from sync_gateway import __version__
+from sync_gateway.api.body_limit import BodyLimit
 from sync_gateway.api.device_routes import router as device_router
-from sync_gateway.api.errors import install_error_handlers
+from sync_gateway.api.errors import SafeJSONResponse, install_error_handlers
 from sync_gateway.api.review_routes import router as review_router
 from sync_gateway.api.routes import router
 from sync_gateway.api.ui.pages import STATIC_DIR as REVIEW_STATIC_DIR
@@ -32,8 +33,10 @@ def create_app(gateway: Gateway) -> FastAPI:
         "`Authorization: Bearer <SYNC_ADMIN_TOKEN>`. Errors carry a stable `error.code`.",
         docs_url=None,
         redoc_url=None,
+        default_response_class=SafeJSONResponse,
     )
     app.state.gateway = gateway
+    app.add_middleware(BodyLimit)  # before routing and authentication
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(review_router)

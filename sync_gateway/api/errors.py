@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -37,6 +38,14 @@ _HTTP_CODES = {
 }
 
 
+class SafeJSONResponse(JSONResponse):
+    """JSON with non-ASCII characters escaped: text from devices may hold lone surrogates (valid JSON, not
+    encodable as UTF-8), and a response must never fail on them."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def status_for(exc: e.SyncGatewayError) -> int:
     for cls, status in STATUS_BY_ERROR:
         if isinstance(exc, cls):
@@ -54,7 +63,7 @@ def install_error_handlers(app: FastAPI) -> None:
         extra: dict[str, Any] = {}
         if isinstance(exc, e.SchemaValidationError):
             extra["reasons"] = exc.reasons
-        return JSONResponse(error_body(exc.code, str(exc), **extra), status_code=status_for(exc))
+        return SafeJSONResponse(error_body(exc.code, str(exc), **extra), status_code=status_for(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -62,7 +71,7 @@ def install_error_handlers(app: FastAPI) -> None:
             {"field": ".".join(str(p) for p in err.get("loc", ()) if p != "body"), "message": str(err.get("msg"))}
             for err in exc.errors()
         ]
-        return JSONResponse(
+        return SafeJSONResponse(
             error_body("invalid_request", "the request does not match the API schema; see reasons", reasons=reasons),
             status_code=422,
         )
@@ -70,6 +79,6 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
-        return JSONResponse(
+        return SafeJSONResponse(
             error_body(code, str(exc.detail)), status_code=exc.status_code, headers=getattr(exc, "headers", None)
         )

@@ -121,7 +121,7 @@ async def claim_conflict(
     "/{item_id}/resolve",
     summary="Settle the item: pick a version, pick per field, or submit an edited merge",
     responses={
-        409: {"description": "already_resolved or concurrent_change"},
+        409: {"description": "already_resolved, concurrent_change, or conflict_gone (the item was closed)"},
         422: {"description": "schema_invalid: the winner violates its schema (reasons list each violation)"},
         503: {"description": "applier_unavailable: this process cannot write resolutions"},
     },

@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 from sync_gateway.api.auth import require_admin
 from sync_gateway.api.status import user_sync_status
 from sync_gateway.errors import InvalidRequest, NotFound
 from sync_gateway.eventlog.store import public_event
+from sync_gateway.ingest.boundary import is_valid_text
 from sync_gateway.runtime import Gateway
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
@@ -24,13 +25,36 @@ def _gateway(request: Request) -> Gateway:
 GatewayDep = Annotated[Gateway, Depends(_gateway)]
 
 
+def _valid_text(value: str) -> str:
+    if not is_valid_text(value):
+        raise ValueError("text holds a lone surrogate or a control character")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_valid_text)]
+# CouchDB reserves roles starting with `_` (``_admin``): a role is a name like ``field_technician``
+Role = Annotated[Text, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+AttributeName = Annotated[Text, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+Scalar = (
+    Annotated[Text, StringConstraints(max_length=256)]
+    | StrictBool
+    | StrictInt
+    | Annotated[float, Field(allow_inf_nan=False)]
+)
+AttributeValue = Scalar | Annotated[list[Scalar], Field(max_length=100)]
+MAX_ROLES = 20
+MAX_ATTRIBUTES = 50
+
+
 class NewUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=64, examples=["tech.anna"])
-    password: str = Field(min_length=8, max_length=256)
-    roles: list[str] = Field(default_factory=list, examples=[["field_technician"]])
-    attributes: dict[str, Any] = Field(default_factory=dict, examples=[{"territory": "north", "van": "VAN-01"}])
+    name: Text = Field(min_length=1, max_length=64, examples=["tech.anna"])
+    password: Text = Field(min_length=8, max_length=256)
+    roles: list[Role] = Field(default_factory=list, max_length=MAX_ROLES, examples=[["field_technician"]])
+    attributes: dict[AttributeName, AttributeValue] = Field(
+        default_factory=dict, max_length=MAX_ATTRIBUTES, examples=[{"territory": "north", "van": "VAN-01"}]
+    )
 
 
 @router.get("/users", summary="List provisioned users")
@@ -46,9 +70,12 @@ async def add_user(body: NewUser, gw: GatewayDep) -> dict[str, Any]:
 class UserChange(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    roles: list[str] | None = Field(default=None, examples=[["delivery_driver"]])
-    attributes: dict[str, Any] | None = Field(
-        default=None, description="merged into the current attributes; null removes one", examples=[{"van": "VAN-02"}]
+    roles: list[Role] | None = Field(default=None, max_length=MAX_ROLES, examples=[["delivery_driver"]])
+    attributes: dict[AttributeName, AttributeValue | None] | None = Field(
+        default=None,
+        max_length=MAX_ATTRIBUTES,
+        description="merged into the current attributes; null removes one",
+        examples=[{"van": "VAN-02"}],
     )
 
 
@@ -70,13 +97,15 @@ async def user_status(name: str, gw: GatewayDep) -> dict[str, Any]:
 @router.get("/events", summary="The event log, filtered and paged (keyset cursor)")
 async def list_events(
     gw: GatewayDep,
-    user: str | None = None,
-    type: Annotated[str | None, Query(description="transaction type")] = None,
-    since: Annotated[str | None, Query(description="server time, ISO-8601, inclusive")] = None,
-    until: Annotated[str | None, Query(description="server time, ISO-8601, exclusive")] = None,
+    user: Annotated[Text | None, Query(max_length=64)] = None,
+    type: Annotated[Text | None, Query(description="transaction type", max_length=64)] = None,
+    since: Annotated[Text | None, Query(description="server time, ISO-8601, inclusive", max_length=40)] = None,
+    until: Annotated[Text | None, Query(description="server time, ISO-8601, exclusive", max_length=40)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    cursor: str | None = None,
+    cursor: Annotated[Text | None, Query(max_length=400)] = None,
 ) -> dict[str, Any]:
+    if since is not None and until is not None and since > until:
+        raise InvalidRequest("`since` is after `until`: no event can match; swap them", code="invalid_time_range")
     try:
         page = await gw.events.query(user=user, doc_type=type, since=since, until=until, limit=limit, cursor=cursor)
     except ValueError as exc:

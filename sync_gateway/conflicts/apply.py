@@ -2,6 +2,11 @@
 (so the conflict is gone from the user database and, through replication, from every device), and a
 ``conflict.resolved`` event keeps every competing version in the log.
 
+The winner and the deletions are one ``_bulk_docs`` request: CouchDB merges the updates of one document in
+one request into one write of its revision tree, so ingest never sees the winner next to a leaf about to be
+deleted (it would open a review item for a conflict that is being removed). The winner keeps its attachments
+(a delivery's signature): stubs for those its parent leaf holds, data copied from another leaf otherwise.
+
 The resolution event's id is derived from the resolved revision but differs from the id the ingest gives that
 revision, so the new revision is still ingested (and projected) like any other.
 """
@@ -16,7 +21,8 @@ from typing import Any
 import structlog
 
 from sync_gateway.couch.client import CouchClient, doc_path
-from sync_gateway.errors import CouchError, StateConflict
+from sync_gateway.diff import winner_attachments
+from sync_gateway.errors import CouchError, InvalidRequest, StateConflict
 from sync_gateway.eventlog.store import EventLog
 
 log = structlog.get_logger(__name__)
@@ -44,10 +50,14 @@ class ConflictApplier:
         conflict_kind: str = "revision",
         handler: str = "",
         item_id: str | None = None,
+        ancestor: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write ``winner``; ``versions`` are the competing ``{rev, doc, ...}`` as the conflict saw them.
 
-        Raises StateConflict when the document changed since (a leaf is gone or a new one appeared).
+        The winner keeps the attachments it names in ``_attachments`` (stubs), or else those
+        :func:`~sync_gateway.diff.winner_attachments` gives it. Raises StateConflict when the document changed
+        since (a leaf is gone or a new one appeared), AttachmentConflict when the versions changed an
+        attachment differently and the winner does not say which one it keeps.
         """
         rows = await self._couch.json(
             "GET", doc_path(source_db, doc_id), params={"open_revs": "all"}, headers={"Accept": "application/json"}
@@ -59,34 +69,25 @@ class ConflictApplier:
                 f"{doc_id} changed since the conflict was read (leaves now {sorted(leaves)}); reload it",
                 code="concurrent_change",
             )
-        base_rev = max(leaves, key=_rev_order)  # CouchDB's own winner: the newest generation, then the hash
-        base = leaves[base_rev]
-        new_doc: dict[str, Any] = {k: v for k, v in winner.items() if not k.startswith("_")}
-        new_doc.update(_id=doc_id, _rev=base_rev)
+        wanted: dict[str, dict[str, Any]] = {}
         if winner.get("_deleted"):
-            new_doc = {"_id": doc_id, "_rev": base_rev, "_deleted": True}
-        elif base.get("_attachments"):
-            new_doc["_attachments"] = {
-                name: {
-                    "stub": True,
-                    "content_type": att.get("content_type"),
-                    "digest": att.get("digest"),
-                    "length": att.get("length"),
-                }
-                for name, att in base["_attachments"].items()
-            }
+            base_rev = max(leaves, key=_rev_order)  # CouchDB's own winner: the newest generation, then the hash
+            new_doc: dict[str, Any] = {"_id": doc_id, "_rev": base_rev, "_deleted": True}
+        else:
+            # each version's attachments as the user database holds them now (same revs: checked above)
+            live = [
+                {**(v.get("doc") or {}), "_attachments": leaves[str(v["rev"])].get("_attachments") or {}}
+                for v in versions
+                if not v.get("deleted")
+            ]
+            wanted = winner_attachments(ancestor, live, winner)
+            base_rev = _base_leaf(leaves, wanted)
+            new_doc = {k: v for k, v in winner.items() if not k.startswith("_")}
+            new_doc.update(_id=doc_id, _rev=base_rev)
+            if wanted:
+                new_doc["_attachments"] = await self._attachments(source_db, doc_id, leaves, base_rev, wanted)
         losers = [{"_id": doc_id, "_rev": rev, "_deleted": True} for rev in leaves if rev != base_rev]
-        results = await self._couch.bulk_docs(source_db, [new_doc])
-        result = results.get(doc_id)
-        if result is None or not result.ok or result.rev is None:
-            raise StateConflict(
-                f"{doc_id} changed while the resolution was written; reload it", code="concurrent_change"
-            )
-        new_rev = result.rev
-        for loser in losers:  # one at a time: _bulk_docs takes one revision per id
-            deleted = await self._couch.bulk_docs(source_db, [loser])
-            if not deleted[doc_id].ok:
-                raise CouchError(f"losing leaf {loser['_rev']} of {doc_id} not deleted: {deleted[doc_id].error}")
+        new_rev = await self._write(source_db, doc_id, base_rev, [new_doc, *losers])
         event_id = await append_resolution_event(
             self._events,
             source_db=source_db,
@@ -94,7 +95,7 @@ class ConflictApplier:
             rev=new_rev,
             user=user,
             doc_type=str(winner.get("type") or doc_id.split(":", 1)[0]),
-            payload={k: v for k, v in new_doc.items() if k != "_rev"},
+            payload=_payload(new_doc, wanted),
             resolution={
                 "by": by,
                 "handler": handler,
@@ -109,6 +110,95 @@ class ConflictApplier:
             "conflict.resolved", user_db=source_db, doc_id=doc_id, by=by, handler=handler, losing_leaves=len(losers)
         )
         return {"rev": new_rev, "event_id": event_id}
+
+    async def _attachments(
+        self,
+        db: str,
+        doc_id: str,
+        leaves: Mapping[str, Mapping[str, Any]],
+        base_rev: str,
+        wanted: Mapping[str, Mapping[str, Any]],
+    ) -> dict[str, Any]:
+        """The winner's ``_attachments``: stubs for what its parent leaf holds, inline data (read from the
+        leaf that holds it) for the rest; CouchDB keeps a stub only when the parent revision has it."""
+        own: Mapping[str, Any] = leaves[base_rev].get("_attachments") or {}
+        out: dict[str, Any] = {}
+        fetched: dict[str, Mapping[str, Any]] = {}
+        for name, stub in wanted.items():
+            digest = stub.get("digest")
+            here = own.get(name)
+            if here is not None and here.get("digest") == digest:  # a stub must name the parent's attachment
+                out[name] = {k: here[k] for k in ("content_type", "digest", "length", "revpos") if k in here}
+                out[name]["stub"] = True
+                continue
+            source = next(
+                (
+                    rev
+                    for rev, leaf in sorted(leaves.items())
+                    if any(a.get("digest") == digest for a in (leaf.get("_attachments") or {}).values())
+                ),
+                None,
+            )
+            if source is None:
+                raise InvalidRequest(
+                    f"attachment {name!r} ({digest}) is in none of the competing versions; pick one of theirs",
+                    code="unknown_attachment",
+                )
+            if source not in fetched:
+                fetched[source] = await self._couch.get(db, doc_id, rev=source, attachments=True)
+            data = next(a for a in (fetched[source].get("_attachments") or {}).values() if a.get("digest") == digest)
+            out[name] = {"content_type": stub.get("content_type") or data.get("content_type"), "data": data["data"]}
+        return out
+
+    async def _write(self, db: str, doc_id: str, base_rev: str, docs: Sequence[Mapping[str, Any]]) -> str:
+        """Write the winner and the losing leaves' tombstones in one ``_bulk_docs`` request, so no reader
+        (ingest above all) sees the winner next to a leaf it is about to delete; returns the winner's rev.
+
+        Every row names the same id, and pouchdb-server may reorder rows: the winner's rev is the written
+        revision whose parent is ``base_rev``."""
+        rows = await self._couch.json("POST", doc_path(db, "_bulk_docs"), json_body={"docs": list(docs)})
+        written = [str(row["rev"]) for row in rows if row.get("rev") and not row.get("error")]
+        if len(written) != len(docs):
+            failed = sorted({str(row.get("error")) for row in rows if row.get("error")})
+            log.warning("conflict.write_refused", user_db=db, doc_id=doc_id, errors=failed, written=len(written))
+            raise StateConflict(
+                f"{doc_id} changed while the resolution was written ({', '.join(failed) or 'no answer'}); reload it",
+                code="concurrent_change",
+            )
+        found = await self._couch.json(
+            "GET",
+            doc_path(db, doc_id),
+            params={"open_revs": written, "revs": True},
+            headers={"Accept": "application/json"},
+        )
+        parent = base_rev.partition("-")[2]
+        mine = [
+            row["ok"]["_rev"]
+            for row in found
+            if "ok" in row and (row["ok"].get("_revisions") or {}).get("ids", [None, None])[1:2] == [parent]
+        ]
+        if len(mine) != 1:
+            raise CouchError(f"resolution of {doc_id} wrote {written}, but {len(mine)} of them follow {base_rev}")
+        return str(mine[0])
+
+
+def _payload(new_doc: Mapping[str, Any], stubs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The written winner as its event keeps it: attachments as stubs (copied data stays in the user database)."""
+    out = {k: v for k, v in new_doc.items() if k not in ("_rev", "_attachments")}
+    if stubs:
+        out["_attachments"] = {name: dict(stub) for name, stub in stubs.items()}
+    return out
+
+
+def _base_leaf(leaves: Mapping[str, Mapping[str, Any]], wanted: Mapping[str, Mapping[str, Any]]) -> str:
+    """The leaf the winner is written on: the one already holding most of its attachments, so they stay
+    stubs (no data travels); among equals CouchDB's own winner (the newest generation, then the hash)."""
+
+    def held(rev: str) -> int:
+        own = leaves[rev].get("_attachments") or {}
+        return sum(1 for name, stub in wanted.items() if (own.get(name) or {}).get("digest") == stub.get("digest"))
+
+    return max(leaves, key=lambda rev: (held(rev), _rev_order(rev)))
 
 
 async def append_resolution_event(

@@ -1,5 +1,6 @@
 """One pipeline for conflicts found while ingesting: read every competing version, let the configured handler
-settle it, apply the result, or open a review item when the handler defers."""
+settle it, apply the result, or open a review item when the handler defers (or when its winner cannot say
+which of several differently changed attachments it keeps)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from sync_gateway.conflicts.resolver import Resolver
 from sync_gateway.conflicts.revisions import read_revision_conflict
 from sync_gateway.contracts import Conflict, ConflictHandler, Resolution
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.diff import AttachmentConflict
 from sync_gateway.errors import PluginError, StateConflict
 
 log = structlog.get_logger(__name__)
@@ -79,8 +81,11 @@ class ConflictPipeline:
                 await self.resolver.apply(record, resolution.winner, f"handler:{handler.name}")
             except StateConflict:
                 return "gone", resolution  # a newer change is on its way through the feed
-            self.resolved += 1
-            return "resolved", resolution
+            except AttachmentConflict as exc:  # handlers merge fields; a signature changed twice needs a person
+                resolution = Resolution("defer", None, str(exc), (*resolution.flags, "attachments"))
+            else:
+                self.resolved += 1
+                return "resolved", resolution
         if self._review is not None:
             await self._review.open_item(
                 conflict,

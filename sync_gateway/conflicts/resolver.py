@@ -11,6 +11,8 @@ current, ancestor, reasons, id}``.
 * ``business``: the transaction as submitted wins → it is accepted with the reviewer's override recorded in
   its event; an edited version wins → it is written as a new revision and checked again like any other.
 
+A new revision keeps the attachments of the one it replaces (stubs), so a signature survives every path.
+
 Declining (a reviewer's *reject* of a stale-base or business item) tells the device through a ``rejected``
 receipt. Every resolution appends a ``conflict.resolved`` event with every competing version.
 """
@@ -26,7 +28,7 @@ import structlog
 from sync_gateway.conflicts.apply import ConflictApplier, append_resolution_event, resolution_event_id
 from sync_gateway.conflicts.stale import rebase
 from sync_gateway.couch.client import CouchClient
-from sync_gateway.errors import StateConflict
+from sync_gateway.errors import InvalidRequest, StateConflict
 from sync_gateway.eventlog.store import EventLog, event_id_for
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
 
@@ -78,6 +80,7 @@ class Resolver:
             conflict_kind=kind,
             handler=str(record.get("handler", "")),
             item_id=_item_id(record),
+            ancestor=record.get("ancestor"),
         )
 
     async def decline(self, record: Record, by: str, note: str = "") -> None:
@@ -112,6 +115,8 @@ class Resolver:
 
     async def _write_revision(self, record: Record, current: Mapping[str, Any], body: Mapping[str, Any]) -> str:
         new_doc = {**_content(body), "_id": current["_id"], "_rev": current["_rev"]}
+        if current.get("_attachments"):
+            new_doc["_attachments"] = _kept_attachments(current, body)
         results = await self._couch.bulk_docs(str(record["source_db"]), [new_doc])
         result = results.get(str(current["_id"]))
         if result is None or not result.ok or result.rev is None:
@@ -188,6 +193,27 @@ class Resolver:
             transaction_id=str(record["doc_id"]), status=status, event_id=event_id, rev=rev, **fields
         )
         await self._receipts.write(str(record["source_db"]), [update])
+
+
+def _kept_attachments(current: Mapping[str, Any], body: Mapping[str, Any]) -> dict[str, Any]:
+    """Stubs of the attachments a new revision of ``current`` keeps: all of them, or those ``body`` names by
+    digest (a reviewer's edit that drops one). A revision written without stubs would lose its signature."""
+    held: Mapping[str, Any] = current.get("_attachments") or {}
+    named = body.get("_attachments")
+    keep = dict(held) if not isinstance(named, Mapping) else {}
+    if isinstance(named, Mapping):
+        for name, stub in named.items():
+            found = held.get(name)
+            if found is None or found.get("digest") != stub.get("digest"):
+                raise InvalidRequest(
+                    f"attachment {name!r} is not one of {current.get('_id')}'s; keep its stubs",
+                    code="unknown_attachment",
+                )
+            keep[name] = found
+    return {
+        name: {**{k: att[k] for k in ("content_type", "digest", "length", "revpos") if k in att}, "stub": True}
+        for name, att in keep.items()
+    }
 
 
 def _mine(record: Record) -> Mapping[str, Any]:

@@ -1,5 +1,9 @@
 """Reading a revision conflict out of CouchDB: every leaf revision and, where the history allows, the common
-ancestor's body (CouchDB keeps it until compaction)."""
+ancestor's body (CouchDB keeps it until compaction).
+
+Each version (and the ancestor) keeps its attachments as stubs under ``_attachments`` (``content_type``,
+``digest``, ``length``; never the data): handlers ignore ``_`` fields, the review queue shows and merges them,
+and the applier uses them to keep every attachment the winner holds."""
 
 from __future__ import annotations
 
@@ -8,13 +12,18 @@ from typing import Any
 
 from sync_gateway.contracts import Conflict, Version
 from sync_gateway.couch.client import CouchClient, doc_path
+from sync_gateway.diff import ATTACHMENTS, attachment_stubs
 
 _META = ("_rev", "_revisions", "_conflicts", "_attachments", "_deleted", "_deleted_conflicts")
 
 
 def body(doc: Mapping[str, Any]) -> dict[str, Any]:
-    """A document as handlers see it: ``_id`` and its fields, no CouchDB metadata."""
-    return {k: v for k, v in doc.items() if k not in _META}
+    """A document as handlers see it: ``_id`` and its fields, no CouchDB metadata but its attachment stubs."""
+    out = {k: v for k, v in doc.items() if k not in _META}
+    stubs = attachment_stubs(doc)
+    if stubs:
+        out[ATTACHMENTS] = stubs
+    return out
 
 
 def history(doc: Mapping[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import structlog
 
+from sync_gateway import jsontext
 from sync_gateway.couch.capabilities import ServerCapabilities
 from sync_gateway.errors import (
     AccountLocked,
@@ -169,7 +170,7 @@ class CouchClient:
 
     async def json(self, method: str, path: str, **kwargs: Any) -> Any:
         response = await self.request(method, path, **kwargs)
-        return response.json()
+        return jsontext.loads(response.content)
 
     # ------------------------------------------------------------------------------------------ server
 
@@ -248,14 +249,14 @@ class CouchClient:
 
     async def get(self, db: str, doc_id: str, **params: Any) -> Doc:
         response = await self.request("GET", doc_path(db, doc_id), params=params)
-        result: Doc = response.json()
+        result: Doc = jsontext.loads(response.content)
         return result
 
     async def get_or_none(self, db: str, doc_id: str, **params: Any) -> Doc | None:
         response = await self.request("GET", doc_path(db, doc_id), params=params, expect=(404,))
         if response.status_code == 404:
             return None
-        result: Doc = response.json()
+        result: Doc = jsontext.loads(response.content)
         return result
 
     async def put(self, db: str, doc: Mapping[str, Any]) -> str:
@@ -389,7 +390,20 @@ class CouchClient:
             if feed == "longpoll" and isinstance(exc.__cause__, httpx.ReadTimeout):
                 return ChangesBatch(results=[], last_seq=since)
             raise
-        data = response.json()
+        data = jsontext.loads(response.content)
+        return ChangesBatch(results=list(data.get("results", [])), last_seq=data.get("last_seq", since))
+
+    async def db_updates(self, *, since: Seq = None, timeout: float = 60.0) -> ChangesBatch:
+        """One longpoll page of the server's ``_db_updates`` (CouchDB 3: which databases changed, backed by
+        ``_global_changes``). Rows are ``{"db_name", "type", "seq"}``; ``since=None`` starts at ``now``."""
+        params = {"feed": "longpoll", "timeout": int(timeout * 1000), "since": "now" if since is None else since}
+        try:
+            response = await self.request("GET", "/_db_updates", params=params, timeout=timeout + 5.0, retries=0)
+        except CouchUnavailable as exc:
+            if isinstance(exc.__cause__, httpx.ReadTimeout):
+                return ChangesBatch(results=[], last_seq=since)
+            raise
+        data = jsontext.loads(response.content)
         return ChangesBatch(results=list(data.get("results", [])), last_seq=data.get("last_seq", since))
 
 

@@ -8,6 +8,7 @@ Failures back off and retry: a CouchDB outage pauses the follower, it never ends
 fails for any other reason is handled again one change at a time, and each change that still fails goes to
 ``on_poison`` (quarantine) so the feed moves on: one bad document never stops a database. A checkpoint
 that another process moved meanwhile (a lost 409 race) ends the follower: the other process owns the feed.
+Without ``checkpoints`` it is a watch: it starts where it is told and keeps its position in memory only.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class Follower:
     def __init__(
         self,
         couch: CouchClient,
-        checkpoints: Checkpoints,
+        checkpoints: Checkpoints | None,
         db: str,
         name: str,
         handler: Handler,
@@ -78,7 +79,10 @@ class Follower:
 
     async def run(self, since: Seq = None, *, loaded: bool = False) -> None:
         """Run until cancelled. ``loaded=True`` means ``since`` already is the saved checkpoint."""
-        self.since = since if loaded else await self._checkpoints.load(self.name)
+        if loaded or self._checkpoints is None:
+            self.since = since
+        else:
+            self.since = await self._checkpoints.load(self.name)
         self._saved = self.since
         try:
             await self._loop()
@@ -91,6 +95,33 @@ class Follower:
             if self.since != self._saved and not self.lost:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._save())
+
+    def position(self, since: Seq) -> None:
+        """Start from ``since`` (the saved checkpoint) when driven by :meth:`drain` instead of :meth:`run`."""
+        self.since = self._saved = since
+
+    async def drain(self) -> int:
+        """Read and handle pages until caught up, without waiting for new changes: for a feed that is read
+        only when something says it changed (wake-ups). The checkpoint is saved as :meth:`run` saves it.
+        Raises CouchError on an outage and CheckpointLost when another process owns the feed."""
+        if self.lost:
+            raise CheckpointLost(f"checkpoint {self.name} was moved by another process")
+        self.caught_up = False
+        handled = 0
+        try:
+            while not self.caught_up:
+                handled += await self.step()
+        except CheckpointLost:
+            self.lost = True
+            raise
+        return handled
+
+    async def flush(self) -> None:
+        """Save a position not saved yet (at shutdown)."""
+        if self._flush is not None:
+            self._flush.cancel()
+        if self.since != self._saved and not self.lost:
+            await self._save()
 
     async def _loop(self) -> None:
         while True:
@@ -173,6 +204,7 @@ class Follower:
             seq = self.since
             if seq == self._saved:
                 return
-            await self._checkpoints.save(self.name, seq, db=self.db)
+            if self._checkpoints is not None:
+                await self._checkpoints.save(self.name, seq, db=self.db)
             self._saved = seq
             self._last_save = time.monotonic()

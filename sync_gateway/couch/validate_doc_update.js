@@ -10,4 +10,9 @@ function (newDoc, oldDoc, userCtx, secObj) {
     throw({forbidden: 'document ' + id + ' is server-owned or of an unknown type; devices may write only: ' +
       allowed.join(', ')});
   }
+  // a transaction id is <type>:<key>, the key 1-128 printable ASCII characters: anything else the gateway
+  // could not address (its receipt id, the ERP reference), so the database refuses it at write time
+  if (newDoc._deleted !== true && !/^[a-z_]+:[\x21-\x7e]{1,128}$/.test(id)) {
+    throw({forbidden: 'transaction ids are <type>:<key> (a key of 1-128 printable ASCII characters, no spaces)'});
+  }
 }

@@ -97,5 +97,5 @@ async def _handle(edge: Edge, request: Request, raw_path: str) -> Response:
     ok = response.status_code < 400
     push = ok and route.kind in _PUSH_KINDS and request.method in ("POST", "PUT", "DELETE")
     pull = ok and route.kind in _PULL_KINDS and request.method in ("GET", "POST") and not push
-    edge.note_activity(caller.device_id, push=push, pull=pull)
+    edge.note_activity(device, push=push, pull=pull)
     return response

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from sync_gateway.config import Settings
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.edge.devices import DeviceRegistry
@@ -13,7 +15,9 @@ from sync_gateway.edge.tokens import AccessTokens
 from sync_gateway.errors import ConfigurationError
 
 
-def build_edge(settings: Settings, *, couch: CouchClient, watch_couch: CouchClient) -> Edge:
+def build_edge(
+    settings: Settings, *, couch: CouchClient, watch_couch: CouchClient, wake: Callable[[str], None] | None = None
+) -> Edge:
     """The edge's services; refuses to start without a token secret (tokens would not survive a restart)."""
     secret = settings.edge_token_secret.get_secret_value()
     if not secret:
@@ -44,4 +48,5 @@ def build_edge(settings: Settings, *, couch: CouchClient, watch_couch: CouchClie
         couch_url=settings.couch_url,
         cors_origins=list(settings.edge_cors_origins),
         read_timeout=settings.feed_read_timeout_s,
+        wake=wake,
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -79,6 +79,7 @@ class Edge:
         couch_url: str,
         cors_origins: list[str],
         read_timeout: float = 60.0,
+        wake: Callable[[str], None] | None = None,
     ) -> None:
         self.couch = couch
         self._watch_couch = watch_couch
@@ -90,6 +91,7 @@ class Edge:
         self.enrol_limiter = enrol_limiter
         self.cors_origins = cors_origins
         self._read_timeout = read_timeout
+        self._wake = wake  # ingest's wake-up for a user database a device wrote to (same process only)
         self._sessions = httpx.AsyncClient(base_url=couch_url.rstrip("/"), timeout=httpx.Timeout(30.0, connect=5.0))
         self._device_cache = _Cache(_STATE_TTL_S)
         self._user_cache = _Cache(_STATE_TTL_S)
@@ -214,8 +216,12 @@ class Edge:
 
     # ------------------------------------------------------------------------------------------ activity
 
-    def note_activity(self, device_id: str, *, push: bool = False, pull: bool = False) -> None:
-        """Remember when the device was seen, pushed, pulled; written at most every few seconds."""
+    def note_activity(self, device: Mapping[str, Any], *, push: bool = False, pull: bool = False) -> None:
+        """Remember when the device was seen, pushed, pulled (written at most every few seconds); a push
+        wakes ingest for the device's database."""
+        device_id = str(device["device_id"])
+        if push and self._wake is not None:
+            self._wake(str(device["db"]))
         now = datetime.now(UTC).isoformat()
         stamps = self._pending.setdefault(device_id, {})
         stamps["last_seen_at"] = now

@@ -7,8 +7,9 @@ it gets a ``rejected`` receipt and stays untouched in the user database.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +17,38 @@ from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
 from sync_gateway.contracts import TRANSACTION_TYPES
+from sync_gateway.ingest import attachments, boundary
 
 DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
-_formats = FormatChecker(formats=())
+# every `format` the schemas may use is asserted; uri and uri-reference are jsonschema's own checkers (they need
+# rfc3986-validator, a dependency), date, date-time, time and email are stricter ones of ours
+_formats = FormatChecker(formats=("uri", "uri-reference"))
+if set(_formats.checkers) != {"uri", "uri-reference"}:  # pragma: no cover - a missing optional package
+    raise ImportError("jsonschema cannot check uri formats: install rfc3986-validator")
+
+_EMAIL_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_EMAIL = re.compile(
+    rf"^{_EMAIL_ATOM}(?:\.{_EMAIL_ATOM})*@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\.)+[A-Za-z]{{2,63}}$"
+)
+
+
+@_formats.checks("email", raises=ValueError)  # type: ignore[untyped-decorator]
+def _is_email(value: object) -> bool:
+    """A deliverable-looking address: dot-atom local part (at most 64), a domain with a dot and a letter TLD."""
+    if not isinstance(value, str):
+        return True
+    local, _, _domain = value.rpartition("@")
+    return len(value) <= 254 and len(local) <= 64 and _EMAIL.match(value) is not None
+
+
+@_formats.checks("time", raises=ValueError)  # type: ignore[untyped-decorator]
+def _is_time(value: object) -> bool:
+    """RFC 3339 full-time: ``HH:MM:SS[.frac]`` with ``Z`` or an offset."""
+    if not isinstance(value, str):
+        return True
+    parsed = time.fromisoformat(value.replace("z", "Z"))
+    return parsed.tzinfo is not None and len(value) >= 9
 
 
 @_formats.checks("date-time", raises=ValueError)  # type: ignore[untyped-decorator]
@@ -54,8 +83,14 @@ class Reason:
 class DocumentValidator:
     """Validates transactions by ``type`` and ``schema_version``; also enforces the size limit."""
 
-    def __init__(self, schema_dir: Path = DEFAULT_SCHEMA_DIR, max_doc_bytes: int = 512 * 1024) -> None:
+    def __init__(
+        self,
+        schema_dir: Path = DEFAULT_SCHEMA_DIR,
+        max_doc_bytes: int = 512 * 1024,
+        limits: boundary.Limits | None = None,
+    ) -> None:
         self.max_doc_bytes = max_doc_bytes
+        self.limits = limits or boundary.Limits()
         resources: list[tuple[str, Resource[Any]]] = []
         self._validators: dict[tuple[str, int], Draft202012Validator] = {}
         self._known_fields: dict[tuple[str, int], frozenset[str]] = {}
@@ -86,11 +121,21 @@ class DocumentValidator:
             found.setdefault(name, []).append(version)
         return found
 
-    def validate(self, doc: dict[str, Any], size_bytes: int | None = None) -> list[Reason]:
-        """Every reason ``doc`` is not an acceptable transaction; empty when it is."""
-        size = size_bytes if size_bytes is not None else len(json.dumps(doc).encode())
+    def validate(
+        self, doc: dict[str, Any], size_bytes: int | None = None, *, stored_attachments: bool = False
+    ) -> list[Reason]:
+        """Every reason ``doc`` is not an acceptable transaction; empty when it is.
+
+        ``stored_attachments``: the attachments are stubs of ones already in the database, whose content was
+        checked when they were written (a reviewer's winner); only their names and sizes are checked."""
+        size = size_bytes if size_bytes is not None else document_size(doc)
         if size > self.max_doc_bytes:
             return [Reason("too_large", f"document is {size} bytes, the limit is {self.max_doc_bytes}")]
+        # text and structure first: nothing below (schemas, rules, the ERP) sees what cannot be stored or shown
+        bad_id = boundary.check_id(doc.get("_id"))
+        violations = boundary.check({k: v for k, v in doc.items() if k not in _UNCHECKED}, self.limits)
+        if bad_id is not None or violations:
+            return [Reason(v.code, v.message, v.field) for v in ([bad_id] if bad_id else []) + violations]
         doc_id = str(doc.get("_id", ""))
         doc_type = doc.get("type")
         prefix = doc_id.split(":", 1)[0]
@@ -120,8 +165,23 @@ class DocumentValidator:
                 continue  # reported above as unknown_field, without the noise of a failed allOf
             field = ".".join(str(part) for part in error.absolute_path)
             reasons.append(Reason("schema_violation", _describe(error.message), field))
+        if not reasons:
+            for v in attachments.check_attachments(str(doc_type), doc.get("_attachments"), stored=stored_attachments):
+                reasons.append(Reason(v.code, v.message, v.field))
         return reasons[:20]
 
+
+def document_size(doc: dict[str, Any]) -> int:
+    """Bytes of a document as JSON plus the declared lengths of its attachments."""
+    size = len(json.dumps({k: v for k, v in doc.items() if k != "_attachments"}).encode())
+    attachments = doc.get("_attachments")
+    if not isinstance(attachments, dict):
+        return size
+    return size + sum(int(a.get("length") or 0) for a in attachments.values() if isinstance(a, dict))
+
+
+# CouchDB's own fields: attachments are checked by content (``attachments``), the rest is server-made
+_UNCHECKED = frozenset({"_attachments", "_revisions", "_conflicts", "_rev"})
 
 # keywords whose values are data, not schemas: never searched for references
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples"})

@@ -7,7 +7,6 @@ an item stays ``open`` until a push succeeds.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -16,11 +15,10 @@ import structlog
 
 from sync_gateway.contracts import Event, PushOutcome
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.couch.follower import Follower
 from sync_gateway.errors import CouchError, NotFound, RevisionConflict, StateConflict
-from sync_gateway.retry import Backoff
 
 log = structlog.get_logger(__name__)
-_WATCH_BACKOFF = Backoff(base=0.5, cap=10.0)
 
 PREFIX = "deadletter:"
 RetryCallback = Callable[[dict[str, Any]], Awaitable[PushOutcome]]
@@ -115,20 +113,17 @@ class DeadLetters:
         since = info.get("update_seq")
         for item in await self.list(status="retry_requested", limit=10_000):
             await self._retry(item["id"], callback)
-        failures = 0
-        while True:
-            try:
-                batch = await self._couch.changes(self.db, since=since, feed="longpoll", timeout=self._read_timeout)
-                for row in batch.results:
-                    doc = row.get("doc") or {}
-                    if doc.get("kind") == "dead_letter" and doc.get("status") == "retry_requested":
-                        await self._retry(doc["_id"], callback)
-                since = batch.last_seq
-                failures = 0
-            except CouchError as exc:
-                failures += 1
-                log.warning("deadletters.watch_failed", error=str(exc))
-                await asyncio.sleep(_WATCH_BACKOFF.delay(failures))
+
+        async def on_rows(rows: list[dict[str, Any]]) -> None:
+            for row in rows:
+                doc = row.get("doc") or {}
+                if doc.get("kind") == "dead_letter" and doc.get("status") == "retry_requested":
+                    await self._retry(doc["_id"], callback)
+
+        watch = Follower(
+            self._couch, None, self.db, "deadletters:retries", on_rows, read_timeout=self._read_timeout, max_delay=10.0
+        )
+        await watch.run(since, loaded=True)
 
     async def _retry(self, item_id: str, callback: RetryCallback) -> None:
         doc = await self.get(item_id)

@@ -6,17 +6,25 @@ deferred, and a ``history`` of who did what and when. States::
     open ──claim──▶ claimed ──resolve──▶ resolving ──(applied)──▶ resolved
       │  ◀─reopen──┘   │                     │ (applier failed: back to open/claimed)
       └──reject──▶ rejected ◀──reject─┘    resolved / rejected ──reopen──▶ open
+      open / claimed ──(conflict gone)──▶ resolved, closed by the gateway with a note
 
 Every change writes the item with its ``_rev``, so two reviewers acting at once cannot both win: the second
 gets :class:`StateConflict` ``concurrent_change``. A resolution first moves the item to ``resolving`` (that
 write is the lock), then calls the applier, which writes the winner into the user database; an item left in
 ``resolving`` by a crash can be reopened. Dead letters share the database under ``deadletter:`` ids.
+
+An item whose conflict is gone from its user database (settled elsewhere, or replaced by a newer conflict:
+the leaves are not the item's any more; for a stale-base or business item, the transaction has a newer
+revision) can never be resolved. The queue closes it (status ``resolved``, resolution ``conflict_gone`` with a
+note) when a resolution finds it so, and when a newer conflict of the same document is queued;
+:meth:`ReviewQueue.sweep_gone` checks every active item.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import builtins
 import hashlib
 import json
 import re
@@ -27,8 +35,9 @@ from typing import Any
 import structlog
 
 from sync_gateway.contracts import Conflict
-from sync_gateway.couch.client import CouchClient
-from sync_gateway.errors import InvalidRequest, NotFound, RevisionConflict, StateConflict, SyncGatewayError
+from sync_gateway.couch.client import CouchClient, doc_path
+from sync_gateway.diff import ATTACHMENTS, attachment_stubs, winner_attachments
+from sync_gateway.errors import CouchError, InvalidRequest, NotFound, RevisionConflict, StateConflict, SyncGatewayError
 from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.review.winner import build_winner, check_winner
 
@@ -197,6 +206,10 @@ class ReviewQueue:
             handler=handler,
             kind=conflict.kind,
         )
+        try:  # a newer conflict of the document: older items whose leaves are gone can never be resolved
+            await self.sweep_gone(source_db=source_db, doc_id=conflict.doc_id, keep=item_id)
+        except CouchError as exc:
+            log.warning("conflict.sweep_failed", doc_id=conflict.doc_id, user_db=source_db, error=str(exc))
         return public_item(doc)
 
     # ------------------------------------------------------------------------------------------ reading
@@ -311,7 +324,7 @@ class ReviewQueue:
                 f"{item_id} is {doc['status']}; reopen it before resolving it again", code="already_resolved"
             )
         winner, decision = build_winner(doc, {**payload, "action": action})
-        check_winner(self._validator, winner)
+        check_winner(self._validator, await self._as_written(doc, winner))
         if self._applier is None:
             raise ApplierUnavailable("this gateway process cannot write resolutions now; try again later")
         previous = {"status": doc["status"], "claimed_by": doc.get("claimed_by")}
@@ -325,6 +338,18 @@ class ReviewQueue:
                 await self._save(doc, by, "resolve_failed", {"error": type(exc).__name__}, **previous)
             except SyncGatewayError as undo:
                 log.warning("conflict.unlock_failed", item=item_id, error=str(undo))
+                raise exc from None
+            if isinstance(exc, StateConflict):
+                try:
+                    gone = await self._gone(doc)
+                except CouchError as check:
+                    log.warning("conflict.gone_check_failed", item=item_id, error=str(check))
+                    raise exc from None
+                if gone is not None:
+                    await self._close_gone(doc, gone)
+                    raise StateConflict(
+                        f"{item_id} was closed: {gone}. Nothing was written", code="conflict_gone"
+                    ) from exc
             raise
         resolution = {
             **decision,
@@ -345,7 +370,89 @@ class ReviewQueue:
         )
         return result
 
+    async def sweep_gone(
+        self, *, source_db: str | None = None, doc_id: str | None = None, keep: str | None = None
+    ) -> builtins.list[str]:
+        """Close every open or claimed item (of ``source_db``/``doc_id`` when given; never ``keep``) whose
+        conflict is gone from its user database; returns their ids."""
+        rows = await self._couch.all_docs(self.db, include_docs=True, startkey=PREFIX, endkey=PREFIX + "\ufff0")
+        closed = []
+        for row in rows:
+            doc = row.get("doc")
+            if (
+                not doc
+                or doc.get("kind") != "conflict"
+                or doc.get("status") not in ACTIVE
+                or doc["_id"] == keep
+                or (source_db is not None and doc.get("source_db") != source_db)
+                or (doc_id is not None and doc.get("doc_id") != doc_id)
+            ):
+                continue
+            gone = await self._gone(doc)
+            if gone is None:
+                continue
+            try:
+                await self._close_gone(doc, gone)
+            except StateConflict:
+                continue  # a reviewer acted on it meanwhile; the next look decides again
+            closed.append(doc["_id"])
+        return closed
+
     # ------------------------------------------------------------------------------------------ helpers
+
+    async def _gone(self, doc: Mapping[str, Any]) -> str | None:
+        """Why the item's conflict is no longer in its user database, or ``None`` while it is."""
+        db, doc_id = str(doc["source_db"]), str(doc["doc_id"])
+        versions = doc.get("versions") or []
+        if doc.get("conflict_kind", "revision") == "revision":
+            response = await self._couch.request(
+                "GET", doc_path(db, doc_id), params={"open_revs": "all"}, expect=(404,)
+            )
+            rows = response.json() if response.status_code != 404 else []
+            live = sorted(r["ok"]["_rev"] for r in rows if "ok" in r and not r["ok"].get("_deleted"))
+            if set(live) == {str(v["rev"]) for v in versions if not v.get("deleted")}:
+                return None
+            if len(live) < 2:
+                return f"{doc_id} has no conflicting revisions any more (settled elsewhere; leaves now {live})"
+            return f"{doc_id} has other conflicting revisions now ({live}); a newer item holds them"
+        mine = str(versions[0]["rev"]) if versions else ""
+        current = await self._couch.get_or_none(db, doc_id)
+        if current is not None and current.get("_rev") == mine:
+            return None
+        now = current.get("_rev") if current is not None else "deleted"
+        return f"{doc_id} changed since the conflict was read (rev {mine}, now {now}); its new version is checked again"
+
+    async def _close_gone(self, doc: dict[str, Any], note: str) -> dict[str, Any]:
+        resolution = {"action": "closed", "outcome": "conflict_gone", "by": "gateway", "at": _now(), "note": note}
+        log.info("conflict.gone", item=doc["_id"], doc_id=doc.get("doc_id"), user_db=doc.get("source_db"))
+        return await self._save(
+            doc, "gateway", "closed", {"note": note}, status="resolved", claimed_by=None, resolution=resolution
+        )
+
+    async def _as_written(self, doc: Mapping[str, Any], winner: dict[str, Any]) -> dict[str, Any]:
+        """The winner with the attachments it will have, when it does not name them (an item queued before
+        versions carried attachment stubs; a stale-base or business transaction, whose new revision keeps its
+        own): the merge of the leaves' attachments, or those of the transaction's revision."""
+        versions = doc.get("versions") or []
+        if ATTACHMENTS in winner or winner.get("_deleted") or not versions:
+            return winner
+        db, doc_id = str(doc["source_db"]), str(doc["doc_id"])
+        if doc.get("conflict_kind", "revision") == "revision":
+            response = await self._couch.request(
+                "GET", doc_path(db, doc_id), params={"open_revs": "all"}, expect=(404,)
+            )
+            rows = response.json() if response.status_code != 404 else []
+            held = {r["ok"]["_rev"]: r["ok"].get("_attachments") or {} for r in rows if "ok" in r}
+            live = [
+                {**(v.get("doc") or {}), ATTACHMENTS: held.get(str(v["rev"]), {})}
+                for v in versions
+                if not v.get("deleted")
+            ]
+            stubs = winner_attachments(doc.get("ancestor"), live, winner)
+        else:
+            current = await self._couch.get_or_none(db, doc_id, rev=versions[0]["rev"])
+            stubs = attachment_stubs(current)
+        return {**winner, ATTACHMENTS: stubs} if stubs else winner
 
     @staticmethod
     def _check_rev(doc: Mapping[str, Any], rev: str | None) -> None:

@@ -8,8 +8,11 @@ Three decisions, as the API takes them:
   decision: left without a pick, they take the value of the version with the latest ``updated_at``;
 * ``{"action": "edit", "doc": {...}}``: a complete merged document written by the reviewer.
 
-The winner carries ``_id`` and the document's fields only, like a handler's winner: no ``_rev``, ``_conflicts``
-or attachments (the applier keeps the attachment stubs). Pure functions, no I/O.
+The winner carries ``_id``, the document's fields and, when the document has attachments, the stubs of the
+ones it keeps under ``_attachments`` (no ``_rev`` or ``_conflicts``): a picked version's own, the per-field
+picks' (``_attachments.<name>`` is a row of the diff), or for an edited document the stubs it names, else
+the merge of the versions' (:func:`sync_gateway.diff.winner_attachments`). So the winner is validated with the
+attachments it will have, and the applier writes exactly those (a signature stays). Pure functions, no I/O.
 """
 
 from __future__ import annotations
@@ -18,7 +21,14 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sync_gateway.diff import FieldPickError, apply_field_picks, diff_versions
+from sync_gateway.diff import (
+    ATTACHMENTS,
+    FieldPickError,
+    apply_field_picks,
+    attachment_stubs,
+    diff_versions,
+    winner_attachments,
+)
 from sync_gateway.errors import InvalidRequest, SchemaValidationError
 from sync_gateway.ingest.validation import DocumentValidator
 
@@ -32,9 +42,17 @@ def _is_index(value: object, count: int) -> bool:
 
 
 def clean_doc(doc: Mapping[str, JSON], doc_id: str) -> dict[str, JSON]:
-    """The document's own fields plus ``_id``: every other ``_``-prefixed key is CouchDB metadata."""
+    """The document's own fields plus ``_id`` and its attachment stubs (if it names ``_attachments``):
+    every other ``_``-prefixed key is CouchDB metadata."""
     cleaned = {k: copy.deepcopy(v) for k, v in doc.items() if not k.startswith("_")}
+    if isinstance(doc.get(ATTACHMENTS), Mapping):
+        cleaned[ATTACHMENTS] = attachment_stubs(doc)
     return {"_id": doc_id, **cleaned}
+
+
+def _has_attachments(item: Mapping[str, JSON]) -> bool:
+    docs = [item.get("ancestor"), *(v.get("doc") for v in item.get("versions", []))]
+    return any(attachment_stubs(d) for d in docs if isinstance(d, Mapping))
 
 
 def version_docs(item: Mapping[str, JSON]) -> list[Mapping[str, JSON]]:
@@ -85,6 +103,8 @@ def build_winner(item: Mapping[str, JSON], payload: Mapping[str, JSON]) -> tuple
             winner: dict[str, JSON] = {"_id": doc_id, "_deleted": True}
         else:
             winner = clean_doc(chosen.get("doc") or {}, doc_id)
+            if _has_attachments(item):
+                winner[ATTACHMENTS] = attachment_stubs(chosen.get("doc"))
         return winner, {"action": "pick", "version": index, "rev": chosen.get("rev")}
     if action == "fields":
         picks = payload.get("picks")
@@ -106,7 +126,11 @@ def build_winner(item: Mapping[str, JSON], payload: Mapping[str, JSON]) -> tuple
             )
         if doc.get("_deleted") is True:
             return {"_id": doc_id, "_deleted": True}, {"action": "edit", "deleted": True}
-        return clean_doc(doc, doc_id), {"action": "edit"}
+        winner = clean_doc(doc, doc_id)
+        if ATTACHMENTS not in winner and _has_attachments(item):
+            live = [v.get("doc") or {} for v in versions if not v.get("deleted")]
+            winner[ATTACHMENTS] = winner_attachments(item.get("ancestor"), live, winner)
+        return winner, {"action": "edit"}
     raise InvalidRequest(f"action must be one of {', '.join(ACTIONS)}; got {action!r}", code="invalid_action")
 
 
@@ -117,7 +141,7 @@ def check_winner(validator: DocumentValidator, winner: Mapping[str, JSON]) -> No
     """
     if winner.get("_deleted") is True:
         return
-    reasons = validator.validate(dict(winner))
+    reasons = validator.validate(dict(winner), stored_attachments=True)  # stubs of attachments checked on arrival
     if reasons:
         raise SchemaValidationError(
             "the resolved document violates its schema; fix the fields listed in reasons",

@@ -15,6 +15,7 @@ import pytest
 
 from erp_connectors.tryton import TrytonConnector
 from erp_connectors.tryton.client import TrytonClient
+from erp_connectors.tryton.mapping import reference_of
 from sync_gateway.contracts import Event
 
 from .conftest import TrytonServer, stock_quantity
@@ -54,7 +55,7 @@ async def test_push_killed_mid_batch_then_repeated_lands_every_movement_exactly_
         )
         for q in quantities
     ]
-    refs = [e.doc_id for e in batch]
+    refs = [reference_of(e.user, e.doc_id) for e in batch]
     van_before = await stock_quantity(rpc, "VAN-02", "P-400")
     (tmp_path / "options.json").write_text(json.dumps(tryton_server.options()))
     (tmp_path / "events.json").write_text(json.dumps([dataclasses.asdict(e) for e in batch]))

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from erp_connectors.tryton.client import TrytonClient
+from erp_connectors.tryton.mapping import reference_of
 from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
 from tests.support.gateway import GatewayProcess
@@ -36,7 +37,7 @@ async def test_gateway_killed_mid_batch_projects_each_movement_once(
         }
         for i in range(COUNT)
     ]
-    refs = [m["_id"] for m in moves]
+    refs = [reference_of("vera", m["_id"]) for m in moves]
     async with httpx.AsyncClient(base_url=gw.couch.url, auth=("vera", "vera-secret-1")) as device:
         response = await device.post(f"/{user_db_name('vera')}/_bulk_docs", json={"docs": moves})
         assert response.status_code == 201

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from erp_connectors.tryton.client import TrytonClient
+from erp_connectors.tryton.mapping import reference_of
 from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
 from tests.support.gateway import GatewayProcess
@@ -51,7 +52,13 @@ async def test_refused_order_is_dead_lettered_then_retried_by_an_admin(
         )
         assert "P-999" in str(refused["message"])
         sales = await rpc.execute(
-            "sale.sale", "search_read", [("reference", "=", good["_id"])], 0, None, None, ["state", "reference"]
+            "sale.sale",
+            "search_read",
+            [("reference", "=", reference_of("yann", good["_id"]))],
+            0,
+            None,
+            None,
+            ["state", "reference"],
         )
         assert len(sales) == 1 and sales[0]["state"] in ("confirmed", "processing")
 
@@ -91,5 +98,6 @@ async def test_refused_order_is_dead_lettered_then_retried_by_an_admin(
         resolved = (await api.get(f"/api/dead-letters/{item['id']}")).json()
         assert resolved["status"] == "resolved"
         assert [h["action"] for h in resolved["history"]] == ["dead_lettered", "retry_requested", "retried"]
-    sales = await rpc.execute("sale.sale", "search_count", [("reference", "in", [good["_id"], bad["_id"]])])
+    refs = [reference_of("yann", d["_id"]) for d in (good, bad)]
+    sales = await rpc.execute("sale.sale", "search_count", [("reference", "in", refs)])
     assert sales == 2

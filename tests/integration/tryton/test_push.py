@@ -10,6 +10,7 @@ import pytest
 
 from erp_connectors.tryton import TrytonConnector
 from erp_connectors.tryton.client import TrytonClient
+from erp_connectors.tryton.mapping import reference_of
 from sync_gateway.contracts import Attachment, Event
 
 from .conftest import SIGNATURE_PNG, TrytonServer, contact_mechanisms, new_customer, stock_quantity
@@ -35,8 +36,9 @@ def movement(event: EventFactory, sku: str, qty: float, src: str, dst: str, reas
 
 
 async def by_reference(rpc: TrytonClient, model: str, ref: str, fields: list[str]) -> list[dict[str, Any]]:
+    """Records carrying the transaction ``ref`` of the factory's user (references are ``<user>/<id>``)."""
     rows: list[dict[str, Any]] = await rpc.execute(
-        model, "search_read", [("reference", "=", ref)], 0, None, None, fields
+        model, "search_read", [("reference", "=", reference_of("tess", ref))], 0, None, None, fields
     )
     return rows
 

@@ -14,7 +14,10 @@ def codes(doc: dict[str, object]) -> set[tuple[str, str]]:
 
 def test_every_realistic_transaction_is_valid() -> None:
     delivery = docs.delivery_confirmation("d")
-    delivery["_attachments"] = {"signature.png": {"content_type": "image/png", "stub": True, "length": 90}}
+    png = docs.signature_png()  # the ingest fetches attachment bytes inline (``_data``) before validating
+    delivery["_attachments"] = {
+        "signature.png": {"content_type": "image/png", "stub": True, "length": len(png), "_data": png}
+    }
     for doc in (
         docs.sales_order("d"),
         docs.inventory_movement("d"),

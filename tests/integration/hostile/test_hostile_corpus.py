@@ -1,0 +1,152 @@
+"""The hostile-document corpus against a running gateway: every bad document is rejected with a reason code or
+refused at write time, nothing of it reaches the ERP, every good one is projected exactly once, and the gateway
+neither exits nor stalls."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from sync_gateway.couch.naming import user_db_name
+from tests.integration.hostile.corpus import CASES, Case, good_transactions
+from tests.support.device import Device
+from tests.support.gateway import GatewayProcess
+from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.integration
+
+USER, PASSWORD = "hostile", "hostile-secret-1"
+STAGING_TABLES = (
+    "stg_sales_order",
+    "stg_inventory_movement",
+    "stg_delivery_confirmation",
+    "stg_service_report",
+    "stg_work_order_update",
+    "stg_customer_update",
+)
+
+
+def _json(body: dict[str, Any] | str) -> str:
+    return body if isinstance(body, str) else json.dumps(body)
+
+
+async def _bulk(client: httpx.AsyncClient, db: str, bodies: list[dict[str, Any] | str]) -> list[dict[str, Any]]:
+    text = '{"docs":[' + ",".join(_json(b) for b in bodies) + "]}"
+    response = await client.post(f"/{db}/_bulk_docs", content=text, headers={"Content-Type": "application/json"})
+    if len(bodies) > 1:
+        assert response.status_code in (200, 201), response.text[:300]
+    rows: list[dict[str, Any]] = response.json() if response.status_code in (200, 201) else [response.json()]
+    return rows
+
+
+async def _receipts(gateway: GatewayProcess, db: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    async with gateway.couch_admin() as couch:
+        response = await couch.post(
+            f"/{db}/_all_docs",
+            params={"include_docs": "true"},
+            content=json.dumps({"keys": [f"receipt:{i}" for i in ids]}),  # ASCII: ids may hold lone surrogates
+            headers={"Content-Type": "application/json"},
+        )
+    return {row["key"][len("receipt:") :]: row["doc"] for row in response.json()["rows"] if row.get("doc")}
+
+
+def _interleave(bad: list[Any], good: list[Any]) -> list[Any]:
+    step = max(1, len(bad) // max(1, len(good)))
+    out: list[Any] = []
+    for i, item in enumerate(bad):
+        out.append(item)
+        if i % step == 0 and good:
+            out.append(good.pop())
+    return out + good
+
+
+async def test_the_hostile_corpus_is_rejected_or_refused_and_good_work_goes_on(
+    gateway: GatewayProcess, api: httpx.AsyncClient
+) -> None:
+    assert len(CASES) >= 100
+    assert (await api.post("/api/users", json={"name": USER, "password": PASSWORD})).status_code == 201
+    db = user_db_name(USER)
+    built: list[tuple[Case, str, dict[str, Any] | str]] = [(case, *case.build()) for case in CASES]
+    goods = good_transactions()
+    device_goods, http_goods = goods[: len(goods) // 2], goods[len(goods) // 2 :]
+    good_ids = [d["_id"] for d in goods]
+
+    # device cases, interleaved with good ones, replicated from a real PouchDB
+    device_bad = [body for case, _, body in built if case.via == "device"]
+    assert all(isinstance(b, dict) for b in device_bad)
+    async with Device() as phone:
+        local = await phone.bulk("phone", _interleave(device_bad, list(device_goods)))
+        assert all(r.get("ok") for r in local), [r for r in local if not r.get("ok")]
+        pushed = await phone.replicate("phone", f"{gateway.couch.url}/{db}", USER, PASSWORD, direction="push")
+    assert pushed["doc_write_failures"] == sum(1 for c, _, _ in built if c.via == "device" and c.refused), pushed
+
+    # http cases with the user's own credentials: the writable ones in one bulk request with good ones, each
+    # refused one alone (so its refusal is matched to it whatever the order of results)
+    async with httpx.AsyncClient(base_url=gateway.couch.url, auth=(USER, PASSWORD), timeout=60) as user_http:
+        writable = [body for c, _, body in built if c.via == "http" and not c.refused and not c.refusable]
+        rows = await _bulk(user_http, db, _interleave(writable, list(http_goods)))
+        assert all("error" not in row for row in rows), [row for row in rows if "error" in row]
+        for case, _, body in (c for c in built if c[0].via == "http" and c[0].refused):
+            [row] = await _bulk(user_http, db, [body])
+            assert row.get("error") in ("forbidden", "unauthorized"), (case.name, row)
+        refused_by_server: set[str] = set()
+        for _, doc_id, body in (c for c in built if c[0].via == "http" and c[0].refusable):
+            [row] = await _bulk(user_http, db, [body])
+            if "error" in row:
+                refused_by_server.add(doc_id)
+    async with gateway.couch_admin() as admin_http:  # past validate_doc_update: the gateway must answer
+        rows = await _bulk(admin_http, db, [body for c, _, body in built if c.via == "admin"])
+        assert all("error" not in row for row in rows), rows
+
+    answered = [(case, doc_id) for case, doc_id, _ in built if not case.refused and doc_id not in refused_by_server]
+
+    def settled(receipts: dict[str, dict[str, Any]]) -> bool:
+        return all(receipts.get(i, {}).get("status") == "rejected" for _, i in answered) and all(
+            receipts.get(i, {}).get("status") == "projected" for i in good_ids
+        )
+
+    receipts = await wait_until(
+        lambda: _receipts(gateway, db, [i for _, i in answered] + good_ids),
+        settled,
+        timeout=180,
+        interval=0.5,
+        what="every receipt of the corpus",
+    )
+    wrong = {
+        case.name: [r["code"] for r in receipts[doc_id]["reasons"]]
+        for case, doc_id in answered
+        if not {r["code"] for r in receipts[doc_id]["reasons"]} & case.expect
+    }
+    assert wrong == {}
+    assert all(r["message"] for _, i in answered for r in receipts[i]["reasons"])
+    # refused documents never entered the database, so they have no receipt either
+    assert await _receipts(gateway, db, [doc_id for case, doc_id, _ in built if case.refused]) == {}
+
+    # nothing of the corpus reached the ERP; every good transaction exactly once
+    staged = [
+        row[0]
+        for table in STAGING_TABLES
+        for row in gateway.staging_rows(f"SELECT transaction_id FROM {table} WHERE user_name = ?", USER)
+    ]
+    assert sorted(staged) == sorted(good_ids)
+
+    # the gateway is alive, its event log is readable, and ingest answers what comes next
+    assert gateway.process is not None and gateway.process.poll() is None
+    ready = await api.get("/ready")
+    assert ready.status_code == 200 and all(ready.json()["workers"].values())
+    events = await api.get("/api/events", params={"user": USER, "limit": 500})
+    assert events.status_code == 200
+    kinds = {e["doc_id"]: e["kind"] for e in events.json()["events"]}
+    assert {kinds.get(i) for _, i in answered} == {"transaction.rejected"}
+    late = good_transactions()[0]
+    async with httpx.AsyncClient(base_url=gateway.couch.url, auth=(USER, PASSWORD)) as user_http:
+        assert (await user_http.put(f"/{db}/{late['_id']}", json=late)).status_code == 201
+    await wait_until(
+        lambda: _receipts(gateway, db, [late["_id"]]),
+        lambda r: r.get(late["_id"], {}).get("status") == "projected",
+        timeout=60,
+        what="a transaction after the corpus",
+    )
