@@ -8,7 +8,9 @@
  */
 
 const STOP_CODES = new Set(['device_revoked', 'device_wiped', 'user_disabled', 'refresh_token_reused',
-  'refresh_token_invalid', 'device_unknown', 'token_invalid']);
+  'refresh_token_invalid', 'device_unknown']);
+// refreshed once and retried: an expired token, or one the gateway no longer accepts (a rotated secret)
+const REFRESH_CODES = new Set(['token_expired', 'token_invalid']);
 const WIPE_HEADER = 'x-sync-wipe-required';
 
 export class EdgeError extends Error {
@@ -142,7 +144,7 @@ export class EdgeClient {
     return response.json();
   }
 
-  /** The fetch PouchDB calls: auth, one refresh on `token_expired`, and the edge's codes. */
+  /** The fetch PouchDB calls: auth, one refresh on `token_expired`/`token_invalid`, and the edge's codes. */
   async fetch(input, init = {}) {
     if (this.state === 'revoked' || this.state === 'wiped') {
       const body = JSON.stringify({ error: 'unauthorized', reason: 'this device may not sync', code: this.stopCode || this.state });
@@ -151,7 +153,7 @@ export class EdgeClient {
     let response = await this._authorised(input, init);
     if (response.status === 401) {
       let info = await readError(response);
-      if (info.code === 'token_expired') {
+      if (REFRESH_CODES.has(info.code)) {
         try {
           await this.refresh();
         } catch (err) {

@@ -77,10 +77,10 @@ async def _handle(edge: Edge, request: Request, raw_path: str) -> Response:
         body = await edge.passthrough.read_json(request)
         if not isinstance(body, dict):
             raise EdgeRefusal(400, "invalid_request", "send a JSON object")
+        client = request.client.host if request.client else "unknown"
         if own == "enrol":
-            client = request.client.host if request.client else "unknown"
             return JSONResponse(await edge.enrol(body, client), status_code=201)
-        return JSONResponse(await edge.refresh(body))
+        return JSONResponse(await edge.refresh(body, client))
     if request.method == "OPTIONS":
         raise EdgeRefusal(405, "method_not_allowed", "OPTIONS is answered for configured app origins only")
     caller = await edge.authenticate(request.headers.get("authorization"))

@@ -42,6 +42,13 @@ class Caller:
         return str(self.device["device_id"])
 
 
+@dataclass(frozen=True)
+class _Proof:
+    user: str
+    method: str  # how the user proved who they are: password, enrolment_code (later: oidc)
+    device_name: str = ""  # named by an admin with the enrolment code
+
+
 class _Cache:
     def __init__(self, ttl: float) -> None:
         self._ttl = ttl
@@ -149,27 +156,35 @@ class Edge:
     # ------------------------------------------------------------------------------------------ enrolment
 
     async def enrol(self, body: Mapping[str, Any], client: str) -> dict[str, Any]:
-        """Enrol a device by the user's password or a one-time code; returns its first tokens."""
+        """Enrol a device by a proof of who its user is; returns its first tokens."""
         name, platform, version = (_text(body, key, 200) for key in ("device_name", "platform", "app_version"))
-        if isinstance(body.get("code"), str) and body["code"].strip():
-            self.enrol_limiter.take(f"code@{client}")
-            user, code_name = await self.devices.redeem_code(body["code"])
-            name, method = code_name or name, "enrolment_code"  # the admin named the device
-        elif isinstance(body.get("user"), str) and isinstance(body.get("password"), str):
-            user = body["user"]
-            self.enrol_limiter.take(f"{user}@{client}")
-            await self._check_password(user, body["password"])
-            method = "password"
-        else:
-            raise EdgeRefusal(400, "invalid_request", "send {user, password} or {code}, with device_name and platform")
-        record = await self._user(user)
+        proof = await self._prove(body, client)
+        record = await self._user(proof.user)
         if record is None or record.get("disabled"):
             raise EdgeRefusal(401, "enrolment_refused", "this user may not enrol devices; ask an administrator")
         device, refresh = await self.devices.enrol(
-            user, name=name or "device", platform=platform or "unknown", app_version=version, enrolled_with=method
+            proof.user,
+            name=proof.device_name or name or "device",
+            platform=platform or "unknown",
+            app_version=version,
+            enrolled_with=proof.method,
         )
-        log.info("edge.device_enrolled", device=device["device_id"], user=user, method=method)
+        log.info("edge.device_enrolled", device=device["device_id"], user=proof.user, method=proof.method)
         return self._tokens_for(device, refresh)
+
+    async def _prove(self, body: Mapping[str, Any], client: str) -> _Proof:
+        """Who the enrolling user is: a one-time code an admin issued (it also names the device) or the
+        user's password. An OIDC ID token is the next proof: verified against the provider's keys, it names
+        the user the same way, and nothing after this step changes."""
+        if isinstance(body.get("code"), str) and body["code"].strip():
+            self.enrol_limiter.take(f"code@{client}")
+            user, device_name = await self.devices.redeem_code(body["code"])
+            return _Proof(user, "enrolment_code", device_name)
+        if isinstance(body.get("user"), str) and isinstance(body.get("password"), str):
+            self.enrol_limiter.take(f"{body['user']}@{client}")
+            await self._check_password(body["user"], body["password"])
+            return _Proof(body["user"], "password")
+        raise EdgeRefusal(400, "invalid_request", "send {user, password} or {code}, with device_name and platform")
 
     async def _check_password(self, user: str, password: str) -> None:
         """Ask CouchDB, which owns the password hashes (``POST /_session`` as that user)."""
@@ -184,12 +199,12 @@ class Edge:
         if response.status_code != 200:
             raise EdgeRefusal(401, "invalid_credentials", "the user name or password is wrong")
 
-    async def refresh(self, body: Mapping[str, Any]) -> dict[str, Any]:
+    async def refresh(self, body: Mapping[str, Any], client: str = "") -> dict[str, Any]:
         token = body.get("refresh_token")
         device_id = device_of_refresh_token(token) if isinstance(token, str) else None
         if device_id is None or not isinstance(token, str):
             raise EdgeRefusal(401, "refresh_token_invalid", "the refresh token is not valid; enrol the device again")
-        self.limiter.take(device_id)
+        self.enrol_limiter.take(f"token:{device_id}@{client}")  # not the device's bucket: anyone can name it
         device, refresh = await self.devices.rotate_refresh(device_id, token)
         self._device_cache.drop(device_id)
         return self._tokens_for(device, refresh)

@@ -107,3 +107,23 @@ test('a saved session survives a restart through the store', async () => {
   await second.fetch('http://edge.test/sync/');
   assert.equal(edge.calls.at(-1).auth, 'Bearer access-1');
 });
+
+test('a token the gateway no longer accepts is refreshed; a refused refresh stops the device', async () => {
+  const edge = fakeEdge();
+  const client = new EdgeClient({ url: 'http://edge.test', fetch: edge.fetch });
+  await client.enrol({ user: 'anna', password: 'pw' });
+  edge.respond = (path, auth) =>
+    auth === 'Bearer access-1' ? json(401, { error: 'unauthorized', code: 'token_invalid' }) : json(200, { ok: true });
+  assert.equal((await client.fetch('http://edge.test/sync/')).status, 200);
+  assert.equal(edge.calls.filter((c) => c.path === '/sync/_token').length, 1);
+  const original = edge.fetch;
+  edge.fetch = async (url, init) =>
+    new URL(url).pathname === '/sync/_token' ? json(401, { error: 'unauthorized', code: 'refresh_token_reused' })
+      : original(url, init);
+  const stopped = new EdgeClient({ url: 'http://edge.test', fetch: (u, i) => edge.fetch(u, i) });
+  await stopped.enrol({ user: 'anna', password: 'pw' });
+  edge.respond = () => json(401, { error: 'unauthorized', code: 'token_expired' });
+  assert.equal((await stopped.fetch('http://edge.test/sync/')).status, 401);
+  assert.equal(stopped.state, 'revoked');
+  assert.equal(stopped.stopCode, 'refresh_token_reused');
+});
