@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 
-.PHONY: run test unit integration lint typecheck bench install clean
+.PHONY: run test unit integration lint typecheck bench install clean wheel
 
 # conformance mode: `make test COUCH_URL=http://admin:secret@host:port` runs the suite against that server
 ifdef COUCH_URL
@@ -50,5 +50,9 @@ typecheck: install
 bench: install
 	$(BIN)/python bench/run.py
 
+# the distributable package (schemas, rules, profiles, UI inside); install it with requirements-runtime.lock
+wheel: install
+	$(BIN)/pip wheel --quiet --no-deps --no-build-isolation -w dist .
+
 clean:
-	rm -rf $(VENV) node_modules .data
+	rm -rf $(VENV) node_modules .data dist build

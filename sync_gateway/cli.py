@@ -7,6 +7,8 @@ sync-gateway users list
 sync-gateway connectors check NAME
 sync-gateway profiles check [FILES]                 validate offline data profiles
 sync-gateway profiles plan [FILES] [--json]         dry run: what a profile change would add, change, evict
+sync-gateway health [--role R]                      is the local process alive (and running role R)? exit 0/1
+sync-gateway --version
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
+from sync_gateway import __version__
 from sync_gateway.config import Settings
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.dbsecurity import ensure_security
@@ -222,6 +225,7 @@ async def _dev(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="sync-gateway", description="Offline-first ERP sync gateway")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the gateway (settings from SYNC_* environment variables)")
     run.add_argument("--roles", help="comma-separated subset of ingest,project,distribute,api,edge (default: all)")
@@ -253,7 +257,17 @@ def build_parser() -> argparse.ArgumentParser:
         parser_.add_argument("files", nargs="*", help="profile files or folders (default: SYNC_PROFILES_DIR)")
         if command == "plan":
             parser_.add_argument("--json", action="store_true", help="machine-readable output")
+    health = sub.add_parser("health", help="probe the local process's health port (for container health checks)")
+    health.add_argument("--role", choices=["ingest", "project", "distribute", "api"], help="also check its loops")
     return parser
+
+
+def _health(settings: Settings, role: str | None) -> int:
+    from sync_gateway.health import probe
+
+    ok, detail = probe(settings, role)
+    print(detail, file=sys.stdout if ok else sys.stderr)
+    return 0 if ok else 1
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -275,6 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             overrides["roles"] = args.roles
         settings = _settings(**overrides)
         configure_logging(settings.log_level, settings.log_format)
+        if args.command == "health":
+            return _health(settings, args.role)
         if args.command == "run":
             return asyncio.run(_run(settings))
         if args.command == "users":

@@ -13,6 +13,8 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sync_gateway.resources import DEFAULT_PROFILES_DIR
+
 Role = Literal["ingest", "project", "distribute", "api", "edge"]
 ALL_ROLES: tuple[Role, ...] = ("ingest", "project", "distribute", "api", "edge")
 RuleSetName = Literal["pricing", "approval", "availability", "workflow"]
@@ -32,6 +34,8 @@ class Settings(BaseSettings):
     roles: Annotated[list[Role], NoDecode] = Field(default_factory=lambda: list(ALL_ROLES))
     api_host: str = "127.0.0.1"
     api_port: int = 8000
+    health_host: str = "127.0.0.1"
+    health_port: int = 0  # liveness, readiness and /metrics for any role (sync_gateway.health); 0: off
 
     system_db_prefix: str = "sync_"
     connector: str = "staging"
@@ -47,7 +51,7 @@ class Settings(BaseSettings):
     linger_s: float = 0.02
     accepted_receipt_delay_s: float = 1.0
     enforced_rules: Annotated[list[RuleSetName], NoDecode] = Field(default_factory=lambda: list(ALL_RULE_SETS))
-    profiles_dir: str = ""  # offline data profiles (YAML); empty: the profiles/ folder shipped with the gateway
+    profiles_dir: str = ""  # offline data profiles (YAML); empty: the defaults shipped in the package
     distribute_batch_size: int = 500
     # how ingest learns of changes: one feed per user database, or wake-ups (CouchDB 3's _db_updates and the
     # edge); auto picks wake-ups where the server has _db_updates
@@ -105,7 +109,7 @@ class Settings(BaseSettings):
         return self
 
     def profiles_path(self) -> Path:
-        return Path(self.profiles_dir) if self.profiles_dir else Path(__file__).resolve().parents[1] / "profiles"
+        return Path(self.profiles_dir) if self.profiles_dir else DEFAULT_PROFILES_DIR
 
     def db(self, name: str) -> str:
         """Name of a system database: ``events`` → ``sync_events``."""

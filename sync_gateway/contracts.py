@@ -6,7 +6,7 @@ Two extension points, each loaded through an entry point group:
 * ``sync_gateway.conflict_handlers``: a factory ``() -> ConflictHandler``.
 
 Everything here is plain data (frozen dataclasses of JSON-like values) so plugins stay independent of
-CouchDB, HTTP and the gateway's internals.
+CouchDB, HTTP and the gateway's internals. The errors a plugin raises are re-exported from the error tree.
 """
 
 from __future__ import annotations
@@ -14,6 +14,35 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from sync_gateway.errors import (
+    ConfigurationError,
+    ConflictHandlerError,
+    ConnectorError,
+    PermanentConnectorError,
+    TransientConnectorError,
+)
+
+__all__ = [
+    "JSON",
+    "TRANSACTION_TYPES",
+    "Attachment",
+    "ConfigurationError",
+    "Conflict",
+    "ConflictHandler",
+    "ConflictHandlerError",
+    "ConnectorError",
+    "ErpConnector",
+    "Event",
+    "Health",
+    "MasterDoc",
+    "PermanentConnectorError",
+    "PullBatch",
+    "PushOutcome",
+    "Resolution",
+    "TransientConnectorError",
+    "Version",
+]
 
 JSON = Any
 

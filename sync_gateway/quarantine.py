@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from sync_gateway import metrics
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import NotFound, RevisionConflict
 
@@ -70,6 +71,7 @@ class Quarantine:
         except RevisionConflict:
             existing = await self._couch.get_or_none(self.db, item["_id"])
             return _public(existing or item)
+        metrics.QUARANTINED.labels(stage.split(":", 1)[0]).inc()
         log.error(
             "change.quarantined",
             stage=stage,

@@ -17,6 +17,7 @@ from typing import Any
 
 import structlog
 
+from sync_gateway import metrics
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import CouchError
 
@@ -128,6 +129,7 @@ class ReceiptStore:
                 result = results.get(doc["_id"])
                 if result is not None and result.ok and result.rev is not None:
                     written += 1
+                    metrics.TRANSACTIONS.labels(doc["status"], metrics.doc_type_label(tid)).inc()
                     self._note(db, {**doc, "_rev": result.rev})
                 elif result is not None and result.conflict:
                     retry[tid] = pending[tid]

@@ -31,6 +31,7 @@ from sync_gateway.edge.build import build_edge
 from sync_gateway.edge.devices import DeviceRegistry, device_policy_document
 from sync_gateway.edge.service import Edge
 from sync_gateway.eventlog.store import EventLog
+from sync_gateway.health import serve_health
 from sync_gateway.ingest.business import BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.ingest.worker import IngestWorker
@@ -231,6 +232,8 @@ class Gateway:
             sup.start("distribute", self.distributor.run)
         if self.edge is not None:
             sup.start("edge:registry-watch", self.edge.watch_registry)
+        if self.settings.health_port:  # liveness, readiness and /metrics for every role (sync_gateway.health)
+            sup.start("health", lambda: serve_health(self))
 
     async def stop(self) -> None:
         """Stop the API and every loop (followers save their checkpoints), then close the clients."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from sync_gateway import metrics
 from sync_gateway.retry import Backoff
 
 log = structlog.get_logger(__name__)
@@ -96,6 +97,7 @@ class Supervisor:
                     state.failures = 0
                 state.failures += 1
                 state.restarts += 1
+                metrics.LOOP_RESTARTS.labels(metrics.loop_label(state.name)).inc()
                 state.last_error = f"{type(exc).__name__}: {str(exc)[:200]}"
                 delay = self._backoff.delay(state.failures)
                 log.error(

@@ -16,8 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from erp_connectors.staging import masters
 from erp_connectors.staging import tables as t
-from sync_gateway.contracts import Event, Health, PullBatch, PushOutcome
-from sync_gateway.errors import TransientConnectorError
+from sync_gateway.contracts import Event, Health, PullBatch, PushOutcome, TransientConnectorError
 
 
 class _Refused(Exception):

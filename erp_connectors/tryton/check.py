@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sync_gateway.errors import ConfigurationError, ConnectorError
+from sync_gateway.contracts import ConfigurationError, ConnectorError
 
 from .client import TrytonClient
 from .settings import REQUIRED_MODULES, TrytonSettings

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import httpx
 
-from sync_gateway.errors import PermanentConnectorError, TransientConnectorError
+from sync_gateway.contracts import PermanentConnectorError, TransientConnectorError
 
 T = TypeVar("T")
 

@@ -18,8 +18,7 @@ from typing import Any
 
 import structlog
 
-from sync_gateway.contracts import Event, Health, PullBatch, PushOutcome
-from sync_gateway.errors import ConnectorError, PermanentConnectorError
+from sync_gateway.contracts import ConnectorError, Event, Health, PermanentConnectorError, PullBatch, PushOutcome
 
 from . import mapping
 from .client import TrytonClient

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync_gateway.errors import ConfigurationError
+from sync_gateway.contracts import ConfigurationError
 
 DEFAULT_LOCATIONS: Mapping[str, str] = {
     "WH": "STO",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Collection, Hashable, Sequence
 from typing import Any, TypeVar
 
-from sync_gateway.errors import PermanentConnectorError
+from sync_gateway.contracts import PermanentConnectorError
 
 from .client import TrytonClient
 

@@ -7,17 +7,19 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from sync_gateway import __version__
 from sync_gateway.api.body_limit import BodyLimit
 from sync_gateway.api.device_routes import router as device_router
 from sync_gateway.api.errors import SafeJSONResponse, install_error_handlers
+from sync_gateway.api.request_id import RequestIdMiddleware
 from sync_gateway.api.review_routes import router as review_router
 from sync_gateway.api.routes import router
 from sync_gateway.api.ui.pages import STATIC_DIR as REVIEW_STATIC_DIR
 from sync_gateway.api.ui.pages import router as review_pages
+from sync_gateway.health import metrics_response
 
 if TYPE_CHECKING:
     from sync_gateway.runtime import Gateway
@@ -38,6 +40,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.state.gateway = gateway
     app.add_middleware(BodyLimit)  # before routing and authentication
     install_error_handlers(app)
+    app.add_middleware(RequestIdMiddleware)
     app.include_router(router)
     app.include_router(review_router)
     app.include_router(device_router)
@@ -59,6 +62,10 @@ def create_app(gateway: Gateway) -> FastAPI:
         ok = couch_ok and all(workers.values()) and body.get("connector", {}).get("ok", True)
         body["status"] = "ready" if ok else "not_ready"
         return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["probes"], summary="Prometheus metrics of this process")
+    async def metrics_page() -> Response:
+        return await metrics_response(gateway)
 
     if (_SWAGGER_DIR / "swagger-ui-bundle.js").exists():
         app.mount("/static/swagger", StaticFiles(directory=_SWAGGER_DIR), name="swagger")

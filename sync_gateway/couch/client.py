@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import httpx
 import structlog
 
-from sync_gateway import jsontext
+from sync_gateway import jsontext, metrics
 from sync_gateway.couch.capabilities import ServerCapabilities
 from sync_gateway.errors import (
     AccountLocked,
@@ -150,8 +151,11 @@ class CouchClient:
                     kwargs["content"] = content
                 if timeout is not None:
                     kwargs["timeout"] = httpx.Timeout(timeout, connect=5.0)
+                started = time.perf_counter()
                 response = await self._http.request(method, path, **kwargs)
+                metrics.observe_couch(method, path, response.status_code, time.perf_counter() - started)
             except (httpx.TransportError, httpx.TimeoutException) as exc:
+                metrics.observe_couch(method, path, "error", time.perf_counter() - started)
                 error: CouchError = CouchUnavailable(f"{method} {_redact(path)}: {type(exc).__name__}")
                 cause: BaseException | None = exc
             else:

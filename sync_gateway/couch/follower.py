@@ -21,6 +21,7 @@ from typing import Any
 
 import structlog
 
+from sync_gateway import metrics
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient, Seq
 from sync_gateway.errors import CheckpointLost, CouchError, is_outage
@@ -66,6 +67,7 @@ class Follower:
         self.last_change_at: float | None = None
         self.last_poll_at: float | None = None
         self.caught_up = False
+        self.caught_up_at = time.time()  # ingest lag of this feed: now - caught_up_at while not caught up
         self.failures = 0
         self._save_interval = save_interval
         self._linger = linger
@@ -156,12 +158,14 @@ class Follower:
             **self._params,
         )
         self.last_poll_at = time.time()
+        metrics.count_changes(self.name, len(batch.results))
         if batch.results:
             await self._handle(batch.results)
             self.last_change_at = time.time()
         self.since = batch.last_seq
         self._busy = bool(batch.results)
         self.caught_up = len(batch.results) < self._batch_size
+        self.caught_up_at = time.time() if self.caught_up else self.caught_up_at
         if self.since != self._saved:
             if not self.caught_up or time.monotonic() - self._last_save >= self._save_interval:
                 await self._save()

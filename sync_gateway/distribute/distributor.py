@@ -29,6 +29,7 @@ from typing import Any
 
 import structlog
 
+from sync_gateway import metrics
 from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient, Seq
@@ -417,11 +418,13 @@ class Distributor:
             if planned is None:
                 self._set_held(user, doc["_id"], None)
                 self.stats["evicted"] += 1
+                metrics.DISTRIBUTED.labels("eviction").inc()
             else:
                 self._set_held(
                     user, doc["_id"], Held(str(result.rev), planned.digest, planned.entity, planned.refs, planned.size)
                 )
                 self.stats["written"] += 1
+                metrics.DISTRIBUTED.labels("copy").inc()
         if failed:
             raise CouchError(f"{len(failed)} writes into {db} failed, e.g. {failed[0]}: {results[failed[0]].error}")
 

@@ -1,4 +1,4 @@
-"""Validation of device documents against the versioned JSON Schemas in ``schemas/``.
+"""Validation of device documents against the versioned JSON Schemas in ``sync_gateway/schemas/``.
 
 Returns machine-readable reasons instead of raising, because an invalid document is an ordinary outcome:
 it gets a ``rejected`` receipt and stays untouched in the user database.
@@ -18,8 +18,9 @@ from referencing import Registry, Resource
 
 from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.ingest import attachments, boundary
+from sync_gateway.resources import SCHEMA_DIR
 
-DEFAULT_SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
+DEFAULT_SCHEMA_DIR = SCHEMA_DIR
 
 # every `format` the schemas may use is asserted; uri and uri-reference are jsonschema's own checkers (they need
 # rfc3986-validator, a dependency), date, date-time, time and email are stricter ones of ours

@@ -1,4 +1,4 @@
-"""Offline data profiles: which ERP data each role's devices carry (YAML files in ``profiles/``).
+"""Offline data profiles: which ERP data each role's devices carry (YAML; defaults in ``profiles/defaults/``).
 
 ``load_profiles`` reads and checks the files; ``ProfileIndex`` matches documents to users at the cost of
 the matches; ``Evaluation`` computes what a set of users should hold (backfill, re-evaluation, dry run).

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from sync_gateway import metrics
 from sync_gateway.contracts import ErpConnector, Event, PushOutcome
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
@@ -137,6 +138,8 @@ class Projector:
                 outcome = by_id.get(ev.event_id) or PushOutcome(
                     ev.event_id, "transient", message="connector returned no outcome"
                 )
+                if outcome.status != "ok":
+                    metrics.CONNECTOR_ERRORS.labels(self.connector.name, outcome.status).inc()
                 if outcome.status == "transient":
                     retry.append(ev)
                 else:
@@ -181,6 +184,7 @@ class Projector:
                 )
             )
         await self._receipts.write_many(group_by_db(updates))
+        metrics.record_projection(self.connector.name, events, outcomes)
         self.projected += len(events) - len(refused)
         self.dead_lettered += len(refused)
         log.info("projection.batch_done", connector=self.connector.name, events=len(events), dead_lettered=len(refused))

@@ -1,4 +1,4 @@
-"""Rule sets: the business rules as data, loaded from ``schemas/rules/*.json``.
+"""Rule sets: the business rules as data, loaded from ``sync_gateway/schemas/rules/*.json``.
 
 A rule set is an ordered list of named JSON Logic expressions over documented inputs. Evaluation runs the
 rules in order and adds each result to the data under the rule's name, so a later rule reads an earlier
@@ -19,9 +19,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sync_gateway.resources import RULES_DIR
 from sync_gateway.rules.engine import CompiledRule, RuleError
 
-DEFAULT_RULES_DIR = Path(__file__).resolve().parents[2] / "schemas" / "rules"
+DEFAULT_RULES_DIR = RULES_DIR
 
 #: What devices evaluate the rules with; recorded in each config document.
 JS_EVALUATOR = "json-logic-js@2.0.5"

@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 
 from erp_connectors.staging import masters
 from sync_gateway.couch.naming import user_db_name
+from sync_gateway.resources import DEFAULT_PROFILES_DIR
 from tests.support.couch import CouchServer
 from tests.support.device import Device, DeviceError
 from tests.support.gateway import SCRIPT, GatewayProcess, running_gateway, staging_engine
@@ -23,7 +24,6 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-REPO = Path(__file__).resolve().parents[2]
 RULE_DOCS = {"config:rules:approval", "config:rules:availability", "config:rules:pricing", "config:rules:workflow"}
 CONFIG_DOCS = {*RULE_DOCS, "config:device_policy"}  # server-owned config every user database carries
 
@@ -279,7 +279,7 @@ async def test_plan_shows_per_user_changes_of_a_profile_edit_and_writes_nothing(
         )
         seq_before = (await couch.get(f"/{cara_db}")).json()["update_seq"]
 
-    edited = (REPO / "profiles" / "field_technician.yaml").read_text()
+    edited = (DEFAULT_PROFILES_DIR / "field_technician.yaml").read_text()
     edited = edited.replace("include: [code, name, addresses, phone, email, discount_percent]", "include: [code, name]")
     edited = edited[: edited.index("  stock:")]  # stock no longer goes on technicians' phones
     (tmp_path / "field_technician.yaml").write_text(edited)

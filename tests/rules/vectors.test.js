@@ -10,7 +10,7 @@ const jsonLogic = require('json-logic-js');
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const VECTORS = path.join(__dirname, 'vectors');
-const RULES = path.join(ROOT, 'schemas', 'rules');
+const RULES = path.join(ROOT, 'sync_gateway', 'schemas', 'rules');
 
 // How a device evaluates a rule set: rules in order, each result added to the data under its name.
 function evaluateUntil(ruleSet, data, until) {

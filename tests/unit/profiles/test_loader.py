@@ -7,8 +7,7 @@ from pathlib import Path
 import pytest
 
 from sync_gateway.profiles import ProfileError, load_profile_text, load_profiles
-
-REPO = Path(__file__).resolve().parents[3]
+from sync_gateway.resources import DEFAULT_PROFILES_DIR
 
 GOOD = """\
 name: tech
@@ -25,7 +24,7 @@ entities:
 
 
 def test_the_example_profiles_load() -> None:
-    profiles = load_profiles([REPO / "profiles"])
+    profiles = load_profiles([DEFAULT_PROFILES_DIR])
     assert [p.name for p in profiles.profiles] == [
         "delivery_driver",
         "field_technician",

@@ -4,16 +4,16 @@ for every update, which is how `scheduled` orders once became impossible to star
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import yaml
 
 from sync_gateway.distribute import seed
 from sync_gateway.ingest.validation import DocumentValidator
+from sync_gateway.resources import DEFAULT_PROFILES_DIR
 from sync_gateway.rules.definitions import default_rule_sets
 
-PROFILES = Path(__file__).resolve().parents[3] / "profiles"
+PROFILES = DEFAULT_PROFILES_DIR
 FINAL = {"done", "cancelled"}
 
 
