@@ -173,7 +173,7 @@ class Gateway:
         with _stop_on_signals(stop):
             await self.setup()
             self._build_workers()
-            if "edge" in self.settings.roles:  # device writes wake this process's ingest (others: _db_updates)
+            if self._runs_edge():  # device writes wake this process's ingest (others: _db_updates)
                 wake = self.ingest.wake if self.ingest is not None else None
                 self.edge = build_edge(self.settings, couch=self.api_couch, watch_couch=self.couch, wake=wake)
             self._start_loops()
@@ -217,6 +217,18 @@ class Gateway:
             finally:
                 stopping.cancel()
                 await self.stop()
+
+    def _runs_edge(self) -> bool:
+        """The edge runs when its role is asked for. With the default roles (all) and no token secret it is
+        left out with a warning, so a gateway started as before keeps starting; asked for by SYNC_ROLES, a
+        missing secret stops the start."""
+        s = self.settings
+        if "edge" not in s.roles:
+            return False
+        if s.edge_token_secret.get_secret_value() or "roles" in s.model_fields_set:
+            return True
+        log.warning("edge.not_started", reason="SYNC_EDGE_TOKEN_SECRET is not set; set it to run the device edge")
+        return False
 
     def _start_loops(self) -> None:
         sup = self.supervisor
