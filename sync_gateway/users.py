@@ -7,6 +7,7 @@ updates password, roles and attributes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,6 +49,7 @@ class UserRegistry:
                 f"username {name!r} is invalid: use 1-64 letters, digits or ._@+- starting with a letter or digit",
                 code="invalid_username",
             )
+        _check_roles(roles)
         existing = await self._couch.get_or_none(self.db, USER_PREFIX + name)
         if existing is None and not password:
             raise InvalidRequest("a new user needs a password", code="password_required")
@@ -83,6 +85,7 @@ class UserRegistry:
         self, name: str, *, roles: list[str] | None = None, attributes: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
         """Replace the roles and merge ``attributes`` (a ``None`` value removes one); returns the record."""
+        _check_roles(roles)
         for _ in range(3):
             existing = await self._couch.get_or_none(self.db, USER_PREFIX + name)
             if existing is None:
@@ -128,6 +131,19 @@ class UserRegistry:
             self.db, include_docs=True, startkey=USER_PREFIX, endkey=USER_PREFIX + "\ufff0"
         )
         return [_public(row["doc"]) for row in rows if row.get("doc")]
+
+
+_VALID_ROLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _check_roles(roles: list[str] | None) -> None:
+    """CouchDB reserves roles starting with ``_`` (``_admin``) and refuses them with a 500: refuse them first."""
+    bad = [role for role in roles or [] if not isinstance(role, str) or not _VALID_ROLE.match(role)]
+    if bad:
+        raise InvalidRequest(
+            f"roles {bad!r} are invalid: use 1-64 letters, digits or ._- starting with a letter or digit",
+            code="invalid_role",
+        )
 
 
 def _public(doc: Mapping[str, Any]) -> dict[str, Any]:

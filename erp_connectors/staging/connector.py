@@ -131,8 +131,7 @@ def _migrate(engine: Engine) -> None:
         if engine.dialect.name != "sqlite":
             return
         for table in t.TABLES.values():
-            uniques = found.get_unique_constraints(table.name)
-            if not any(u["column_names"] == ["transaction_id"] for u in uniques):
+            if not _unique_on_transaction_id_alone(conn, table.name):
                 continue
             columns = ", ".join(c.name for c in table.columns)
             conn.execute(text(f"ALTER TABLE {table.name} RENAME TO {table.name}_old"))
@@ -141,6 +140,16 @@ def _migrate(engine: Engine) -> None:
             table.create(conn)
             conn.execute(text(f"INSERT INTO {table.name} ({columns}) SELECT {columns} FROM {table.name}_old"))
             conn.execute(text(f"DROP TABLE {table.name}_old"))
+
+
+def _unique_on_transaction_id_alone(conn: Connection, table: str) -> bool:
+    """SQLite: does a unique index (a constraint's or not) cover exactly ``transaction_id``?"""
+    for row in conn.execute(text(f"PRAGMA index_list({table})")):
+        if row[2]:  # unique
+            columns = [info[2] for info in conn.execute(text(f"PRAGMA index_info('{row[1]}')"))]
+            if columns == ["transaction_id"]:
+                return True
+    return False
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

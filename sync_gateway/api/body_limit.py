@@ -13,6 +13,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from sync_gateway.api.errors import SafeJSONResponse, error_body
 
 MAX_BODY_BYTES = 1024 * 1024
+# a body over the limit but under this is read and discarded (never stored) before the 413, so an ordinary
+# client that is still sending sees the answer instead of a reset connection; a larger one is cut off unread
+DRAIN_BYTES = 8 * 1024 * 1024
 TOO_LARGE = "too_large"
 
 
@@ -36,6 +39,8 @@ class BodyLimit:
             status = 400 if declared is None else 413
             code = "invalid_content_length" if declared is None else TOO_LARGE
             text = "Content-Length is not a number" if declared is None else _message(self.max_bytes)
+            if declared is not None and declared <= DRAIN_BYTES:
+                await _drain(receive, DRAIN_BYTES)
             response = SafeJSONResponse(error_body(code, text), status_code=status, headers={"Connection": "close"})
             await response(scope, receive, send)
             return
@@ -47,11 +52,24 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    if message.get("more_body", False):
+                        await _drain(receive, DRAIN_BYTES - received)
                     # raised inside the app, where the error handlers turn it into the same 413 body
                     raise HTTPException(413, _message(self.max_bytes))
             return message
 
         await self.app(scope, counted, send)
+
+
+async def _drain(receive: Receive, budget: int) -> None:
+    """Read and drop the rest of the body, at most ``budget`` bytes."""
+    while budget > 0:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from sync_gateway.contracts import TRANSACTION_TYPES
+from sync_gateway.couch.naming import ingest_checkpoint
 from sync_gateway.receipts import RECEIPT_PREFIX
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ async def user_sync_status(gw: Gateway, name: str) -> dict[str, Any]:
     user = await gw.registry.get(name)
     db = str(user["db"])
     couch = gw.api_couch
-    checkpoint = await gw.checkpoints.load(f"ingest:{db}")
+    checkpoint = await gw.checkpoints.load(ingest_checkpoint(db))
     pending = await couch.changes(db, since=checkpoint, include_docs=False, limit=_LAG_SCAN_LIMIT)
     submitted: set[str] = set()
     for doc_type in TRANSACTION_TYPES:

@@ -30,7 +30,7 @@ from typing import Any
 
 from sync_gateway.contracts import Conflict, Version
 from sync_gateway.couch.client import CouchClient
-from sync_gateway.distribute.mirror import history_id
+from sync_gateway.couch.naming import history_id
 from sync_gateway.eventlog.store import EventLog
 
 JSON = Any

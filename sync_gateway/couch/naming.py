@@ -1,4 +1,7 @@
-"""Database naming shared with CouchDB's ``couch_peruser``: ``userdb-<hex of the UTF-8 username>``."""
+"""Names of databases, documents and checkpoints that several layers use.
+
+User databases follow CouchDB's ``couch_peruser``: ``userdb-<hex of the UTF-8 username>``.
+"""
 
 from __future__ import annotations
 
@@ -24,3 +27,16 @@ def username_from_db(db: str) -> str | None:
         return bytes.fromhex(db[len(USER_DB_PREFIX) :]).decode("utf-8")
     except ValueError:
         return None
+
+
+HISTORY_PREFIX = "history:"
+
+
+def history_id(entity_id: str, erp_version: str) -> str:
+    """The mirror's copy of one version of an ERP entity: ``history:<entity id>:<version>``."""
+    return f"{HISTORY_PREFIX}{entity_id}:{erp_version}"
+
+
+def ingest_checkpoint(db: str) -> str:
+    """The checkpoint (and supervised loop) name of ingest's follower of user database ``db``."""
+    return f"ingest:{db}"

@@ -90,7 +90,7 @@ async def load_holdings(
             if doc and is_managed(str(row["id"])):
                 entity = "config" if row["id"].startswith("config:") else str(doc.get("type", row["id"].split(":")[0]))
                 refs = index.references(user, doc) if entity != "config" else ()
-                size = len(canonical_json({k: v for k, v in doc.items() if k != "_rev"}).encode())
+                size = len(canonical_json({k: v for k, v in doc.items() if k != "_rev"}).encode(errors="surrogatepass"))
                 held[str(row["id"])] = Held(str(doc["_rev"]), content_digest(doc), entity, refs, size)
         if len(rows) < page:
             break

@@ -22,12 +22,12 @@ import structlog
 from sync_gateway.contracts import ErpConnector, MasterDoc
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.couch.naming import HISTORY_PREFIX, history_id
 from sync_gateway.errors import ConnectorError, CouchError
 
 log = structlog.get_logger(__name__)
 
 
-HISTORY_PREFIX = "history:"
 #: entity types whose versions are kept: the ones devices submit edits of (``work_order_update``)
 HISTORY_TYPES = frozenset({"work_order", "customer", "product"})
 
@@ -35,10 +35,6 @@ HISTORY_TYPES = frozenset({"work_order", "customer", "product"})
 def is_master_id(doc_id: str) -> bool:
     """A mirror document that is master data (not a design or history document)."""
     return not doc_id.startswith(("_", HISTORY_PREFIX))
-
-
-def history_id(entity_id: str, erp_version: str) -> str:
-    return f"{HISTORY_PREFIX}{entity_id}:{erp_version}"
 
 
 def history_doc(master: MasterDoc) -> dict[str, Any]:

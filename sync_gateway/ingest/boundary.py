@@ -26,6 +26,7 @@ STRUCTURAL_CODES = frozenset(
 
 # a lone surrogate, NUL or a C0 control other than tab, line feed and carriage return
 _BAD_TEXT = re.compile("[\ud800-\udfff\x00-\x08\x0b\x0c\x0e-\x1f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 # a transaction id: ``<type>:<key>``, the key 1-128 printable ASCII characters without spaces
 _ID = re.compile(r"^([a-z_]+):([\x21-\x7e]{1,128})$")
 
@@ -56,6 +57,11 @@ def _path(parts: tuple[str | int, ...]) -> str:
 def is_valid_text(value: str) -> bool:
     """True when ``value`` has no lone surrogate, NUL or disallowed control character."""
     return _BAD_TEXT.search(value) is None
+
+
+def printable(value: str) -> str:
+    """``value`` with every lone surrogate replaced by U+FFFD, so it can be encoded as UTF-8 (for display)."""
+    return _SURROGATE.sub("\ufffd", value)
 
 
 def describe_text(value: str) -> str:

@@ -117,8 +117,10 @@ class PageIngest:
         if not candidates:
             return None
         page = Page(db, user, now_iso())
-        page.in_review = await self.settle_revision_conflicts(page, [d for d in candidates if d.get("_conflicts")])
-        page.decisions = await self.validate(page, [d for d in candidates if not d.get("_conflicts")])
+        # text or shape the gateway cannot carry never reaches the conflict handlers: it is rejected as usual
+        conflicted = [d for d in candidates if d.get("_conflicts") and not self._validator.unsafe(d)]
+        page.in_review = await self.settle_revision_conflicts(page, conflicted)
+        page.decisions = await self.validate(page, [d for d in candidates if not any(d is c for c in conflicted)])
         stateful = any(d.event.doc_type in STATEFUL_TYPES for d in page.decisions)
         async with self._stateful_lock if stateful else contextlib.nullcontext():
             await self.check_rules(page)

@@ -122,6 +122,12 @@ class DocumentValidator:
             found.setdefault(name, []).append(version)
         return found
 
+    def unsafe(self, doc: dict[str, Any]) -> bool:
+        """True when ``doc`` fails the boundary check (text, depth, sizes, numbers, id): nothing but a rejection
+        may handle it."""
+        checked = {k: v for k, v in doc.items() if k not in _UNCHECKED}
+        return boundary.check_id(doc.get("_id")) is not None or bool(boundary.check(checked, self.limits))
+
     def validate(
         self, doc: dict[str, Any], size_bytes: int | None = None, *, stored_attachments: bool = False
     ) -> list[Reason]:

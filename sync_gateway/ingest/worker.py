@@ -22,6 +22,7 @@ from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.follower import Follower
+from sync_gateway.couch.naming import ingest_checkpoint
 from sync_gateway.errors import is_outage
 from sync_gateway.eventlog.store import EventLog, event_id_for
 from sync_gateway.ingest.business import BusinessRules
@@ -140,12 +141,12 @@ class IngestWorker:
         for db in list(self.followers):
             if db not in wanted:
                 self.followers.pop(db, None)
-                await self._supervisor.stop(_checkpoint_name(db))  # feeds mode: its loop; wake-ups: none
+                await self._supervisor.stop(ingest_checkpoint(db))  # feeds mode: its loop; wake-ups: none
         new = [db for db in wanted if db not in self.followers]
         if new:
-            saved = await self._checkpoints.load_many([_checkpoint_name(db) for db in new])
+            saved = await self._checkpoints.load_many([ingest_checkpoint(db) for db in new])
             for db in new:
-                self._start(db, wanted[db], saved.get(_checkpoint_name(db)))
+                self._start(db, wanted[db], saved.get(ingest_checkpoint(db)))
         return info.get("update_seq")
 
     def _start(self, db: str, user: str, since: Any) -> None:
@@ -157,7 +158,7 @@ class IngestWorker:
             self._couch,
             self._checkpoints,
             db,
-            _checkpoint_name(db),
+            ingest_checkpoint(db),
             handle,
             batch_size=self._batch_size,
             read_timeout=self._read_timeout,
@@ -178,7 +179,7 @@ class IngestWorker:
             loaded, first[0] = first[0], False
             await follower.run(since if loaded else None, loaded=loaded)
 
-        self._supervisor.start(_checkpoint_name(db), follow)
+        self._supervisor.start(ingest_checkpoint(db), follow)
         log.info("ingest.follower_started", user_db=db)
 
     async def _quarantine_change(self, db: str, user: str, row: dict[str, Any], exc: Exception) -> None:
@@ -219,7 +220,7 @@ class IngestWorker:
 
     def alive(self) -> bool:
         alive = self._supervisor.alive()
-        return all(alive.get(_checkpoint_name(db), True) for db in self.followers)
+        return all(alive.get(ingest_checkpoint(db), True) for db in self.followers)
 
     def wake(self, db: str) -> None:
         """``db`` changed (the edge wrote into it): read it soon. A no-op with one feed per database."""
@@ -257,7 +258,3 @@ class IngestWorker:
     @property
     def rejected(self) -> int:
         return self.pages.rejected
-
-
-def _checkpoint_name(db: str) -> str:
-    return f"ingest:{db}"

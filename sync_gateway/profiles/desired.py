@@ -30,7 +30,7 @@ class Planned:
 
     @property
     def size(self) -> int:
-        return len(canonical_json(self.doc).encode())
+        return len(canonical_json(self.doc).encode(errors="surrogatepass"))
 
 
 def planned_copy(index: ProfileIndex, user: str, rule: EntityRule, doc: Mapping[str, Any]) -> Planned:

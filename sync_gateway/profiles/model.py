@@ -33,7 +33,8 @@ def canonical_json(value: Any) -> str:
 def content_digest(doc: Mapping[str, Any]) -> str:
     """A hash of a document's content (not its ``_id``/``_rev``): equal digests need no write."""
     body = {k: v for k, v in doc.items() if not k.startswith("_")}
-    return hashlib.sha256(canonical_json(body).encode()).hexdigest()[:32]
+    # surrogatepass: ERP text may hold a lone surrogate; a digest must not fail on it (and is unchanged otherwise)
+    return hashlib.sha256(canonical_json(body).encode(errors="surrogatepass")).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from sync_gateway import errors as e
 from sync_gateway.api.errors import status_for
 from sync_gateway.api.review_routes import item_with_diff, review_queue
 from sync_gateway.api.ui import session as sessions
+from sync_gateway.ingest.boundary import printable
 from sync_gateway.review.queue import KINDS, STATUSES, ApplierUnavailable, ReviewQueue
 from sync_gateway.review.winner import BOOKKEEPING, clean_doc, latest_version, version_docs
 
@@ -33,6 +34,8 @@ templates = Jinja2Templates(directory=HERE / "templates")
 templates.env.filters["pretty"] = lambda value: json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True)
 templates.env.filters["cell"] = lambda value: value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 templates.env.filters["item_url"] = lambda item_id: "/review/items/" + quote(str(item_id), safe=":")
+# device text may hold lone surrogates, which no UTF-8 page can carry: every value is shown with U+FFFD instead
+templates.env.finalize = lambda value: printable(value) if isinstance(value, str) else value
 
 router = APIRouter(prefix="/review", include_in_schema=False)
 

@@ -12,6 +12,7 @@ import pytest
 
 from sync_gateway.couch.naming import user_db_name
 from tests.integration.hostile.corpus import CASES, Case, good_transactions
+from tests.support import docs
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess
 from tests.support.waiting import wait_until
@@ -150,3 +151,34 @@ async def test_the_hostile_corpus_is_rejected_or_refused_and_good_work_goes_on(
         timeout=60,
         what="a transaction after the corpus",
     )
+
+
+@pytest.mark.parametrize(
+    ("field", "raw_value", "code"),
+    [("notes", '"conflict \\ud83d"', "invalid_text"), ("notes", "[" * 600 + "1" + "]" * 600, "too_deep")],
+)
+async def test_a_hostile_revision_in_conflict_is_rejected_not_handed_to_the_conflict_handlers(
+    gateway: GatewayProcess, api: httpx.AsyncClient, field: str, raw_value: str, code: str
+) -> None:
+    user = f"conflicted-{code.replace('_', '-')}"
+    assert (await api.post("/api/users", json={"name": user, "password": f"{user}-secret"})).status_code == 201
+    db = user_db_name(user)
+    order = docs.sales_order("phone-a")
+    leaves = []
+    for rev in ("1-" + "a" * 32, "1-" + "b" * 32):  # two devices' first revisions: a revision conflict
+        leaves.append(json.dumps({**order, "_rev": rev, field: "__RAW__"}).replace('"__RAW__"', raw_value))
+    async with gateway.couch_admin() as couch:
+        text = '{"new_edits":false,"docs":[' + ",".join(leaves) + "]}"
+        response = await couch.post(f"/{db}/_bulk_docs", content=text, headers={"Content-Type": "application/json"})
+        assert response.status_code == 201, response.text
+    receipt = await wait_until(
+        lambda: _receipts(gateway, db, [order["_id"]]),
+        lambda r: r.get(order["_id"], {}).get("status") in ("rejected", "in_review"),
+        timeout=60,
+        what="the conflicted revision's receipt",
+    )
+    assert receipt[order["_id"]]["status"] == "rejected"
+    assert [r["code"] for r in receipt[order["_id"]]["reasons"]] == [code]
+    conflicts = await api.get("/api/conflicts", params={"user": user})
+    assert conflicts.status_code == 200 and conflicts.json().get("items", []) == []
+    assert (await api.get("/ready")).status_code == 200

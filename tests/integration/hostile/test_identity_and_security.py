@@ -11,8 +11,8 @@ import pytest
 
 from sync_gateway.couch.naming import user_db_name
 from sync_gateway.dbsecurity import ADMINS_ONLY
-from sync_gateway.devserver import PouchServer
 from tests.support import docs
+from tests.support.couch import CouchServer
 from tests.support.gateway import GatewayProcess, running_gateway
 from tests.support.waiting import wait_until
 
@@ -126,7 +126,7 @@ async def test_a_user_cannot_touch_another_users_database(gateway: GatewayProces
         assert (await other.put(f"/{victim}/{order['_id']}", json=order)).status_code in REFUSED
 
 
-async def test_start_up_closes_a_system_database_that_was_opened(couch_server: PouchServer, tmp_path: Path) -> None:
+async def test_start_up_closes_a_system_database_that_was_opened(couch_server: CouchServer, tmp_path: Path) -> None:
     for folder in ("first", "second"):
         (tmp_path / folder).mkdir()
     with running_gateway(couch_server, tmp_path / "first", prefix="secchk_"):

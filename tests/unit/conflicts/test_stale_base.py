@@ -18,7 +18,7 @@ from conflict_handlers import field_merge, server_wins
 from sync_gateway.conflicts.stale import Edit, StaleBaseDetector, rebase
 from sync_gateway.contracts import Conflict, Version
 from sync_gateway.couch.client import CouchClient
-from sync_gateway.distribute.mirror import history_id
+from sync_gateway.couch.naming import history_id
 from sync_gateway.eventlog.store import EventLog
 
 MIRROR_DB = "sync_mirror"
