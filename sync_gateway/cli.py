@@ -177,6 +177,9 @@ def _dev_secrets(data_dir: Path) -> dict[str, str]:
         or stored.get("demo_password")
         or secrets.token_urlsafe(12),
         "admin_password": stored.get("admin_password") or secrets.token_urlsafe(12),
+        "edge_token_secret": os.environ.get("SYNC_EDGE_TOKEN_SECRET")
+        or stored.get("edge_token_secret")
+        or secrets.token_hex(32),
     }
     data_dir.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(values))
@@ -214,6 +217,8 @@ async def _dev(args: argparse.Namespace) -> int:
             admin_token=SecretStr(secret["admin_token"]),
             keep_bootstrap_token=True,  # the dev stack's curl examples use it; production retires it
             api_port=args.api_port,
+            edge_port=args.edge_port,
+            edge_token_secret=SecretStr(secret["edge_token_secret"]),
             connector_options={"url": f"sqlite:///{data_dir / 'staging.db'}"},
         )
         _seed_masters(f"sqlite:///{data_dir / 'staging.db'}")
@@ -231,7 +236,9 @@ async def _dev(args: argparse.Namespace) -> int:
         api = f"http://{settings.api_host}:{settings.api_port}"
         print(
             "\nSync gateway running (Ctrl-C stops everything).\n"
-            f"  CouchDB API (point PouchDB here): {server.url}/userdb-{b'demo'.hex()}\n"
+            f"  device edge (point PouchDB here): http://{settings.edge_host}:{settings.edge_port}/sync/"
+            "  (enrol: POST /sync/_enrol, clients/js)\n"
+            f"  CouchDB (gateway only):           {server.url}/userdb-{b'demo'.hex()}\n"
             f"  demo device login:               demo / {secret['demo_password']}\n"
             f"  admin API:                       {api}/api  (Authorization: Bearer {secret['admin_token']})\n"
             f"  review and admin pages:          {api}/review  (sign in as {DEV_ADMIN} / {secret['admin_password']})\n"
@@ -251,10 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the gateway (settings from SYNC_* environment variables)")
-    run.add_argument("--roles", help="comma-separated subset of ingest,project,api (default: all)")
+    run.add_argument("--roles", help="comma-separated subset of ingest,project,distribute,api,edge (default: all)")
     dev = sub.add_parser("dev", help="embedded pouchdb-server, the gateway with all roles, and a demo user")
     dev.add_argument("--couch-port", type=int, default=5984)
     dev.add_argument("--api-port", type=int, default=8000)
+    dev.add_argument("--edge-port", type=int, default=8100)
     users = sub.add_parser("users", help="manage users").add_subparsers(dest="users_command", required=True)
     add = users.add_parser("add", help="provision a user (idempotent: also repairs and updates)")
     add.add_argument("name")

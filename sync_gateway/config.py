@@ -15,8 +15,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sync_gateway.resources import DEFAULT_PROFILES_DIR
 
-Role = Literal["ingest", "project", "distribute", "api"]
-ALL_ROLES: tuple[Role, ...] = ("ingest", "project", "distribute", "api")
+Role = Literal["ingest", "project", "distribute", "api", "edge"]
+ALL_ROLES: tuple[Role, ...] = ("ingest", "project", "distribute", "api", "edge")
 RuleSetName = Literal["pricing", "approval", "availability", "workflow"]
 ALL_RULE_SETS: tuple[RuleSetName, ...] = ("pricing", "approval", "availability", "workflow")
 
@@ -75,11 +75,23 @@ class Settings(BaseSettings):
     oidc_groups_claim: str = "groups"
     oidc_role_map: dict[str, list[str]] = Field(default_factory=dict)  # issuer group → gateway roles
     public_url: str = ""  # the gateway's external base URL for the OIDC redirect; empty: from the request
+    # the device edge (role ``edge``): devices replicate through it, never with CouchDB directly
+    edge_host: str = "127.0.0.1"
+    edge_port: int = 8100
+    edge_token_secret: SecretStr = SecretStr("")  # signs access tokens (HS256); required by the edge role
+    edge_access_ttl_s: int = 900
+    edge_max_body_bytes: int = 8 * 1024 * 1024
+    edge_rate_per_s: float = 50.0  # per device: sustained requests per second
+    edge_rate_burst: int = 200  # per device: requests allowed in a burst
+    edge_cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)  # app origins allowed by CORS
+    edge_enrol_code_ttl_s: int = 24 * 3600
+    device_lock_after_days: int = 7  # written into config:device_policy for the device client
+    device_wipe_after_days: int = 30
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
-    @field_validator("roles", "enforced_rules", mode="before")
+    @field_validator("roles", "enforced_rules", "edge_cors_origins", mode="before")
     @classmethod
     def _split_roles(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -36,6 +36,7 @@ ROLE_LOOPS: dict[str, tuple[str, ...]] = {
     "project": ("project", "project:retries"),
     "distribute": ("distribute",),
     "api": (),
+    "edge": ("edge:registry-watch",),
 }
 
 

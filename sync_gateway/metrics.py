@@ -200,7 +200,18 @@ def count_changes(checkpoint_name: str, rows: int) -> None:
     CHANGES_SEEN.labels(kind if kind in _FOLLOWERS else "other").inc(rows)
 
 
-_LOOPS = frozenset({"ingest", "review:sweep", "project", "project:retries", "mirror-pull", "distribute", "health"})
+_LOOPS = frozenset(
+    {
+        "ingest",
+        "review:sweep",
+        "project",
+        "project:retries",
+        "mirror-pull",
+        "distribute",
+        "health",
+        "edge:registry-watch",
+    }
+)
 
 
 def loop_label(name: str) -> str:

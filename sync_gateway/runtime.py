@@ -28,6 +28,9 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
+from sync_gateway.edge.build import build_edge
+from sync_gateway.edge.devices import DeviceRegistry, device_policy_document
+from sync_gateway.edge.service import Edge
 from sync_gateway.eventlog.store import EventLog
 from sync_gateway.health import serve_health
 from sync_gateway.ingest.business import BusinessRules
@@ -60,6 +63,8 @@ class Gateway:
         self.api_couch = CouchClient(settings.couch_url, settings.couch_user, password, retries=2)
         self.registry = UserRegistry(self.api_couch, settings.db("registry"))
         self.people = People(self.api_couch, settings)  # accounts, tokens, audit trail, OIDC sign-in
+        self.devices = DeviceRegistry(self.api_couch, settings.db("registry"))
+        self.edge: Edge | None = None  # built in run(), after CouchDB is known to be usable
         self.events = EventLog(self.api_couch, settings.db("events"))
         self.dead_letters = DeadLetters(self.api_couch, settings.db("conflicts"))
         self.checkpoints = Checkpoints(self.api_couch, settings.db("checkpoints"))
@@ -81,6 +86,8 @@ class Gateway:
         self._use_wakeups = False
         self._api_server: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self._edge_server: uvicorn.Server | None = None
+        self._edge_task: asyncio.Task[None] | None = None
 
     async def setup(self) -> None:
         """Check the server and our admin account, create the system databases and design documents; safe to
@@ -153,7 +160,10 @@ class Gateway:
                 registry_db=s.db("registry"),
                 mirror_db=s.db("mirror"),
                 profiles=load_profiles([s.profiles_path()]),
-                config_docs=config_documents(),
+                config_docs=[
+                    *config_documents(),
+                    device_policy_document(s.device_lock_after_days, s.device_wipe_after_days),
+                ],
                 batch_size=s.distribute_batch_size,
                 read_timeout=s.feed_read_timeout_s,
                 max_delay=s.retry_max_delay_s,
@@ -166,6 +176,9 @@ class Gateway:
         with _stop_on_signals(stop):
             await self.setup()
             self._build_workers()
+            if self._runs_edge():  # device writes wake this process's ingest (others: _db_updates)
+                wake = self.ingest.wake if self.ingest is not None else None
+                self.edge = build_edge(self.settings, couch=self.api_couch, watch_couch=self.couch, wake=wake)
             self._start_loops()
             if "api" in self.settings.roles:
                 from sync_gateway.api.app import create_app
@@ -180,17 +193,45 @@ class Gateway:
                 )
                 self._api_server = _ApiServer(config)
                 self._api_task = asyncio.create_task(self._api_server.serve(), name="api")
+            if self.edge is not None:
+                from sync_gateway.edge.app import create_edge_app
+
+                edge_config = uvicorn.Config(
+                    create_edge_app(self.edge),
+                    host=self.settings.edge_host,
+                    port=self.settings.edge_port,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                )
+                self._edge_server = _ApiServer(edge_config)
+                self._edge_task = asyncio.create_task(self._edge_server.serve(), name="edge")
             log.info("gateway.started", roles=self.settings.roles, connector=self.settings.connector)
             stopping = asyncio.create_task(stop.wait())
             try:
                 waiting: set[asyncio.Task[Any]] = {stopping} | ({self._api_task} if self._api_task else set())
+                waiting |= {self._edge_task} if self._edge_task else set()
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 log.info("gateway.stopping", reason="signal" if stopping in done else "api ended")
                 if self._api_task in done:
                     self._api_task.result()  # an API that could not start raises here and stops the process
+                if self._edge_task in done:
+                    self._edge_task.result()
             finally:
                 stopping.cancel()
                 await self.stop()
+
+    def _runs_edge(self) -> bool:
+        """The edge runs when its role is asked for. With the default roles (all) and no token secret it is
+        left out with a warning, so a gateway started as before keeps starting; asked for by SYNC_ROLES, a
+        missing secret stops the start."""
+        s = self.settings
+        if "edge" not in s.roles:
+            return False
+        if s.edge_token_secret.get_secret_value() or "roles" in s.model_fields_set:
+            return True
+        log.warning("edge.not_started", reason="SYNC_EDGE_TOKEN_SECRET is not set; set it to run the device edge")
+        return False
 
     def _start_loops(self) -> None:
         sup = self.supervisor
@@ -204,6 +245,8 @@ class Gateway:
             sup.start("mirror-pull", self.mirror.run)
         if self.distributor is not None:
             sup.start("distribute", self.distributor.run)
+        if self.edge is not None:
+            sup.start("edge:registry-watch", self.edge.watch_registry)
         if self.settings.health_port:  # liveness, readiness and /metrics for every role (sync_gateway.health)
             sup.start("health", lambda: serve_health(self))
 
@@ -216,6 +259,13 @@ class Gateway:
             with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                 await asyncio.wait_for(asyncio.shield(self._api_task), timeout=grace)
             self._api_task.cancel()
+        if self._edge_server is not None and self._edge_task is not None:
+            self._edge_server.should_exit = True
+            if self.edge is not None:
+                self.edge.feeds.close_all()  # open feeds would hold the server until the grace ends
+            with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
+                await asyncio.wait_for(asyncio.shield(self._edge_task), timeout=grace)
+            self._edge_task.cancel()
         left = await self.supervisor.stop_all(max(0.5, grace - (time.monotonic() - started)))
         if left:
             log.warning("gateway.stop_timed_out", loops=left[:20], count=len(left))
@@ -223,6 +273,8 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self.connector.close()
         await self.people.close()
+        if self.edge is not None:
+            await self.edge.close()
         await self.couch.close()
         await self.api_couch.close()
         log.info("gateway.stopped", seconds=round(time.monotonic() - started, 2))

@@ -112,6 +112,20 @@ class UserRegistry:
             return _public(record)
         raise RevisionConflict(f"user {name!r} keeps changing; try again")
 
+    async def set_disabled(self, name: str, disabled: bool) -> dict[str, Any]:
+        """Disable (or enable) a user; the edge refuses every device of a disabled user."""
+        for _ in range(3):
+            existing = await self._couch.get_or_none(self.db, USER_PREFIX + name)
+            if existing is None:
+                raise NotFound(f"no user named {name!r}; create it with POST /api/users", code="user_not_found")
+            record = {**existing, "disabled": disabled, "updated_at": datetime.now(UTC).isoformat()}
+            try:
+                record["_rev"] = await self._couch.put(self.db, record)
+            except RevisionConflict:
+                continue
+            return _public(record)
+        raise RevisionConflict(f"user {name!r} keeps changing; try again")
+
     async def get(self, name: str) -> dict[str, Any]:
         doc = await self._couch.get_or_none(self.db, USER_PREFIX + name)
         if doc is None:

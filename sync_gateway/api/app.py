@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from sync_gateway import __version__
 from sync_gateway.api.accounts import router as accounts_router
 from sync_gateway.api.body_limit import BodyLimit
+from sync_gateway.api.device_routes import router as device_router
 from sync_gateway.api.errors import SafeJSONResponse, install_error_handlers
 from sync_gateway.api.request_id import RequestIdMiddleware
 from sync_gateway.api.review_routes import router as review_router
@@ -50,6 +51,7 @@ def create_app(gateway: Gateway) -> FastAPI:
     app.include_router(review_pages, dependencies=[Depends(signin.load_session)])
     app.include_router(admin_pages.router, dependencies=[Depends(signin.load_session)])
     app.add_exception_handler(signin.PageForbidden, signin.forbidden_page)  # type: ignore[arg-type]
+    app.include_router(device_router)
     app.mount("/review/static", StaticFiles(directory=REVIEW_STATIC_DIR), name="review-static")
 
     @app.get("/health", tags=["probes"], summary="Liveness: the process answers")

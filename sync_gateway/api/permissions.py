@@ -55,6 +55,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/api/users/{name}"): "users.read",
     ("PATCH", "/api/users/{name}"): "users.write",
     ("GET", "/api/users/{name}/status"): "status.read",
+    ("POST", "/api/users/{name}/deactivate"): "users.write",  # and every device of the user is revoked
     # the event log, dead letters, quarantine
     ("GET", "/api/events"): "events.read",
     ("GET", "/api/events/{event_id}"): "events.read",

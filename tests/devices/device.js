@@ -25,6 +25,10 @@ const LocalDB = PouchDB.defaults({ adapter: 'memory' });
 const dbs = new Map(); // name -> PouchDB (memory)
 const syncs = new Map(); // handle -> { sync, state }
 let nextHandle = 1;
+// edge mode: devices that enrol with the gateway's edge and sync through it with clients/js
+const edgeModule = import('../../clients/js/index.mjs');
+const edgeClients = new Map(); // client name -> EdgeClient
+const edgeSyncs = new Map(); // handle -> { sync: EdgeSync, localName }
 let shuttingDown = false;
 
 class DeviceFailure extends Error {
@@ -346,12 +350,106 @@ const ops = {
     return { ok: true };
   },
 
+  async edge_enrol(args) {
+    const { EdgeClient } = await edgeModule;
+    const name = requireArg(args, 'client');
+    // PouchDB's own fetch (node-fetch) under the wrapper: its attachment reads expect response.buffer()
+    const client = new EdgeClient({ url: requireArg(args, 'url'), fetch: PouchDB.fetch });
+    const proof = args.code ? { code: args.code } : { user: requireArg(args, 'user'), password: args.password || '' };
+    const result = await client.enrol(proof, { name: args.device_name || name, platform: args.platform || 'node' });
+    client.on('wiped', () => {
+      for (const entry of edgeSyncs.values()) if (entry.client === client) dbs.delete(entry.localName);
+    });
+    edgeClients.set(name, client);
+    return result;
+  },
+
+  async edge_session(args) {
+    const client = edgeClient(args);
+    return { session: client.session, state: client.state, stop_code: client.stopCode, wipe_mode: client.wipeMode,
+      last_contact_at: client.lastContactAt };
+  },
+
+  async edge_replicate(args) {
+    const { performWipe } = await edgeModule;
+    const client = edgeClient(args);
+    const local = localDb(args);
+    const remote = client.remote(PouchDB);
+    const direction = args.direction || 'both';
+    const opts = { retry: false };
+    let rep;
+    if (direction === 'push') rep = PouchDB.replicate(local, remote, opts);
+    else if (direction === 'pull') rep = PouchDB.replicate(remote, local, opts);
+    else rep = PouchDB.sync(local, remote, opts);
+    let summary = null;
+    let failure = null;
+    try {
+      summary = summarise(await withTimeout(rep, args.timeout_ms || 0, () => rep.cancel()));
+    } catch (err) {
+      if (err instanceof DeviceFailure) throw err;
+      failure = errorInfo(err);
+    } finally {
+      await remote.close().catch(() => {});
+    }
+    if (client.state === 'wipe_required') {
+      const mode = client.wipeMode;
+      await performWipe({ client, PouchDB, local, mode });
+      dbs.delete(requireArg(args, 'db'));
+      return { wiped: true, mode, state: client.state, summary };
+    }
+    if (failure) {
+      throw new DeviceFailure(failure.name, `replication ${direction} failed: ${failure.message}`, failure.status,
+        { state: client.state, stop_code: client.stopCode });
+    }
+    return summary;
+  },
+
+  async edge_sync_live(args) {
+    const { EdgeSync } = await edgeModule;
+    const client = edgeClient(args);
+    const handle = `edge-sync-${nextHandle++}`;
+    const sync = new EdgeSync({ client, PouchDB, local: localDb(args) }).start();
+    edgeSyncs.set(handle, { sync, client, localName: requireArg(args, 'db') });
+    return handle;
+  },
+
+  async edge_sync_status(args) {
+    const entry = edgeSyncs.get(requireArg(args, 'handle'));
+    if (!entry) throw new DeviceFailure('not_found', 'unknown sync handle', 404);
+    return entry.sync.status;
+  },
+
+  async edge_sync_stop(args) {
+    const handle = requireArg(args, 'handle');
+    const entry = edgeSyncs.get(handle);
+    if (!entry) throw new DeviceFailure('not_found', 'unknown sync handle', 404);
+    edgeSyncs.delete(handle);
+    if (entry.sync._wiping) await entry.sync._wiping.catch(() => {});
+    await entry.sync.stop();
+    entry.sync.dispose();
+    return entry.sync.status;
+  },
+
+  async edge_policy(args) {
+    const { enforceOfflinePolicy } = await edgeModule;
+    const client = edgeClient(args);
+    const verdict = await enforceOfflinePolicy({ local: localDb(args), client, now: args.now_ms || Date.now() });
+    if (verdict.action === 'wipe') dbs.delete(requireArg(args, 'db'));
+    return verdict;
+  },
+
   async shutdown() {
     shuttingDown = true;
     await closeEverything();
     return { ok: true };
   },
 };
+
+function edgeClient(args) {
+  const client = edgeClients.get(requireArg(args, 'client'));
+  if (!client) throw new DeviceFailure('not_found', 'unknown edge client: enrol it first (edge_enrol)', 404);
+  return client;
+}
 
 async function stopSync(handle, entry) {
   syncs.delete(handle);
@@ -362,6 +460,10 @@ async function stopSync(handle, entry) {
 }
 
 async function closeEverything() {
+  for (const [handle, entry] of Array.from(edgeSyncs)) {
+    edgeSyncs.delete(handle);
+    await entry.sync.stop().catch(() => {});
+  }
   for (const [handle, entry] of Array.from(syncs)) {
     await stopSync(handle, entry);
   }

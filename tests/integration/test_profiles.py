@@ -25,6 +25,7 @@ from tests.support.waiting import wait_until
 pytestmark = pytest.mark.integration
 
 RULE_DOCS = {"config:rules:approval", "config:rules:availability", "config:rules:pricing", "config:rules:workflow"}
+CONFIG_DOCS = {*RULE_DOCS, "config:device_policy"}  # server-owned config every user database carries
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ async def test_devices_carry_exactly_their_profile_and_follow_erp_changes(
         assert response.status_code == 201, response.text
     anna_db, ben_db = user_db_name("anna"), user_db_name("ben")
     anna_expected = {
-        *RULE_DOCS,
+        *CONFIG_DOCS,
         "config:profile",
         "product:P1",
         "product:P2",
@@ -151,7 +152,7 @@ async def test_devices_carry_exactly_their_profile_and_follow_erp_changes(
         "stock:VAN-01:P2",
     }
     ben_expected = {
-        *RULE_DOCS,
+        *CONFIG_DOCS,
         "config:profile",
         "product:P1",
         "product:P2",

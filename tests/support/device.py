@@ -243,6 +243,71 @@ class Device:
         )
         return doc
 
+    # --- edge mode: enrol with the gateway's edge and sync through it with the device client (clients/js) -------
+
+    async def edge_enrol(
+        self,
+        client: str,
+        edge_url: str,
+        *,
+        user: str | None = None,
+        password: str | None = None,
+        code: str | None = None,
+        device_name: str | None = None,
+        platform: str = "node",
+    ) -> dict[str, Any]:
+        """Enrol the phone ``client`` by password or one-time code; returns ``{device_id, user}``."""
+        result: dict[str, Any] = await self._call(
+            "edge_enrol",
+            client=client,
+            url=edge_url,
+            user=user,
+            password=password,
+            code=code,
+            device_name=device_name,
+            platform=platform,
+        )
+        return result
+
+    async def edge_session(self, client: str) -> dict[str, Any]:
+        """The client's tokens and state (``active``, ``revoked``, ``wipe_required``, ``wiped``)."""
+        result: dict[str, Any] = await self._call("edge_session", client=client)
+        return result
+
+    async def edge_replicate(
+        self, db: str, client: str, direction: Direction = "both", timeout: float = 30.0
+    ) -> dict[str, Any]:
+        """One-shot replication through the edge; when the edge asks for a wipe the device performs it and
+        the result is ``{wiped: true, mode}``. A refused replication raises DeviceError with the edge's code."""
+        result: dict[str, Any] = await self._call(
+            "edge_replicate",
+            db=db,
+            client=client,
+            direction=direction,
+            timeout_ms=int(timeout * 1000),
+            _timeout=timeout + self.call_timeout,
+        )
+        return result
+
+    async def edge_sync_live(self, db: str, client: str) -> str:
+        """A live two-way sync through the edge that obeys revocation and wipe requests; returns a handle."""
+        handle: str = await self._call("edge_sync_live", db=db, client=client)
+        return handle
+
+    async def edge_sync_status(self, handle: str) -> dict[str, Any]:
+        """``{state, last_error, docs_read, docs_written}``; state ``revoked``, ``wiping``, ``wiped`` too."""
+        result: dict[str, Any] = await self._call("edge_sync_status", handle=handle)
+        return result
+
+    async def edge_sync_stop(self, handle: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._call("edge_sync_stop", handle=handle)
+        return result
+
+    async def edge_policy(self, db: str, client: str, now_ms: int) -> dict[str, Any]:
+        """Enforce ``config:device_policy`` at the given time: ``{action: ok|lock|wipe, offline_days}``."""
+        result: dict[str, Any] = await self._call("edge_policy", db=db, client=client, now_ms=now_ms)
+        return result
+
     # --- protocol ---------------------------------------------------------------------------------------
 
     async def _call(self, op: str, _timeout: float | None = None, **args: Any) -> Any:

@@ -31,6 +31,8 @@ class GatewayProcess:
         self.workdir = workdir
         self.token = secrets.token_urlsafe(16)
         self.port = free_port()
+        self.edge_port = free_port()
+        self.edge_secret = secrets.token_hex(32)
         self.staging_path = workdir / "staging.db"
         self.prefix = prefix
         self.env = {
@@ -42,6 +44,8 @@ class GatewayProcess:
             # the suite drives the API with the bootstrap token; tests of accounts turn this off (extra_env)
             "SYNC_KEEP_BOOTSTRAP_TOKEN": "true",
             "SYNC_API_PORT": str(self.port),
+            "SYNC_EDGE_PORT": str(self.edge_port),
+            "SYNC_EDGE_TOKEN_SECRET": self.edge_secret,
             "SYNC_SYSTEM_DB_PREFIX": prefix,
             "SYNC_CONNECTOR_OPTIONS": f'{{"url": "sqlite:///{self.staging_path}"}}',
             "SYNC_FEED_READ_TIMEOUT_S": "10",
@@ -55,6 +59,11 @@ class GatewayProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def edge_url(self) -> str:
+        """Where devices connect: the edge role's port (replication at ``/sync/``)."""
+        return f"http://127.0.0.1:{self.edge_port}"
 
     def start(self, timeout: float = 30.0) -> None:
         log = self.log_path.open("ab")

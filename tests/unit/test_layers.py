@@ -15,7 +15,7 @@ LAYERS: list[set[str]] = [
     {"dbsecurity", "eventlog", "receipts", "users", "quarantine", "audit", "accounts"},
     {"conflicts", "review"},
     {"distribute", "project", "ingest"},
-    {"api", "health"},
+    {"api", "health", "edge"},
     {"runtime"},
     {"cli", "devserver"},
 ]

@@ -1,0 +1,101 @@
+"""The edge's HTTP application: ``/sync/`` for devices (replication of their own database, enrolment, tokens,
+wipe confirmation), with CORS for the configured app origins. Every refusal is CouchDB-shaped JSON with a
+stable ``code``; nothing here logs a token, a password or a document body."""
+
+from __future__ import annotations
+
+import structlog
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route as HttpRoute
+
+from sync_gateway import __version__
+from sync_gateway.edge.devices import refuse_inactive
+from sync_gateway.edge.errors import EdgeRefusal
+from sync_gateway.edge.routes import UPLOAD_KINDS, classify, own_endpoint
+from sync_gateway.edge.service import Edge
+from sync_gateway.errors import CouchError
+
+log = structlog.get_logger(__name__)
+
+WIPE_HEADER = "x-sync-wipe-required"
+_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "COPY", "OPTIONS"]
+_PUSH_KINDS = ("bulk_docs", "doc")
+_PULL_KINDS = ("changes", "bulk_get", "all_docs", "doc")
+
+
+def create_edge_app(edge: Edge) -> Starlette:
+    """The ASGI app of the edge role, given its composed services."""
+
+    async def root(_request: Request) -> Response:
+        return JSONResponse({"edge": "sync-gateway", "version": __version__, "database_path": "/sync/"})
+
+    async def sync(request: Request) -> Response:
+        raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?", 1)[0]
+        try:
+            return await _handle(edge, request, raw_path)
+        except EdgeRefusal as refusal:
+            if refusal.status >= 500:
+                log.warning("edge.refused", code=refusal.code, status=refusal.status)
+            return JSONResponse(refusal.body(), status_code=refusal.status, headers=refusal.headers())
+        except CouchError as exc:  # the registry could not be read or written: the device retries later
+            log.warning("edge.registry_unavailable", error=str(exc))
+            unavailable = EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later")
+            return JSONResponse(unavailable.body(), status_code=503, headers={"Retry-After": "5"})
+
+    routes = [
+        HttpRoute("/", root, methods=["GET", "HEAD"]),
+        HttpRoute("/{path:path}", sync, methods=_METHODS),
+    ]
+    middleware = []
+    if edge.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=edge.cors_origins,
+                allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
+                allow_headers=["Authorization", "Content-Type", "Accept"],
+                expose_headers=[WIPE_HEADER, "ETag"],
+                allow_credentials=False,
+                max_age=600,
+            )
+        )
+    return Starlette(routes=routes, middleware=middleware)
+
+
+async def _handle(edge: Edge, request: Request, raw_path: str) -> Response:
+    own = own_endpoint(raw_path)
+    if own is not None:
+        if request.method != "POST":
+            raise EdgeRefusal(405, "method_not_allowed", f"use POST on /sync/_{own}")
+        if own == "wipe":
+            caller = await edge.authenticate(request.headers.get("authorization"))
+            return JSONResponse(await edge.confirm_wipe(caller))
+        body = await edge.passthrough.read_json(request)
+        if not isinstance(body, dict):
+            raise EdgeRefusal(400, "invalid_request", "send a JSON object")
+        client = request.client.host if request.client else "unknown"
+        if own == "enrol":
+            return JSONResponse(await edge.enrol(body, client), status_code=201)
+        return JSONResponse(await edge.refresh(body, client))
+    if request.method == "OPTIONS":
+        raise EdgeRefusal(405, "method_not_allowed", "OPTIONS is answered for configured app origins only")
+    caller = await edge.authenticate(request.headers.get("authorization"))
+    route = classify(request.method, raw_path)
+    device = caller.device
+    if device.get("state") == "wipe_pending" and (
+        device.get("wipe_mode") != "push_then_wipe" or route.kind not in UPLOAD_KINDS
+    ):
+        refuse_inactive(device)
+    multipart_as_json = not (await edge.couch.capabilities()).is_couchdb  # pouchdb-server crashes on multipart
+    response = await edge.passthrough.forward(request, route, device, multipart_as_json=multipart_as_json)
+    if device.get("state") == "wipe_pending":  # uploads still pass; tell the device to wipe once they are done
+        response.headers[WIPE_HEADER] = str(device.get("wipe_mode"))
+    ok = response.status_code < 400
+    push = ok and route.kind in _PUSH_KINDS and request.method in ("POST", "PUT", "DELETE")
+    pull = ok and route.kind in _PULL_KINDS and request.method in ("GET", "POST") and not push
+    edge.note_activity(device, push=push, pull=pull)
+    return response

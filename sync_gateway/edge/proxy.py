@@ -1,0 +1,208 @@
+"""The pass-through to the device's own user database, as the gateway's service account, streaming both ways.
+
+Bodies the edge must judge (``_bulk_docs``, a ``_changes`` POST, every JSON POST) are read up to the body limit
+and checked; document and attachment uploads stream through a counting reader; responses stream back, and a
+``_changes`` feed is tracked so that it can be closed the moment the device is cut off.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import structlog
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from sync_gateway.edge.errors import EdgeRefusal
+from sync_gateway.edge.feeds import OpenFeeds, until_closed
+from sync_gateway.edge.multipart import multipart_to_json
+from sync_gateway.edge.routes import Route, device_may_write, refuse_server_owned
+
+log = structlog.get_logger(__name__)
+
+_REQUEST_HEADERS = ("content-type", "accept", "if-match", "if-none-match")
+_RESPONSE_HEADERS = ("content-type", "etag", "cache-control", "content-length")
+_FEEDS = ("longpoll", "continuous")
+_CHANGES_FILTERS = ("", "_doc_ids")
+
+
+class CouchPassThrough:
+    """Forwards allowed requests to ``/<user db>/…`` on CouchDB; devices never see its address or account."""
+
+    def __init__(self, url: str, user: str, password: str, *, max_body_bytes: int, feeds: OpenFeeds) -> None:
+        self._http = httpx.AsyncClient(
+            base_url=url.rstrip("/"),
+            auth=httpx.BasicAuth(user, password) if user else None,
+            timeout=httpx.Timeout(60.0, connect=5.0),
+            limits=httpx.Limits(max_connections=4000, max_keepalive_connections=64),
+        )
+        self.max_body_bytes = max_body_bytes
+        self._feeds = feeds
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def forward(
+        self, request: Request, route: Route, device: Mapping[str, Any], *, multipart_as_json: bool = False
+    ) -> Response:
+        """Forward one allowed request; ``multipart_as_json`` for servers that cannot take multipart uploads."""
+        method = request.method
+        params = list(request.query_params.multi_items())
+        content: bytes | AsyncIterator[bytes] | None = None
+        refused: list[dict[str, Any]] = []
+        if route.kind in ("doc", "local") and method in ("PUT", "DELETE") and not device_may_write(route.doc_id):
+            raise refuse_server_owned(route.doc_id)
+        if route.kind == "changes":
+            _check_changes_params(params)
+        if method in ("POST", "PUT"):
+            media = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+            if route.kind == "doc" and media == "multipart/related" and multipart_as_json:
+                content = multipart_to_json(await self.read_body(request), request.headers["content-type"])
+            elif route.kind in ("doc", "local") and media != "application/json":
+                content = self._limited_stream(request)  # attachments, multipart/related: streamed through
+            else:
+                body = await self.read_json(request)
+                if route.kind == "bulk_docs":
+                    body, refused = _split_bulk_docs(body)
+                    if not body["docs"]:
+                        return JSONResponse(refused, status_code=201)
+                elif route.kind == "changes":
+                    _check_changes_body(body)
+                content = json.dumps(body, separators=(",", ":")).encode()
+        headers = {name: request.headers[name] for name in _REQUEST_HEADERS if name in request.headers}
+        headers["accept-encoding"] = "identity"
+        if isinstance(content, bytes):
+            headers["content-type"] = "application/json"  # JSON we parsed and re-encoded (or converted)
+        feed = route.kind == "changes" and dict(params).get("feed") in _FEEDS
+        upstream_request = self._http.build_request(
+            method,
+            f"/{quote(str(device['db']), safe='')}{route.couch_suffix}",
+            params=httpx.QueryParams(request.url.query),
+            headers=headers,
+            content=content,
+            timeout=httpx.Timeout(None, connect=5.0) if feed else None,
+        )
+        try:
+            upstream = await self._http.send(upstream_request, stream=True)
+        except httpx.HTTPError as exc:
+            log.warning("edge.upstream_failed", device=device["device_id"], error=type(exc).__name__)
+            raise EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later") from exc
+        if upstream.status_code in (401, 403) and route.kind != "doc":
+            await upstream.aclose()
+            log.error("edge.service_account_refused", status=upstream.status_code)
+            raise EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later")
+        if route.kind == "bulk_docs" and refused:
+            return await _merge_bulk_results(upstream, refused)
+        out_headers = {k: upstream.headers[k] for k in _RESPONSE_HEADERS if k in upstream.headers}
+        if feed:
+            out_headers.pop("content-length", None)
+            return StreamingResponse(
+                self._feed(upstream, device), status_code=upstream.status_code, headers=out_headers
+            )
+        return StreamingResponse(
+            upstream.aiter_raw(),
+            status_code=upstream.status_code,
+            headers=out_headers,
+            background=BackgroundTask(upstream.aclose),
+        )
+
+    async def _feed(self, upstream: httpx.Response, device: Mapping[str, Any]) -> AsyncIterator[bytes]:
+        try:
+            with self._feeds.track(str(device["device_id"]), str(device["user"])) as closed:
+                async for chunk in until_closed(upstream.aiter_raw(), closed):
+                    yield chunk
+                if closed.is_set():
+                    log.info("edge.feed_closed", device=device["device_id"])
+        except httpx.HTTPError:
+            return  # CouchDB went away mid-feed: end it, the device reconnects
+        finally:
+            await upstream.aclose()
+
+    async def read_body(self, request: Request) -> bytes:
+        """The whole request body, refused with 413 beyond the limit (checked before and while reading)."""
+        self._check_length(request)
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def read_json(self, request: Request) -> Any:
+        raw = await self.read_body(request)
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise EdgeRefusal(400, "invalid_json", "the request body is not valid JSON") from exc
+
+    async def _limited_stream(self, request: Request) -> AsyncIterator[bytes]:
+        self._check_length(request)
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+            yield chunk
+
+    def _check_length(self, request: Request) -> None:
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise EdgeRefusal(400, "invalid_request", "Content-Length is not a number")
+            if int(declared) > self.max_body_bytes:
+                raise _too_large(self.max_body_bytes)
+
+
+def _too_large(limit: int) -> EdgeRefusal:
+    return EdgeRefusal(413, "body_too_large", f"request bodies are limited to {limit} bytes", limit_bytes=limit)
+
+
+def _check_changes_params(params: list[tuple[str, str]]) -> None:
+    query = dict(params)
+    if query.get("filter", "") not in _CHANGES_FILTERS or "selector" in query or "view" in query:
+        raise EdgeRefusal(400, "filter_not_allowed", "the edge serves _changes unfiltered or with filter=_doc_ids")
+    if query.get("feed", "normal") not in ("normal", *_FEEDS):
+        raise EdgeRefusal(400, "feed_not_allowed", "feed must be normal, longpoll or continuous")
+
+
+def _check_changes_body(body: Any) -> None:
+    if not isinstance(body, dict) or set(body) - {"doc_ids"}:
+        raise EdgeRefusal(400, "filter_not_allowed", "a _changes body may carry doc_ids only")
+    ids = body.get("doc_ids", [])
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        raise EdgeRefusal(400, "invalid_request", "doc_ids must be a list of strings")
+
+
+def _split_bulk_docs(body: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The ``_bulk_docs`` body with only the documents a device may write, and a CouchDB-style error row for
+    each refused one (PouchDB counts those as denied writes and goes on)."""
+    if not isinstance(body, dict) or not isinstance(body.get("docs"), list):
+        raise EdgeRefusal(400, "invalid_request", 'a _bulk_docs body is {"docs": [...]}')
+    allowed, refused = [], []
+    for doc in body["docs"]:
+        if not isinstance(doc, dict):
+            raise EdgeRefusal(400, "invalid_request", "every entry of docs must be a JSON object")
+        doc_id = doc.get("_id")
+        if isinstance(doc_id, str) and device_may_write(doc_id) and not doc_id.startswith("_local/"):
+            allowed.append(doc)
+        else:
+            refusal = refuse_server_owned(str(doc_id) if doc_id is not None else "(no _id)")
+            refused.append({"id": doc_id, "error": "forbidden", "reason": refusal.reason, "code": refusal.code})
+    return {**body, "docs": allowed}, refused
+
+
+async def _merge_bulk_results(upstream: httpx.Response, refused: list[dict[str, Any]]) -> Response:
+    try:
+        raw = await upstream.aread()
+    finally:
+        await upstream.aclose()
+    if upstream.status_code >= 400:
+        return Response(raw, status_code=upstream.status_code, media_type="application/json")
+    rows = json.loads(raw) if raw else []
+    return JSONResponse([*rows, *refused], status_code=upstream.status_code)
