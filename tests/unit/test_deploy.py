@@ -20,7 +20,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 KUBERNETES_VERSION = "1.33.0"
-ROLES = ("ingest", "project", "distribute", "api")
+ROLES = ("ingest", "project", "distribute", "api", "edge")
 
 
 def _dockerfile_stages() -> list[list[str]]:
@@ -81,7 +81,7 @@ def test_kustomize_overlays_render_and_validate_against_the_kubernetes_schemas(o
     assert ("NetworkPolicy", "default-deny") in kinds
 
     deployments = [d for d in docs if d["kind"] == "Deployment"]
-    assert {d["metadata"]["name"] for d in deployments} >= {"sync-ingest", "sync-project", "sync-api"}
+    assert {d["metadata"]["name"] for d in deployments} >= {"sync-ingest", "sync-project", "sync-api", "sync-edge"}
     for deployment in deployments:
         pod = deployment["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
@@ -90,14 +90,15 @@ def test_kustomize_overlays_render_and_validate_against_the_kubernetes_schemas(o
         assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
         assert {"cpu", "memory"} <= set(container["resources"]["requests"]) <= set(container["resources"]["limits"])
         env = {e["name"]: e for e in container["env"]}
-        for secret in ("SYNC_COUCH_PASSWORD", "SYNC_ADMIN_TOKEN"):
+        edge = deployment["metadata"]["name"] == "sync-edge"  # signs device tokens, needs no admin token
+        for secret in ("SYNC_COUCH_PASSWORD", "SYNC_EDGE_TOKEN_SECRET" if edge else "SYNC_ADMIN_TOKEN"):
             assert "value" not in env[secret] and env[secret]["valueFrom"]["secretKeyRef"]["name"].startswith(
                 "sync-secrets"
             )
         assert "sync-gateway" in container["image"]
 
 
-def test_devices_reach_only_the_api_port() -> None:
+def test_devices_reach_only_the_edge_and_people_only_the_api() -> None:
     docs = _render("prod")
     policies = {d["metadata"]["name"]: d["spec"] for d in docs if d["kind"] == "NetworkPolicy"}
     assert policies["default-deny"] == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
@@ -111,13 +112,17 @@ def test_devices_reach_only_the_api_port() -> None:
             for peer in rule.get("from", [])
         )
     ]
-    assert len(from_ingress) == 1
-    name, rule = from_ingress[0]
-    assert policies[name]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "api"
-    assert rule["ports"] == [{"protocol": "TCP", "port": 8000}]
+    reachable = {
+        policies[name]["podSelector"]["matchLabels"]["app.kubernetes.io/component"]: rule["ports"]
+        for name, rule in from_ingress
+    }
+    assert reachable == {"api": [{"protocol": "TCP", "port": 8000}], "edge": [{"protocol": "TCP", "port": 8100}]}
     ingress = next(d for d in docs if d["kind"] == "Ingress")
-    paths = {p["path"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
-    assert paths == {"/sync", "/api", "/review"}  # not /metrics, /health or /docs
+    backends = {
+        p["path"]: p["backend"]["service"]["name"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]
+    }
+    # not /metrics, /health or /docs; device replication goes to the edge, people's pages to the api
+    assert backends == {"/sync": "sync-edge", "/api": "sync-api", "/review": "sync-api"}
     couch_ingress = policies["couchdb"]["ingress"]
     assert all("namespaceSelector" not in peer for rule in couch_ingress for peer in rule["from"])
 
