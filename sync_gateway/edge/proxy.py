@@ -18,6 +18,7 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from sync_gateway import jsontext
 from sync_gateway.edge.errors import EdgeRefusal
 from sync_gateway.edge.feeds import OpenFeeds, until_closed
 from sync_gateway.edge.multipart import multipart_to_json
@@ -73,6 +74,10 @@ class CouchPassThrough:
                         return JSONResponse(refused, status_code=201)
                 elif route.kind == "changes":
                     _check_changes_body(body)
+                else:
+                    problem = unstorable(body)
+                    if problem is not None:
+                        raise EdgeRefusal(400, *problem)
                 content = json.dumps(body, separators=(",", ":")).encode()
         headers = {name: request.headers[name] for name in _REQUEST_HEADERS if name in request.headers}
         headers["accept-encoding"] = "identity"
@@ -135,10 +140,12 @@ class CouchPassThrough:
         return b"".join(chunks)
 
     async def read_json(self, request: Request) -> Any:
+        """The body as JSON, at any nesting depth (parts nested too deep to keep are marked, see
+        ``unstorable``)."""
         raw = await self.read_body(request)
         try:
-            return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+            return jsontext.loads(raw)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise EdgeRefusal(400, "invalid_json", "the request body is not valid JSON") from exc
 
     async def _limited_stream(self, request: Request) -> AsyncIterator[bytes]:
@@ -189,12 +196,39 @@ def _split_bulk_docs(body: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if not isinstance(doc, dict):
             raise EdgeRefusal(400, "invalid_request", "every entry of docs must be a JSON object")
         doc_id = doc.get("_id")
-        if isinstance(doc_id, str) and device_may_write(doc_id) and not doc_id.startswith("_local/"):
-            allowed.append(doc)
-        else:
+        if not (isinstance(doc_id, str) and device_may_write(doc_id) and not doc_id.startswith("_local/")):
             refusal = refuse_server_owned(str(doc_id) if doc_id is not None else "(no _id)")
             refused.append({"id": doc_id, "error": "forbidden", "reason": refusal.reason, "code": refusal.code})
+            continue
+        problem = unstorable(doc)
+        if problem is not None:  # refused alone: CouchDB would refuse the whole request, holding back the rest
+            refused.append({"id": _printable(doc_id), "error": "forbidden", "reason": problem[1], "code": problem[0]})
+            continue
+        allowed.append(doc)
     return {**body, "docs": allowed}, refused
+
+
+_TOO_DEEP_JSON = json.dumps(jsontext.TOO_DEEP_MARKER)[1:-1]  # as JSON writes it (NUL is always escaped)
+
+
+def unstorable(value: Any) -> tuple[str, str] | None:
+    """``(code, reason)`` when ``value`` cannot be stored as it was sent: text no UTF-8 encoder takes (a lone
+    UTF-16 surrogate, which CouchDB 3 refuses for a whole request) or nesting too deep to carry. The edge never
+    alters a document, so such a one is refused."""
+    try:
+        text = json.dumps(value, ensure_ascii=False)
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "invalid_text", "the document holds text that is not valid Unicode (a lone UTF-16 surrogate)"
+    except RecursionError:
+        return "too_deep", "the document is nested too deep"
+    if _TOO_DEEP_JSON in text:
+        return "too_deep", f"the document is nested deeper than {jsontext.MAX_PARSE_DEPTH} levels"
+    return None
+
+
+def _printable(doc_id: str) -> str:
+    return doc_id.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 async def _merge_bulk_results(upstream: httpx.Response, refused: list[dict[str, Any]]) -> Response:

@@ -4,6 +4,7 @@ while the edge keeps serving other devices."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -16,11 +17,19 @@ import pytest
 
 from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import free_port
-from tests.integration.edge_helpers import device_record, edge_client, enrol_raw, provision, refusal
+from tests.integration.edge_helpers import (
+    device_record,
+    edge_client,
+    enrol_raw,
+    provision,
+    refusal,
+    server_doc_ids,
+)
 from tests.support import docs
 from tests.support.couch import CouchServer
 from tests.support.device import Device
 from tests.support.gateway import SCRIPT, GatewayProcess, running_gateway
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -194,3 +203,48 @@ def test_the_edge_role_does_not_start_without_a_token_secret(couch_server: Couch
         "error (configuration_error): the edge role needs SYNC_EDGE_TOKEN_SECRET "
         "(at least 32 characters, e.g. `openssl rand -hex 32`)"
     ]
+
+
+async def test_a_document_no_server_can_store_is_refused_alone_and_the_rest_of_the_push_goes_through(
+    gateway: GatewayProcess, api: httpx.AsyncClient
+) -> None:
+    """A lone surrogate or nesting too deep to carry: CouchDB 3 refuses a whole ``_bulk_docs`` holding such a
+    document, which would hold back the device's good work for ever. The edge refuses that document alone,
+    with a code, forwards the rest unaltered, and those are projected."""
+    await provision(api, "uma", "uma-secret-123")
+    device = await enrol_raw(gateway, "uma", "uma-secret-123")
+    good = [docs.inventory_movement("uma-phone", quantity=1), docs.service_report("uma-phone")]
+    surrogate = docs.sales_order("uma-phone", notes="__RAW__")
+    deep = docs.sales_order("uma-phone", notes="__DEEP__")
+    text = (
+        '{"docs":['
+        + ",".join(
+            [
+                json.dumps(good[0]),
+                json.dumps(surrogate).replace('"__RAW__"', '"signed \\ud83d"'),
+                json.dumps(deep).replace('"__DEEP__"', "[" * 5000 + "1" + "]" * 5000),  # past any JSON parser here
+                json.dumps(good[1]),
+            ]
+        )
+        + "]}"
+    )
+    async with edge_client(gateway, device["access_token"]) as edge:
+        response = await edge.post("/sync/_bulk_docs", content=text, headers={"Content-Type": "application/json"})
+        assert response.status_code == 201, response.text
+        rows = {row["id"]: row for row in response.json()}
+        assert rows[surrogate["_id"]]["code"] == "invalid_text"
+        assert rows[deep["_id"]]["code"] == "too_deep"
+        assert all("rev" in rows[d["_id"]] and "error" not in rows[d["_id"]] for d in good)
+        single = await edge.put(
+            f"/sync/{surrogate['_id']}",
+            content=json.dumps(surrogate).replace('"__RAW__"', '"\\udc00"'),
+            headers={"Content-Type": "application/json"},
+        )
+        assert refusal(single) == (400, "invalid_text")
+        assert (await edge.get("/sync/")).status_code == 200  # the edge serves on
+    db = user_db_name("uma")
+    assert await server_doc_ids(gateway, db) >= {d["_id"] for d in good}
+    assert not {surrogate["_id"], deep["_id"]} & await server_doc_ids(gateway, db)
+    await wait_until(
+        lambda: gateway.projected_receipts(db), lambda n: n == 2, timeout=60, what="the good documents projected"
+    )
