@@ -13,18 +13,16 @@ alive and Prometheus must scrape it. So each process can open this small port (o
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from sync_gateway import metrics
+from sync_gateway.http_server import quiet_server
 
 if TYPE_CHECKING:
     from sync_gateway.config import Settings
@@ -72,23 +70,7 @@ def create_health_app(gateway: Gateway) -> Starlette:
 
 async def serve_health(gateway: Gateway) -> None:
     """Serve the health port until cancelled."""
-    config = uvicorn.Config(
-        create_health_app(gateway),
-        host=gateway.settings.health_host,
-        port=gateway.settings.health_port,
-        log_level="warning",
-        access_log=False,
-        lifespan="off",
-    )
-    await _QuietServer(config).serve()
-
-
-class _QuietServer(uvicorn.Server):
-    """uvicorn without its own signal handling: SIGTERM is the gateway's to handle (it stops this loop too)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
+    await quiet_server(create_health_app(gateway), gateway.settings.health_host, gateway.settings.health_port).serve()
 
 
 def probe(settings: Settings, role: str | None = None, timeout: float = 3.0) -> tuple[bool, str]:

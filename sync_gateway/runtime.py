@@ -33,6 +33,7 @@ from sync_gateway.edge.devices import DeviceRegistry, device_policy_document
 from sync_gateway.edge.service import Edge
 from sync_gateway.eventlog.store import EventLog
 from sync_gateway.health import serve_health
+from sync_gateway.http_server import quiet_server
 from sync_gateway.ingest.business import BusinessRules
 from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.ingest.worker import IngestWorker
@@ -183,28 +184,13 @@ class Gateway:
             if "api" in self.settings.roles:
                 from sync_gateway.api.app import create_app
 
-                config = uvicorn.Config(
-                    create_app(self),
-                    host=self.settings.api_host,
-                    port=self.settings.api_port,
-                    log_level="warning",
-                    access_log=False,
-                    lifespan="off",
-                )
-                self._api_server = _ApiServer(config)
+                self._api_server = quiet_server(create_app(self), self.settings.api_host, self.settings.api_port)
                 self._api_task = asyncio.create_task(self._api_server.serve(), name="api")
             if self.edge is not None:
                 from sync_gateway.edge.app import create_edge_app
 
-                edge_config = uvicorn.Config(
-                    create_edge_app(self.edge),
-                    host=self.settings.edge_host,
-                    port=self.settings.edge_port,
-                    log_level="warning",
-                    access_log=False,
-                    lifespan="off",
-                )
-                self._edge_server = _ApiServer(edge_config)
+                edge_app = create_edge_app(self.edge)
+                self._edge_server = quiet_server(edge_app, self.settings.edge_host, self.settings.edge_port)
                 self._edge_task = asyncio.create_task(self._edge_server.serve(), name="edge")
             log.info("gateway.started", roles=self.settings.roles, connector=self.settings.connector)
             stopping = asyncio.create_task(stop.wait())
@@ -307,14 +293,6 @@ class Gateway:
             role = "ingest" if name.startswith("ingest:") else name
             alive[role] = alive.get(role, True) and ok
         return alive
-
-
-class _ApiServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the gateway stops the server with everything else."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @contextlib.contextmanager

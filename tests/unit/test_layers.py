@@ -10,7 +10,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # bottom to top; a module may import its own layer and the ones before it
 LAYERS: list[set[str]] = [
-    {"errors", "retry", "jsontext", "resources", "logging", "config", "contracts", "__init__", "metrics"},
+    {
+        "errors",
+        "retry",
+        "jsontext",
+        "resources",
+        "logging",
+        "config",
+        "contracts",
+        "__init__",
+        "metrics",
+        "http_server",
+    },
     {"couch", "supervisor", "diff", "profiles", "rules", "plugins"},
     {"dbsecurity", "eventlog", "receipts", "users", "quarantine", "audit", "accounts"},
     {"conflicts", "review"},
