@@ -35,7 +35,6 @@ from sync_gateway.eventlog.store import EventLog
 from sync_gateway.health import serve_health
 from sync_gateway.http_server import quiet_server
 from sync_gateway.ingest.business import BusinessRules
-from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.ingest.worker import IngestWorker
 from sync_gateway.plugins import load_connector, load_handlers
 from sync_gateway.project.deadletters import DeadLetters
@@ -45,6 +44,7 @@ from sync_gateway.receipts import ReceiptStore
 from sync_gateway.review.queue import ReviewQueue
 from sync_gateway.supervisor import Supervisor
 from sync_gateway.users import UserRegistry
+from sync_gateway.validation.documents import DocumentValidator
 
 log = structlog.get_logger(__name__)
 

@@ -11,8 +11,8 @@ from sync_gateway.api.auth import AuditDep, require_admin
 from sync_gateway.api.status import user_sync_status
 from sync_gateway.errors import InvalidRequest, NotFound
 from sync_gateway.eventlog.store import public_event
-from sync_gateway.ingest.boundary import is_valid_text
 from sync_gateway.runtime import Gateway
+from sync_gateway.validation.boundary import is_valid_text
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
 

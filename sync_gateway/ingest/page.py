@@ -33,10 +33,10 @@ from sync_gateway.contracts import TRANSACTION_TYPES, Attachment, Conflict, Even
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import CouchError
 from sync_gateway.eventlog.store import EventLog, event_id_for, event_to_doc
-from sync_gateway.ingest.boundary import STRUCTURAL_CODES
 from sync_gateway.ingest.business import REVIEWABLE, BusinessRules
-from sync_gateway.ingest.validation import DocumentValidator, Reason
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
+from sync_gateway.validation.boundary import STRUCTURAL_CODES
+from sync_gateway.validation.documents import DocumentValidator, Reason
 
 log = structlog.get_logger(__name__)
 

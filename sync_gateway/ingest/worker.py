@@ -27,12 +27,12 @@ from sync_gateway.errors import is_outage
 from sync_gateway.eventlog.store import EventLog, event_id_for
 from sync_gateway.ingest.business import BusinessRules
 from sync_gateway.ingest.page import PageIngest
-from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.ingest.wakeups import Wakeups
 from sync_gateway.quarantine import INTERNAL_ERROR, Quarantine
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
 from sync_gateway.supervisor import Supervisor
 from sync_gateway.users import UserRegistry
+from sync_gateway.validation.documents import DocumentValidator
 
 log = structlog.get_logger(__name__)
 

@@ -38,8 +38,8 @@ from sync_gateway.contracts import Conflict
 from sync_gateway.couch.client import CouchClient, doc_path
 from sync_gateway.diff import ATTACHMENTS, attachment_stubs, winner_attachments
 from sync_gateway.errors import CouchError, InvalidRequest, NotFound, RevisionConflict, StateConflict, SyncGatewayError
-from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.review.winner import build_winner, check_winner
+from sync_gateway.validation.documents import DocumentValidator
 
 log = structlog.get_logger(__name__)
 

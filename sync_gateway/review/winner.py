@@ -30,7 +30,7 @@ from sync_gateway.diff import (
     winner_attachments,
 )
 from sync_gateway.errors import InvalidRequest, SchemaValidationError
-from sync_gateway.ingest.validation import DocumentValidator
+from sync_gateway.validation.documents import DocumentValidator
 
 JSON = Any
 BOOKKEEPING: tuple[str, ...] = ("updated_at", "device_id")

@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
         "metrics",
         "http_server",
     },
-    {"couch", "supervisor", "diff", "profiles", "rules", "plugins"},
+    {"couch", "supervisor", "diff", "profiles", "rules", "plugins", "validation"},
     {"dbsecurity", "eventlog", "receipts", "users", "quarantine", "audit", "accounts"},
     {"conflicts", "review"},
     {"distribute", "project", "ingest"},
@@ -37,7 +37,6 @@ KNOWN = {
     ("api", "runtime"),  # routes take the Gateway itself: create_app(services) is still to come
     ("health", "runtime"),
     ("metrics", "runtime"),  # reads gauges off the Gateway at scrape time
-    ("review", "ingest"),  # the review queue validates winners with ingest's DocumentValidator
     ("cli", "erp_connectors"),  # `sync-gateway dev` seeds the embedded staging ERP
 }
 

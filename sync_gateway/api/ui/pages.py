@@ -20,9 +20,9 @@ from sync_gateway import errors as e
 from sync_gateway.api.errors import status_for
 from sync_gateway.api.review_routes import item_with_diff, review_queue
 from sync_gateway.api.ui import session as sessions
-from sync_gateway.ingest.boundary import printable
 from sync_gateway.review.queue import KINDS, STATUSES, ApplierUnavailable, ReviewQueue
 from sync_gateway.review.winner import BOOKKEEPING, clean_doc, latest_version, version_docs
+from sync_gateway.validation.boundary import printable
 
 HERE = Path(__file__).resolve().parent
 STATIC_DIR = HERE / "static"

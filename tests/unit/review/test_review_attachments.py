@@ -15,9 +15,9 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.diff import AttachmentConflict, FieldPickError
 from sync_gateway.errors import SchemaValidationError, StateConflict
 from sync_gateway.eventlog.store import EventLog
-from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.review.queue import ReviewQueue
 from sync_gateway.review.winner import build_winner, check_winner
+from sync_gateway.validation.documents import DocumentValidator
 from tests.unit.conflicts.fake_userdb import USER_DB, FakeUserDb, stub
 from tests.unit.conflicts.test_conflict_attachments import BASE, DOC_ID, S0, S1, S2, A, B
 

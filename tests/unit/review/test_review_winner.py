@@ -8,8 +8,8 @@ import pytest
 
 from sync_gateway.diff import FieldPickError
 from sync_gateway.errors import InvalidRequest, SchemaValidationError
-from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.review.winner import build_winner, check_winner, with_bookkeeping_picks
+from sync_gateway.validation.documents import DocumentValidator
 
 DOC_ID = "service_report:0a1b2c3d4e5f"
 BASE: dict[str, Any] = {

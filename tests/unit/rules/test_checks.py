@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.rules import check_transaction
 from sync_gateway.rules.checks import format_e4, money_to_e4, percent_to_bp
+from sync_gateway.validation.documents import DocumentValidator
 from tests.support import docs
 
 CONTEXT: dict[str, Any] = {

@@ -9,9 +9,9 @@ from typing import Any
 import yaml
 
 from sync_gateway.distribute import seed
-from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.resources import DEFAULT_PROFILES_DIR
 from sync_gateway.rules.definitions import default_rule_sets
+from sync_gateway.validation.documents import DocumentValidator
 
 PROFILES = DEFAULT_PROFILES_DIR
 FINAL = {"done", "cancelled"}

@@ -15,8 +15,8 @@ from erp_connectors.staging import create_connector
 from erp_connectors.tryton.mapping import reference_of, uuid_of
 from sync_gateway import jsontext
 from sync_gateway.contracts import Event
-from sync_gateway.ingest import attachments, boundary
-from sync_gateway.ingest.validation import DocumentValidator
+from sync_gateway.validation import attachments, boundary
+from sync_gateway.validation.documents import DocumentValidator
 from tests.support import docs
 
 validator = DocumentValidator(max_doc_bytes=64 * 1024)

@@ -13,8 +13,8 @@ import pytest
 
 from sync_gateway.contracts import Conflict, Resolution, Version
 from sync_gateway.ingest.page import PageIngest, is_candidate
-from sync_gateway.ingest.validation import DocumentValidator
 from sync_gateway.receipts import ReceiptUpdate
+from sync_gateway.validation.documents import DocumentValidator
 from tests.support import docs
 
 DB, USER = "userdb-6b6169", "kai"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sync_gateway.ingest.validation import DocumentValidator
+from sync_gateway.validation.documents import DocumentValidator
 from tests.support import docs
 
 validator = DocumentValidator(max_doc_bytes=10_000)

@@ -17,8 +17,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 
 from sync_gateway.contracts import TRANSACTION_TYPES
-from sync_gateway.ingest import attachments, boundary
 from sync_gateway.resources import SCHEMA_DIR
+from sync_gateway.validation import attachments, boundary
 
 DEFAULT_SCHEMA_DIR = SCHEMA_DIR
 

@@ -11,7 +11,7 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from sync_gateway.ingest.boundary import Violation, is_valid_text
+from sync_gateway.validation.boundary import Violation, is_valid_text
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _IEND = struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND") & 0xFFFFFFFF)
