@@ -10,11 +10,11 @@ value is an object in the ancestor and in every version (``contact.phone``). Fie
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
 from sync_gateway.contracts import JSON, Conflict, Resolution, Version
+from sync_gateway.contracts import canonical_json as contracts_canonical_json
 
 from . import hlc
 
@@ -49,10 +49,10 @@ MISSING: Final = _Missing()
 
 
 def canonical_json(value: JSON) -> str:
-    """One string per JSON value: sorted keys, no whitespace. ``true`` and ``1`` stay different."""
+    """One string per JSON value (the contracts' canonical form), and one for a missing field."""
     if value is MISSING:
         return "\x00missing"
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return contracts_canonical_json(value)
 
 
 def rev_key(rev: str) -> tuple[int, str]:

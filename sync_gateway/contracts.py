@@ -22,8 +22,10 @@ from sync_gateway.errors import (
     PermanentConnectorError,
     TransientConnectorError,
 )
+from sync_gateway.jsontext import canonical as canonical_json
 
 __all__ = [
+    "CURRENT_REV",
     "JSON",
     "TRANSACTION_TYPES",
     "Attachment",
@@ -42,7 +44,11 @@ __all__ = [
     "Resolution",
     "TransientConnectorError",
     "Version",
+    "canonical_json",
 ]
+
+CURRENT_REV = "current"
+"""The ``rev`` a stale-base conflict gives the ERP's current values, which are no revision of the document."""
 
 JSON = Any
 

@@ -19,12 +19,12 @@ winner that names none itself (a handler's winner, a reviewer's edited document)
 from __future__ import annotations
 
 import copy
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from sync_gateway.errors import InvalidRequest
+from sync_gateway.jsontext import canonical
 
 JSON = Any
 Doc = Mapping[str, JSON]
@@ -118,7 +118,7 @@ def attachment_stubs(doc: Doc | None) -> dict[str, dict[str, JSON]]:
 def _canonical(value: JSON) -> str:
     if value is ABSENT:
         return "\x00absent"
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return canonical(value)
 
 
 def _fields(doc: Doc | None) -> dict[str, JSON]:

@@ -34,6 +34,12 @@ def loads(data: bytes | str) -> Any:
         return json.loads(cap_depth(text, MAX_PARSE_DEPTH))
 
 
+def canonical(value: Any) -> str:
+    """One string per JSON value, for comparing and hashing: sorted keys, no whitespace, non-ASCII kept
+    (``true`` and ``1`` stay different; anything that is no JSON value is written as its ``str``)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON that is always encodable as UTF-8 (non-ASCII characters escaped)."""
     return json.dumps(value, separators=(",", ":"), ensure_ascii=True)

@@ -27,6 +27,7 @@ import structlog
 
 from sync_gateway.conflicts.apply import ConflictApplier, append_resolution_event, resolution_event_id
 from sync_gateway.conflicts.stale import rebase
+from sync_gateway.contracts import CURRENT_REV
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import InvalidRequest, StateConflict
 from sync_gateway.eventlog.store import EventLog, event_id_for
@@ -35,7 +36,6 @@ from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
 log = structlog.get_logger(__name__)
 
 Record = Mapping[str, Any]
-CURRENT_REV = "current"
 
 
 def _content(doc: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -36,6 +36,7 @@ from sync_gateway.couch.client import CouchClient, Seq
 from sync_gateway.couch.follower import Follower
 from sync_gateway.distribute.mirror import is_master_id
 from sync_gateway.errors import CouchError, DocumentNotFound
+from sync_gateway.jsontext import canonical as canonical_json
 from sync_gateway.profiles import (
     Evaluation,
     Planned,
@@ -46,7 +47,7 @@ from sync_gateway.profiles import (
     planned_copy,
     profile_config_doc,
 )
-from sync_gateway.profiles.model import EntityRule, canonical_json
+from sync_gateway.profiles.model import EntityRule
 from sync_gateway.quarantine import Quarantine
 
 log = structlog.get_logger(__name__)

@@ -12,8 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sync_gateway.jsontext import canonical as canonical_json
 from sync_gateway.profiles.index import ProfileIndex
-from sync_gateway.profiles.model import EntityRule, canonical_json, content_digest
+from sync_gateway.profiles.model import EntityRule, content_digest
 
 #: Above this many users an evaluation asks the index instead of testing each user.
 _INDEX_THRESHOLD = 8

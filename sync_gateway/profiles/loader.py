@@ -16,13 +16,13 @@ from typing import Any
 import yaml
 
 from sync_gateway.errors import ConfigurationError
+from sync_gateway.jsontext import canonical as canonical_json
 from sync_gateway.profiles.model import (
     DIRECTIONS,
     EntityRule,
     Profile,
     ProfileSet,
     Related,
-    canonical_json,
 )
 from sync_gateway.profiles.selector import SelectorSyntaxError, compile_selector
 

@@ -9,11 +9,11 @@ fields to include or strip; the direction; a row limit.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sync_gateway.jsontext import canonical as canonical_json
 from sync_gateway.profiles.selector import MISSING, Selector, field_value
 
 Direction = Literal["download", "upload", "both"]
@@ -24,10 +24,6 @@ DIRECTIONS: tuple[Direction, ...] = ("download", "upload", "both")
 ALWAYS_KEPT = ("_id", "type", "erp_version")
 #: Mirror bookkeeping never shipped to devices.
 NEVER_SHIPPED = ("_rev", "_conflicts", "_deleted_conflicts", "_revisions", "mirrored_at")
-
-
-def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def content_digest(doc: Mapping[str, Any]) -> str:

@@ -34,7 +34,7 @@ from typing import Any
 
 import structlog
 
-from sync_gateway.contracts import Conflict
+from sync_gateway.contracts import CURRENT_REV, Conflict
 from sync_gateway.couch.client import CouchClient, doc_path
 from sync_gateway.diff import ATTACHMENTS, attachment_stubs, winner_attachments
 from sync_gateway.errors import CouchError, InvalidRequest, NotFound, RevisionConflict, StateConflict, SyncGatewayError
@@ -53,7 +53,6 @@ Applier = Callable[[dict[str, Any], dict[str, Any], str], Awaitable[dict[str, An
 deletes the losing leaves and appends the resolution event (``sync_gateway.conflicts.resolver``)."""
 Decliner = Callable[[dict[str, Any], str, str], Awaitable[None]]
 """``(item, by, note)``: tells the device that a rejected stale-base or business item's transaction is refused."""
-CURRENT_REV = "current"
 
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

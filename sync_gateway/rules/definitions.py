@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sync_gateway.jsontext import canonical
 from sync_gateway.resources import RULES_DIR
 from sync_gateway.rules.engine import CompiledRule, RuleError
 
@@ -58,8 +59,7 @@ class RuleSet:
     @property
     def digest(self) -> str:
         """A content hash of the definition, so writers can skip rewriting an unchanged config doc."""
-        canonical = json.dumps(self.source, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
+        return "sha256:" + hashlib.sha256(canonical(self.source).encode()).hexdigest()
 
     def evaluate(self, data: Mapping[str, Any], until: str | None = None) -> dict[str, Any]:
         """Every rule's result for ``data``, in order, stopping after ``until`` when it is given."""
