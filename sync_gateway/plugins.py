@@ -8,6 +8,7 @@ plugin under development, or a test's own), loaded and checked the same way.
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -54,18 +55,46 @@ def _direct_factory(group: str, reference: str) -> Callable[..., Any]:
     return factory  # type: ignore[no-any-return]
 
 
+_CONNECTOR_COROUTINES = ("start", "close", "push", "pull", "health")
+
+
 def load_connector(name: str, options: Mapping[str, Any]) -> ErpConnector:
-    connector = _factory(CONNECTOR_GROUP, name)(options)
-    if not isinstance(connector, ErpConnector):
-        raise PluginError(f"connector {name!r} does not implement the ErpConnector protocol")
+    connector: ErpConnector = _factory(CONNECTOR_GROUP, name)(options)
+    check_connector(name, connector)
     return connector
 
 
+def check_connector(name: str, connector: object) -> None:
+    """What registration can check before the first call: the protocol, every method a coroutine function
+    (the projector awaits them), and the name it reports matching the name it was registered under."""
+    if not isinstance(connector, ErpConnector):
+        raise PluginError(f"connector {name!r} does not implement the ErpConnector protocol")
+    plain = [m for m in _CONNECTOR_COROUTINES if not inspect.iscoroutinefunction(getattr(connector, m))]
+    if plain:
+        raise PluginError(f"connector {name!r}: {', '.join(plain)} must be async (coroutine functions)")
+    _check_name("connector", name, connector.name)
+
+
 def load_handler(name: str) -> ConflictHandler:
-    handler = _factory(HANDLER_GROUP, name)()
+    handler: ConflictHandler = _factory(HANDLER_GROUP, name)()
+    check_handler(name, handler)
+    return handler
+
+
+def check_handler(name: str, handler: object) -> None:
+    """The protocol, a plain (synchronous, pure) ``resolve``, and the name matching its registration."""
     if not isinstance(handler, ConflictHandler):
         raise PluginError(f"conflict handler {name!r} does not implement the ConflictHandler protocol")
-    return handler
+    if inspect.iscoroutinefunction(handler.resolve) or not callable(handler.resolve):
+        raise PluginError(f"conflict handler {name!r}: resolve must be a plain function (handlers are pure), not async")
+    _check_name("conflict handler", name, handler.name)
+
+
+def _check_name(kind: str, registered: str, reported: object) -> None:
+    if ":" in registered:  # named by reference (module:factory): there is no registered name to match
+        return
+    if reported != registered:
+        raise PluginError(f"{kind} registered as {registered!r} calls itself {reported!r}; the names must match")
 
 
 def load_handlers(config: Mapping[str, str]) -> dict[str, ConflictHandler]:
