@@ -115,6 +115,16 @@ DISTRIBUTED = Counter(
     registry=REGISTRY,
 )
 
+# ---------------------------------------------------------------------------------------------- edge
+
+EDGE_REQUESTS = Counter(
+    "sync_edge_requests_total",
+    "Device requests at the edge by what they reached (the replication endpoint kind, or own: enrol, token, "
+    "wipe) and outcome (ok, upstream_4xx/5xx, or the edge's refusal code)",
+    ["kind", "outcome"],
+    registry=REGISTRY,
+)
+
 # ---------------------------------------------------------------------------------------------- runtime
 
 LOOP_ALIVE = Gauge("sync_loop_alive", "1 while a worker loop of this process runs", ["loop"], registry=REGISTRY)

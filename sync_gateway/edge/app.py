@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route as HttpRoute
 
-from sync_gateway import __version__
+from sync_gateway import __version__, metrics
 from sync_gateway.edge.devices import refuse_inactive
 from sync_gateway.edge.errors import EdgeRefusal
 from sync_gateway.edge.routes import UPLOAD_KINDS, classify, own_endpoint
@@ -35,16 +35,22 @@ def create_edge_app(edge: Edge) -> Starlette:
 
     async def sync(request: Request) -> Response:
         raw_path = request.scope.get("raw_path", request.url.path.encode()).decode("latin-1").split("?", 1)[0]
+        kind = _kind_of(request.method, raw_path)
         try:
-            return await _handle(edge, request, raw_path)
+            response = await _handle(edge, request, raw_path)
         except EdgeRefusal as refusal:
             if refusal.status >= 500:
                 log.warning("edge.refused", code=refusal.code, status=refusal.status)
+            metrics.EDGE_REQUESTS.labels(kind, refusal.code).inc()
             return JSONResponse(refusal.body(), status_code=refusal.status, headers=refusal.headers())
         except CouchError as exc:  # the registry could not be read or written: the device retries later
             log.warning("edge.registry_unavailable", error=str(exc))
+            metrics.EDGE_REQUESTS.labels(kind, "upstream_unavailable").inc()
             unavailable = EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later")
             return JSONResponse(unavailable.body(), status_code=503, headers={"Retry-After": "5"})
+        status = response.status_code
+        metrics.EDGE_REQUESTS.labels(kind, "ok" if status < 400 else f"upstream_{status // 100}xx").inc()
+        return response
 
     routes = [
         HttpRoute("/", root, methods=["GET", "HEAD"]),
@@ -64,6 +70,17 @@ def create_edge_app(edge: Edge) -> Starlette:
             )
         )
     return Starlette(routes=routes, middleware=middleware)
+
+
+def _kind_of(method: str, raw_path: str) -> str:
+    """A bounded label for a request: ``enrol``, ``token``, ``wipe`` or the replication endpoint's kind."""
+    own = own_endpoint(raw_path)
+    if own is not None:
+        return own
+    try:
+        return classify(method, raw_path).kind
+    except EdgeRefusal:
+        return "refused_path"
 
 
 async def _handle(edge: Edge, request: Request, raw_path: str) -> Response:

@@ -213,6 +213,7 @@ async def test_a_document_no_server_can_store_is_refused_alone_and_the_rest_of_t
     with a code, forwards the rest unaltered, and those are projected."""
     await provision(api, "uma", "uma-secret-123")
     device = await enrol_raw(gateway, "uma", "uma-secret-123")
+    before = await _edge_counts(api)
     good = [docs.inventory_movement("uma-phone", quantity=1), docs.service_report("uma-phone")]
     surrogate = docs.sales_order("uma-phone", notes="__RAW__")
     deep = docs.sales_order("uma-phone", notes="__DEEP__")
@@ -242,9 +243,23 @@ async def test_a_document_no_server_can_store_is_refused_alone_and_the_rest_of_t
         )
         assert refusal(single) == (400, "invalid_text")
         assert (await edge.get("/sync/")).status_code == 200  # the edge serves on
+    after = await _edge_counts(api)
+    moved = {key: after.get(key, 0) - before.get(key, 0) for key in after}
+    assert moved[("bulk_docs", "ok")] == 1 and moved[("doc", "invalid_text")] == 1 and moved[("db", "ok")] == 1
     db = user_db_name("uma")
     assert await server_doc_ids(gateway, db) >= {d["_id"] for d in good}
     assert not {surrogate["_id"], deep["_id"]} & await server_doc_ids(gateway, db)
     await wait_until(
         lambda: gateway.projected_receipts(db), lambda n: n == 2, timeout=60, what="the good documents projected"
     )
+
+
+async def _edge_counts(api: httpx.AsyncClient) -> dict[tuple[str, str], float]:
+    """``sync_edge_requests_total`` by (kind, outcome), read off ``/metrics``."""
+    text = (await api.get("/metrics")).text
+    counts: dict[tuple[str, str], float] = {}
+    for line in text.splitlines():
+        if line.startswith("sync_edge_requests_total{"):
+            labels = dict(part.split("=", 1) for part in line[line.index("{") + 1 : line.index("}")].split(","))
+            counts[(labels["kind"].strip('"'), labels["outcome"].strip('"'))] = float(line.rsplit(" ", 1)[1])
+    return counts
