@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser, review_everything_gateway
 from tests.support.device import Device
-from tests.support.gateway import GatewayProcess, running_gateway
+from tests.support.gateway import GatewayProcess
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -24,13 +24,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def review_gateway(couch_server: CouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """A gateway that sends every conflict to review, on its own system databases."""
-    with running_gateway(
-        couch_server,
-        tmp_path_factory.mktemp("review-gateway"),
-        prefix=f"rv{secrets.token_hex(2)}_",
-        extra_env={"SYNC_HANDLERS": '{"default": "manual_review"}', "SYNC_USER_SCAN_INTERVAL_S": "0.5"},
-    ) as gw:
+    with review_everything_gateway(couch_server, tmp_path_factory.mktemp("review-gateway"), "rv") as gw:
         yield gw
 
 
@@ -40,32 +34,16 @@ async def review_api(review_gateway: GatewayProcess) -> AsyncIterator[httpx.Asyn
         yield client
 
 
-class Tech:
-    """A provisioned field technician with two phones (two PouchDB databases in one device process)."""
-
-    def __init__(self, gateway: GatewayProcess, name: str, password: str) -> None:
-        self.gateway = gateway
-        self.name = name
-        self.password = password
-        self.db = user_db_name(name)
-        self.url = f"{gateway.couch.url}/{self.db}"
-
-    async def replicate(self, device: Device, phone: str, direction: str = "both") -> dict[str, Any]:
-        result = await device.replicate(phone, self.url, self.name, self.password, direction)  # type: ignore[arg-type]
-        assert result["ok"] and not result.get("errors"), result
-        return result
-
-
-async def provision(gateway: GatewayProcess, api: httpx.AsyncClient, prefix: str) -> Tech:
+async def provision(gateway: GatewayProcess, api: httpx.AsyncClient, prefix: str) -> FieldUser:
     name = f"{prefix}.{secrets.token_hex(3)}"
     password = secrets.token_urlsafe(12)
     response = await api.post("/api/users", json={"name": name, "password": password, "roles": ["field_technician"]})
     assert response.status_code == 201, response.text
-    return Tech(gateway, name, password)
+    return FieldUser(gateway, name, password)
 
 
 async def make_revision_conflict(
-    device: Device, tech: Tech, first: dict[str, Any], second: dict[str, Any]
+    device: Device, tech: FieldUser, first: dict[str, Any], second: dict[str, Any]
 ) -> dict[str, Any]:
     """Phone 1 writes a draft report, both phones get it, then each edits it offline and pushes: the user
     database ends with two leaves. Returns the common draft (with its ``_rev``)."""

@@ -16,11 +16,11 @@ from typing import Any
 import httpx
 import pytest
 
-from sync_gateway.couch.naming import user_db_name
-from sync_gateway.devserver import PouchServer
 from tests.support import docs
+from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser, review_everything_gateway
 from tests.support.device import Device
-from tests.support.gateway import GatewayProcess, running_gateway
+from tests.support.gateway import GatewayProcess
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
@@ -31,14 +31,8 @@ PHOTO = docs.signature_png(width=24, height=24, seed=4)  # a photo of the delive
 
 
 @pytest.fixture(scope="module")
-def signed_gateway(couch_server: PouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
-    """A gateway that sends every conflict to review, on its own system databases."""
-    with running_gateway(
-        couch_server,
-        tmp_path_factory.mktemp("signed-gateway"),
-        prefix=f"sd{secrets.token_hex(2)}_",
-        extra_env={"SYNC_HANDLERS": '{"default": "manual_review"}', "SYNC_USER_SCAN_INTERVAL_S": "0.5"},
-    ) as gw:
+def signed_gateway(couch_server: CouchServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    with review_everything_gateway(couch_server, tmp_path_factory.mktemp("signed-gateway"), "sd") as gw:
         yield gw
 
 
@@ -48,31 +42,16 @@ async def review_api(signed_gateway: GatewayProcess) -> AsyncIterator[httpx.Asyn
         yield client
 
 
-class Driver:
-    """A provisioned delivery driver with two phones (two PouchDB databases in one device process)."""
-
-    def __init__(self, gateway: GatewayProcess, name: str, password: str) -> None:
-        self.gateway = gateway
-        self.name = name
-        self.password = password
-        self.db = user_db_name(name)
-        self.url = f"{gateway.couch.url}/{self.db}"
-
-    async def replicate(self, device: Device, phone: str, direction: str) -> None:
-        result = await device.replicate(phone, self.url, self.name, self.password, direction)  # type: ignore[arg-type]
-        assert result["ok"] and not result.get("errors"), result
-
-
-async def provision(api: httpx.AsyncClient, gateway: GatewayProcess) -> Driver:
+async def provision(api: httpx.AsyncClient, gateway: GatewayProcess) -> FieldUser:
     name = f"dina.{secrets.token_hex(3)}"
     password = secrets.token_urlsafe(12)
     response = await api.post("/api/users", json={"name": name, "password": password, "roles": ["field_technician"]})
     assert response.status_code == 201, response.text
-    return Driver(gateway, name, password)
+    return FieldUser(gateway, name, password)
 
 
 async def signed_conflict(
-    device: Device, driver: Driver, *, resign: bool = False, photo: bool = False, disjoint: bool = False
+    device: Device, driver: FieldUser, *, resign: bool = False, photo: bool = False, disjoint: bool = False
 ) -> dict[str, Any]:
     """Phone 1 writes the signed delivery as a draft, both phones get it, then each edits it offline and
     pushes: the user database ends with two leaves. Phone 1 corrects the recipient (and with ``resign`` the
@@ -125,7 +104,7 @@ def version_of(item: dict[str, Any], device_id: str) -> int:
 
 
 async def settle_and_submit(
-    api: httpx.AsyncClient, device: Device, driver: Driver, doc_id: str, resolution: dict[str, Any]
+    api: httpx.AsyncClient, device: Device, driver: FieldUser, doc_id: str, resolution: dict[str, Any]
 ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
     """Resolve the item, let both phones converge on the winner, submit it from phone 2 and wait until both
     phones hold the projected receipt. Returns the resolved item, each phone's document (with ``_conflicts``
@@ -140,7 +119,7 @@ async def settle_and_submit(
 
 
 async def converge_and_submit(
-    device: Device, driver: Driver, doc_id: str, winner: dict[str, Any]
+    device: Device, driver: FieldUser, doc_id: str, winner: dict[str, Any]
 ) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
     """Live-sync both phones until each holds the winner (fields given by ``winner``), submit it from phone 2,
     and wait until phone 1 holds the projected receipt and the submitted revision. Returns each phone's
@@ -165,7 +144,7 @@ async def converge_and_submit(
 async def assert_settled(
     gateway: GatewayProcess,
     api: httpx.AsyncClient,
-    driver: Driver,
+    driver: FieldUser,
     doc_id: str,
     phones: dict[str, dict[str, Any]],
     receipt: dict[str, Any],
