@@ -12,9 +12,10 @@ import httpx
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from tests.integration.test_review_api import Tech, make_revision_conflict, provision, queued_item
+from tests.integration.test_review_api import make_revision_conflict, provision, queued_item
 from tests.integration.test_review_ui import browser  # noqa: F401 (a fixture)
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess
 from tests.support.oidc_issuer import OidcIssuer
@@ -59,7 +60,9 @@ async def new_account(api: httpx.AsyncClient, name: str, roles: list[str]) -> st
     return password
 
 
-async def queued_conflict(gw: GatewayProcess, api: httpx.AsyncClient, prefix: str) -> tuple[Tech, dict[str, object]]:
+async def queued_conflict(
+    gw: GatewayProcess, api: httpx.AsyncClient, prefix: str
+) -> tuple[FieldUser, dict[str, object]]:
     tech = await provision(gw, api, prefix)
     async with Device() as device:
         draft = await make_revision_conflict(device, tech, {"hours": 1.0}, {"hours": 5.0})
