@@ -55,6 +55,18 @@ def _checked(session: sessions.Session | None, form: dict[str, list[str]], reque
     return session is not None and sessions.same_origin(request) and sessions.csrf_ok(session, _one(form, "csrf"))
 
 
+async def _signed_form(request: Request) -> tuple[sessions.Session, dict[str, list[str]]] | Response:
+    """The session and form of a page POST, or the answer when there is no session (to the sign-in page) or
+    the form fails the CSRF and origin checks (stale form)."""
+    session = sessions.current(request)
+    form = await _form(request)
+    if session is None:
+        return _redirect(login_url(request))
+    if not _checked(session, form, request):
+        return _stale(request, session)
+    return session, form
+
+
 def _actor(request: Request, session: sessions.Session) -> Actor:
     return Actor(session.reviewer, "account", client_ip(request))
 
@@ -86,10 +98,10 @@ async def tokens_page(request: Request) -> Response:
 
 @router.post("/tokens")
 async def create_token(request: Request) -> Response:
-    session = sessions.current(request)
-    form = await _form(request)
-    if session is None or not _checked(session, form, request):
-        return _redirect(login_url(request)) if session is None else _stale(request, session)
+    checked = await _signed_form(request)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
     days = _one(form, "days")
     roles = [r for r in form.get("roles", []) if r in session.roles]
     name = _one(form, "name").strip()
@@ -107,10 +119,10 @@ async def create_token(request: Request) -> Response:
 
 @router.post("/tokens/{token_id}/revoke")
 async def revoke_token(request: Request, token_id: str) -> Response:
-    session = sessions.current(request)
-    form = await _form(request)
-    if session is None or not _checked(session, form, request):
-        return _redirect(login_url(request)) if session is None else _stale(request, session)
+    checked = await _signed_form(request)
+    if isinstance(checked, Response):
+        return checked
+    session, _form_fields = checked
     people = _people(request)
     try:
         doc = await people.accounts.get_token(token_id)
@@ -146,10 +158,10 @@ async def accounts_page(request: Request) -> Response:
 
 @router.post("/accounts")
 async def create_account(request: Request) -> Response:
-    session = sessions.current(request)
-    form = await _form(request)
-    if session is None or not _checked(session, form, request):
-        return _redirect(login_url(request)) if session is None else _stale(request, session)
+    checked = await _signed_form(request)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
     roles = [r for r in form.get("roles", []) if r in ROLES]
     password = _one(form, "password") or None
     oidc = _one(form, "oidc") == "on"
@@ -171,10 +183,12 @@ async def create_account(request: Request) -> Response:
 
 @router.post("/accounts/{name}/{action}")
 async def account_action(request: Request, name: str, action: str) -> Response:
-    session = sessions.current(request)
-    form = await _form(request)
-    if session is None or not _checked(session, form, request) or action not in ACCOUNT_ACTIONS:
-        return _redirect(login_url(request)) if session is None else _stale(request, session)
+    checked = await _signed_form(request)
+    if isinstance(checked, Response):
+        return checked
+    session, form = checked
+    if action not in ACCOUNT_ACTIONS:
+        return _stale(request, session)
     people = _people(request)
     try:
         if (
