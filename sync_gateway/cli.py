@@ -99,9 +99,7 @@ async def _connectors_check(settings: Settings, name: str) -> int:
         health = await connector.health()
         if not health.ok:
             problems.append(health.detail)
-        check = getattr(sys.modules[type(connector).__module__.rsplit(".", 1)[0]], "check", None)
-        if check is not None:
-            problems.extend(await check(settings.connector_options))
+        problems.extend(await connector.check())
     except SyncGatewayError as exc:
         problems.append(str(exc))
     finally:
@@ -137,23 +135,19 @@ async def _profiles(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _seed_masters(staging_url: str) -> None:
-    """Load the demo master data into an empty staging database (``make run``)."""
-    from sqlalchemy import create_engine
-
-    from erp_connectors.staging import masters
+async def _seed_masters(staging_url: str) -> None:
+    """Load the demo master data into an empty staging database (``make run``), through the connector."""
+    from sync_gateway.contracts import SeedsMasterData
     from sync_gateway.distribute.seed import demo_masters
+    from sync_gateway.plugins import load_connector
 
-    if staging_url.startswith("sqlite:///"):
-        Path(staging_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(staging_url)
+    connector = load_connector("staging", {"url": staging_url})
+    await connector.start()
     try:
-        masters.create_tables(engine)
-        if masters.is_empty(engine):
-            for entity, rows in demo_masters().items():
-                masters.write(engine, entity, rows)
+        if isinstance(connector, SeedsMasterData):
+            await connector.seed_master_data(demo_masters())
     finally:
-        engine.dispose()
+        await connector.close()
 
 
 async def _run(settings: Settings) -> int:
@@ -221,7 +215,7 @@ async def _dev(args: argparse.Namespace) -> int:
             edge_token_secret=SecretStr(secret["edge_token_secret"]),
             connector_options={"url": f"sqlite:///{data_dir / 'staging.db'}"},
         )
-        _seed_masters(f"sqlite:///{data_dir / 'staging.db'}")
+        await _seed_masters(f"sqlite:///{data_dir / 'staging.db'}")
         couch, registry = await _with_registry(settings)
         try:
             await registry.provision(

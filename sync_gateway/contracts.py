@@ -42,6 +42,7 @@ __all__ = [
     "PullBatch",
     "PushOutcome",
     "Resolution",
+    "SeedsMasterData",
     "TransientConnectorError",
     "Version",
     "canonical_json",
@@ -142,7 +143,11 @@ class ErpConnector(Protocol):
 
     ``push`` must be idempotent per ``event_id``: pushing an event the ERP already holds returns ``ok``
     with the existing reference and creates nothing. A failure of the whole batch (ERP down) may be raised
-    as ``TransientConnectorError``; a failure of single events is reported in their ``PushOutcome``.
+    as ``TransientConnectorError``; a failure of single events is reported in their ``PushOutcome``, and
+    never fails the other events of the batch. ``pull`` returns master data changed since ``cursor``; pulling
+    again from the returned cursor misses nothing. ``check`` (``sync-gateway connectors check NAME``) lists
+    what the configuration or the ERP lacks, one precise sentence each; an empty list means ready.
+    The contract suite ``tests/contract/test_erp_connectors.py`` holds every connector to this.
     """
 
     name: str
@@ -156,6 +161,17 @@ class ErpConnector(Protocol):
     async def pull(self, cursor: str | None, limit: int) -> PullBatch: ...
 
     async def health(self) -> Health: ...
+
+    async def check(self) -> Sequence[str]: ...
+
+
+@runtime_checkable
+class SeedsMasterData(Protocol):
+    """Optional: a connector whose ERP can be loaded with master rows (the embedded demo stack of
+    ``sync-gateway dev``). ``rows`` maps an entity (``product``, ``customer``, ...) to its rows; an ERP that
+    already holds master data is left alone. Returns whether anything was loaded."""
+
+    async def seed_master_data(self, rows: Mapping[str, Sequence[Mapping[str, JSON]]]) -> bool: ...
 
 
 # ---------------------------------------------------------------------------------------------- conflicts

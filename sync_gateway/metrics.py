@@ -13,17 +13,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST as CONTENT_TYPE
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from sync_gateway.contracts import TRANSACTION_TYPES, Event, PushOutcome
-
-if TYPE_CHECKING:
-    from sync_gateway.runtime import Gateway
 
 __all__ = ["CONTENT_TYPE", "REGISTRY", "couch_endpoint", "render"]
 
@@ -287,37 +283,27 @@ _REVIEW_REFRESH_S = 10.0
 _review_read_at = 0.0
 
 
-async def refresh(gateway: Gateway) -> None:
-    """Read the values that are state, not events: loops alive, ingest lag, review queue depth."""
+async def refresh(
+    *,
+    roles: Sequence[str],
+    loops: Mapping[str, bool],
+    ingest_lags: Iterable[float] | None = None,
+    review_depth: Callable[[], Awaitable[Mapping[str, int]]] | None = None,
+) -> None:
+    """Set the values that are state, not events: loops alive, ingest lag (when the process ingests), and the
+    review queue depth (read through ``review_depth`` at most every 10 s)."""
     global _review_read_at
-    BUILD_INFO.labels(_version(), ",".join(gateway.settings.roles)).set(1)
-    for loop, alive in gateway.workers_alive().items():
+    BUILD_INFO.labels(_version(), ",".join(roles)).set(1)
+    for loop, alive in loops.items():
         LOOP_ALIVE.labels(loop).set(1 if alive else 0)
         LOOP_RESTARTS.labels(loop_label(loop))  # every loop's series exists, at 0 until a crash
-    if gateway.ingest is not None:
-        now = time.time()
-        set_ingest_lag(
-            0.0 if f.caught_up else max(0.0, now - f.caught_up_at) for f in list(gateway.ingest.followers.values())
-        )
-    if "api" in gateway.settings.roles and time.monotonic() - _review_read_at >= _REVIEW_REFRESH_S:
+    if ingest_lags is not None:
+        set_ingest_lag(ingest_lags)
+    if review_depth is not None and time.monotonic() - _review_read_at >= _REVIEW_REFRESH_S:
         _review_read_at = time.monotonic()
-        depth = await _review_depth(gateway)
+        depth = await review_depth()
         for kind in ("revision", "stale_base", "business", "dead_letter", "quarantine"):
             REVIEW_QUEUE_DEPTH.labels(kind).set(depth.get(kind, 0))
-
-
-async def _review_depth(gateway: Gateway) -> Tally[str]:
-    rows: list[dict[str, Any]] = await gateway.api_couch.all_docs(gateway.settings.db("conflicts"), include_docs=True)
-    depth: Tally[str] = Tally()
-    for row in rows:
-        doc = row.get("doc") or {}
-        if doc.get("kind") == "conflict" and doc.get("status") in ("open", "claimed"):
-            depth[str(doc.get("conflict_kind"))] += 1
-        elif doc.get("kind") == "dead_letter" and doc.get("status") in ("open", "retry_requested"):
-            depth["dead_letter"] += 1
-        elif doc.get("kind") == "quarantine" and doc.get("status") == "open":
-            depth["quarantine"] += 1
-    return depth
 
 
 def render() -> bytes:

@@ -55,7 +55,7 @@ def _direct_factory(group: str, reference: str) -> Callable[..., Any]:
     return factory  # type: ignore[no-any-return]
 
 
-_CONNECTOR_COROUTINES = ("start", "close", "push", "pull", "health")
+_CONNECTOR_COROUTINES = ("start", "close", "push", "pull", "health", "check")
 
 
 def load_connector(name: str, options: Mapping[str, Any]) -> ErpConnector:
@@ -65,8 +65,8 @@ def load_connector(name: str, options: Mapping[str, Any]) -> ErpConnector:
 
 
 def check_connector(name: str, connector: object) -> None:
-    """What registration can check before the first call: the protocol, every method a coroutine function
-    (the projector awaits them), and the name it reports matching the name it was registered under."""
+    """What registration can check before the first call: the protocol (``check`` included), every method a
+    coroutine function (the projector awaits them), and the name it reports matching its registration."""
     if not isinstance(connector, ErpConnector):
         raise PluginError(f"connector {name!r} does not implement the ErpConnector protocol")
     plain = [m for m in _CONNECTOR_COROUTINES if not inspect.iscoroutinefunction(getattr(connector, m))]

@@ -18,6 +18,8 @@ import structlog
 import uvicorn
 
 from sync_gateway.accounts.people import People
+from sync_gateway.api.app import create_app
+from sync_gateway.api.services import ApiServices
 from sync_gateway.config import Settings
 from sync_gateway.conflicts.pipeline import ConflictPipeline
 from sync_gateway.conflicts.resolver import Resolver
@@ -28,20 +30,23 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
+from sync_gateway.edge.app import create_edge_app
 from sync_gateway.edge.build import build_edge
 from sync_gateway.edge.devices import DeviceRegistry, device_policy_document
 from sync_gateway.edge.service import Edge
 from sync_gateway.eventlog.store import EventLog
-from sync_gateway.health import serve_health
+from sync_gateway.health import ProcessView, serve_health
 from sync_gateway.http_server import quiet_server
 from sync_gateway.ingest.business import BusinessRules
 from sync_gateway.ingest.worker import IngestWorker
 from sync_gateway.plugins import load_connector, load_handlers
+from sync_gateway.profiles import load_profiles
 from sync_gateway.project.deadletters import DeadLetters
 from sync_gateway.project.worker import Projector
 from sync_gateway.quarantine import Quarantine
 from sync_gateway.receipts import ReceiptStore
 from sync_gateway.review.queue import ReviewQueue
+from sync_gateway.rules import config_documents
 from sync_gateway.supervisor import Supervisor
 from sync_gateway.users import UserRegistry
 from sync_gateway.validation.documents import DocumentValidator
@@ -152,9 +157,6 @@ class Gateway:
                 self.couch, self.connector, s.db("mirror"), worker_checkpoints, interval=s.pull_interval_s
             )
         if "distribute" in s.roles:
-            from sync_gateway.profiles import load_profiles
-            from sync_gateway.rules import config_documents
-
             self.distributor = Distributor(
                 self.couch,
                 worker_checkpoints,
@@ -182,13 +184,10 @@ class Gateway:
                 self.edge = build_edge(self.settings, couch=self.api_couch, watch_couch=self.couch, wake=wake)
             self._start_loops()
             if "api" in self.settings.roles:
-                from sync_gateway.api.app import create_app
-
-                self._api_server = quiet_server(create_app(self), self.settings.api_host, self.settings.api_port)
+                app = create_app(self.api_services())
+                self._api_server = quiet_server(app, self.settings.api_host, self.settings.api_port)
                 self._api_task = asyncio.create_task(self._api_server.serve(), name="api")
             if self.edge is not None:
-                from sync_gateway.edge.app import create_edge_app
-
                 edge_app = create_edge_app(self.edge)
                 self._edge_server = quiet_server(edge_app, self.settings.edge_host, self.settings.edge_port)
                 self._edge_task = asyncio.create_task(self._edge_server.serve(), name="edge")
@@ -234,7 +233,7 @@ class Gateway:
         if self.edge is not None:
             sup.start("edge:registry-watch", self.edge.watch_registry)
         if self.settings.health_port:  # liveness, readiness and /metrics for every role (sync_gateway.health)
-            sup.start("health", lambda: serve_health(self))
+            sup.start("health", lambda: serve_health(self.process_view()))
 
     async def stop(self) -> None:
         """Stop the API and every loop (followers save their checkpoints), then close the clients."""
@@ -265,13 +264,34 @@ class Gateway:
         await self.api_couch.close()
         log.info("gateway.stopped", seconds=round(time.monotonic() - started, 2))
 
-    async def conflict_applier(self, item: dict[str, Any], winner: dict[str, Any], by: str) -> dict[str, Any]:
-        """Apply a reviewer's resolution of a review item (called by the review queue)."""
-        return await self._resolver.apply(item, winner, by)
+    def process_view(self) -> ProcessView:
+        """What probes and /metrics read of this process (its loops, followers and CouchDB)."""
+        return ProcessView(self.settings, self.api_couch, self.supervisor, self.ingest)
 
-    async def conflict_decliner(self, item: dict[str, Any], by: str, note: str) -> None:
-        """A reviewer rejected an item: refuse its transaction where that means something (stale base, business)."""
-        await self._resolver.decline(item, by, note)
+    def api_services(self) -> ApiServices:
+        """What the admin API is handed: the stores over the API's client, and a review queue whose
+        resolutions this process applies (a reviewer's winner written, a rejection refusing its transaction)."""
+        review = ReviewQueue(
+            self.api_couch,
+            self.settings.db("conflicts"),
+            validator=self.validator,
+            applier=self._resolver.apply,
+            decliner=self._resolver.decline,
+        )
+        return ApiServices(
+            settings=self.settings,
+            couch=self.api_couch,
+            registry=self.registry,
+            people=self.people,
+            devices=self.devices,
+            events=self.events,
+            dead_letters=self.dead_letters,
+            checkpoints=self.checkpoints,
+            quarantine=self.quarantine,
+            review=review,
+            process=self.process_view(),
+            connector=self.connector,
+        )
 
     def review_queue(self) -> ReviewQueue:
         """The review queue as the ingest's conflict pipeline writes to it."""
@@ -287,12 +307,8 @@ class Gateway:
             await asyncio.sleep(self.settings.review_sweep_interval_s)
 
     def workers_alive(self) -> dict[str, bool]:
-        """Per role loop, whether it runs; the followers of every user database count as ``ingest``."""
-        alive: dict[str, bool] = {}
-        for name, ok in self.supervisor.alive().items():
-            role = "ingest" if name.startswith("ingest:") else name
-            alive[role] = alive.get(role, True) and ok
-        return alive
+        """Per role loop, whether it runs (see :meth:`ProcessView.workers_alive`)."""
+        return self.process_view().workers_alive()
 
 
 @contextlib.contextmanager

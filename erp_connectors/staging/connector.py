@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from erp_connectors.staging import masters
 from erp_connectors.staging import tables as t
-from sync_gateway.contracts import Event, Health, PullBatch, PushOutcome, TransientConnectorError
+from sync_gateway.contracts import JSON, Event, Health, PullBatch, PushOutcome, TransientConnectorError
 
 
 class _Refused(Exception):
@@ -67,6 +67,30 @@ class StagingConnector:
     def _ping(self) -> None:
         with self.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
+
+    async def check(self) -> list[str]:
+        """What the staging database lacks: it must answer and hold every staging and master table."""
+        try:
+            return await asyncio.to_thread(self._check_sync)
+        except SQLAlchemyError as exc:
+            return [f"staging database {self.url!r} unreachable: {type(exc).__name__}"]
+
+    def _check_sync(self) -> list[str]:
+        present = set(inspect(self.engine).get_table_names())
+        wanted = [*t.metadata.tables, *masters.metadata.tables]
+        missing = [name for name in wanted if name not in present]
+        return [f"staging table {name!r} is missing: start the connector once to create it" for name in missing]
+
+    async def seed_master_data(self, rows: Mapping[str, Sequence[Mapping[str, JSON]]]) -> bool:
+        """Load master rows into an empty staging database (the demo stack of ``sync-gateway dev``)."""
+        return await asyncio.to_thread(self._seed_sync, rows)
+
+    def _seed_sync(self, rows: Mapping[str, Sequence[Mapping[str, JSON]]]) -> bool:
+        if not masters.is_empty(self.engine):
+            return False
+        for entity, entity_rows in rows.items():
+            masters.write(self.engine, entity, entity_rows)
+        return True
 
     async def pull(self, cursor: str | None, limit: int) -> PullBatch:
         """Master data rows changed since ``cursor`` (see ``masters``)."""

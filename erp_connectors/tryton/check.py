@@ -17,6 +17,11 @@ async def check(options: Mapping[str, Any]) -> list[str]:
         settings = TrytonSettings.from_options(options)
     except (ConfigurationError, ValueError) as exc:
         return [str(exc)]
+    return await check_settings(settings)
+
+
+async def check_settings(settings: TrytonSettings) -> list[str]:
+    """:func:`check` for settings already parsed (``TrytonConnector.check``)."""
     client = TrytonClient(
         settings.url, settings.database, settings.user, settings.password, timeout=min(settings.timeout, 30.0)
     )

@@ -21,6 +21,7 @@ import structlog
 from sync_gateway.contracts import ConnectorError, Event, Health, PermanentConnectorError, PullBatch, PushOutcome
 
 from . import mapping
+from .check import check_settings
 from .client import TrytonClient
 from .masters import MappingError, Masters
 from .pull import pull_master_data
@@ -58,6 +59,10 @@ class TrytonConnector:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+    async def check(self) -> list[str]:
+        """Connectivity, modules and mapping (``sync-gateway connectors check tryton``)."""
+        return await check_settings(self.settings)
 
     async def health(self) -> Health:
         try:

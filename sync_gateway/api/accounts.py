@@ -7,26 +7,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from sync_gateway.api.auth import BOOTSTRAP, AuditDep, PrincipalDep, require_admin
 from sync_gateway.api.permissions import ROLES, Role
 from sync_gateway.api.routes import Text
+from sync_gateway.api.services import ServicesDep
 from sync_gateway.errors import Forbidden, InvalidRequest
-from sync_gateway.runtime import Gateway
 
 router = APIRouter(prefix="/api", tags=["accounts"], dependencies=[Depends(require_admin)])
 
 MAX_TOKEN_DAYS = 366
 
 
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
-GatewayDep = Annotated[Gateway, Depends(_gateway)]
 AccountName = Annotated[Text, Field(min_length=1, max_length=64, examples=["rita"])]
 Password = Annotated[Text, Field(min_length=10, max_length=256)]
 
@@ -61,7 +55,7 @@ class NewToken(BaseModel):
 
 
 @router.get("/me", summary="Who am I: the caller's account, roles and permissions")
-async def me(who: PrincipalDep, gw: GatewayDep) -> dict[str, Any]:
+async def me(who: PrincipalDep, gw: ServicesDep) -> dict[str, Any]:
     return {
         "name": who.name,
         "kind": who.kind,
@@ -73,12 +67,12 @@ async def me(who: PrincipalDep, gw: GatewayDep) -> dict[str, Any]:
 
 
 @router.get("/accounts", summary="Every account (no password hashes)")
-async def list_accounts(gw: GatewayDep) -> dict[str, Any]:
+async def list_accounts(gw: ServicesDep) -> dict[str, Any]:
     return {"accounts": await gw.people.accounts.list_accounts()}
 
 
 @router.post("/accounts", status_code=201, summary="Create an account; the bootstrap token may create the first admin")
-async def create_account(body: NewAccount, gw: GatewayDep, who: PrincipalDep, audit: AuditDep) -> dict[str, Any]:
+async def create_account(body: NewAccount, gw: ServicesDep, who: PrincipalDep, audit: AuditDep) -> dict[str, Any]:
     if who.name == BOOTSTRAP and not gw.settings.keep_bootstrap_token and "admin" not in body.roles:
         raise Forbidden("the bootstrap token only creates the first admin account: give it the role admin")
     if body.password is None and not body.oidc:
@@ -97,13 +91,13 @@ async def create_account(body: NewAccount, gw: GatewayDep, who: PrincipalDep, au
 
 
 @router.get("/accounts/{name}", summary="One account")
-async def get_account(name: str, gw: GatewayDep) -> dict[str, Any]:
+async def get_account(name: str, gw: ServicesDep) -> dict[str, Any]:
     return await gw.people.accounts.get(name)
 
 
 @router.patch("/accounts/{name}", summary="Change roles, password, display name; disable, enable or unlock")
 async def change_account(
-    name: str, body: AccountChange, gw: GatewayDep, who: PrincipalDep, audit: AuditDep
+    name: str, body: AccountChange, gw: ServicesDep, who: PrincipalDep, audit: AuditDep
 ) -> dict[str, Any]:
     if name == who.name and (body.disabled or (body.roles is not None and "admin" not in body.roles)):
         raise Forbidden("you cannot disable yourself or take away your own admin role; ask another admin")
@@ -121,7 +115,7 @@ async def change_account(
 
 
 @router.delete("/accounts/{name}", summary="Delete an account and revoke its tokens")
-async def delete_account(name: str, gw: GatewayDep, who: PrincipalDep, audit: AuditDep) -> dict[str, Any]:
+async def delete_account(name: str, gw: ServicesDep, who: PrincipalDep, audit: AuditDep) -> dict[str, Any]:
     if name == who.name:
         raise Forbidden("you cannot delete your own account; ask another admin")
     before = await gw.people.accounts.delete(name)
@@ -131,7 +125,7 @@ async def delete_account(name: str, gw: GatewayDep, who: PrincipalDep, audit: Au
 
 @router.get("/tokens", summary="Your personal API tokens (admins: every token, or ?owner=)")
 async def list_tokens(
-    gw: GatewayDep, who: PrincipalDep, owner: Annotated[Text | None, Query(max_length=64)] = None
+    gw: ServicesDep, who: PrincipalDep, owner: Annotated[Text | None, Query(max_length=64)] = None
 ) -> dict[str, Any]:
     if who.may("accounts.manage"):
         return {"tokens": await gw.people.accounts.list_tokens(owner)}
@@ -141,7 +135,7 @@ async def list_tokens(
 
 
 @router.post("/tokens", status_code=201, summary="Create a personal API token; its secret is shown once")
-async def create_token(body: NewToken, gw: GatewayDep, who: PrincipalDep, audit: AuditDep) -> dict[str, Any]:
+async def create_token(body: NewToken, gw: ServicesDep, who: PrincipalDep, audit: AuditDep) -> dict[str, Any]:
     owner = body.owner or who.name
     if who.kind == "bootstrap" and body.owner is None:
         raise InvalidRequest("the bootstrap token owns no account: name the token's owner", code="owner_required")
@@ -157,7 +151,7 @@ async def create_token(body: NewToken, gw: GatewayDep, who: PrincipalDep, audit:
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke a token: it is refused from the next request on")
-async def revoke_token(token_id: str, gw: GatewayDep, who: PrincipalDep, audit: AuditDep) -> dict[str, Any]:
+async def revoke_token(token_id: str, gw: ServicesDep, who: PrincipalDep, audit: AuditDep) -> dict[str, Any]:
     doc = await gw.people.accounts.get_token(token_id)
     if doc.get("owner") != who.name and not who.may("accounts.manage"):
         raise Forbidden("you may revoke only your own tokens")
@@ -168,7 +162,7 @@ async def revoke_token(token_id: str, gw: GatewayDep, who: PrincipalDep, audit: 
 
 @router.get("/audit", summary="The audit trail, newest first, filtered and keyset-paged")
 async def list_audit(
-    gw: GatewayDep,
+    gw: ServicesDep,
     actor: Annotated[Text | None, Query(max_length=64)] = None,
     action: Annotated[Text | None, Query(max_length=64, description="exact, or a prefix ending in `.`")] = None,
     target: Annotated[Text | None, Query(max_length=200)] = None,

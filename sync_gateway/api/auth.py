@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from sync_gateway.api.permissions import Principal, permission_for
+from sync_gateway.api.services import ServicesDep
 from sync_gateway.audit import Actor, AuditLog
 from sync_gateway.errors import Forbidden, NotAuthenticated
-
-if TYPE_CHECKING:
-    from sync_gateway.runtime import Gateway
 
 BOOTSTRAP = "bootstrap"
 _BOOTSTRAP_ONLY = {("POST", "/api/accounts"), ("GET", "/api/me")}
@@ -38,9 +36,8 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request, gateway: ServicesDep) -> Principal:
     """The principal behind the request's bearer credential; raises NotAuthenticated."""
-    gateway: Gateway = request.app.state.gateway
     header = request.headers.get("authorization", "")
     scheme, _, presented = header.partition(" ")
     presented = presented.strip()
@@ -69,10 +66,10 @@ async def authenticate(request: Request) -> Principal:
     return Principal(str(account["name"]), "token", roles, token_id=str(token["id"]))
 
 
-async def require_admin(request: Request) -> str:
+async def require_admin(request: Request, svc: ServicesDep) -> str:
     """FastAPI dependency of every admin API route: authenticate, then check the route's permission.
     Returns the name actions are recorded under; the principal is kept on ``request.state.principal``."""
-    principal = await authenticate(request)
+    principal = await authenticate(request, svc)
     needed = permission_for(request.method, route_path(request))
     if not principal.may(needed):
         roles = ", ".join(sorted(principal.roles)) or "no role"
@@ -117,9 +114,8 @@ class Auditor:
         await self.trail.append(self.who, action, target, before=before, after=after, detail=detail)
 
 
-async def auditor(request: Request, principal: PrincipalDep) -> Auditor:
-    gateway: Gateway = request.app.state.gateway
-    return Auditor(gateway.people.audit, actor(request, principal))
+async def auditor(request: Request, principal: PrincipalDep, svc: ServicesDep) -> Auditor:
+    return Auditor(svc.people.audit, actor(request, principal))
 
 
 AuditDep = Annotated[Auditor, Depends(auditor)]

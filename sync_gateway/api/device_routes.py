@@ -3,23 +3,15 @@ and deactivating a user (which stops all its devices)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from sync_gateway.api.auth import AuditDep, require_admin
-from sync_gateway.runtime import Gateway
+from sync_gateway.api.services import ServicesDep
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)], tags=["devices"])
-
-
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
-GatewayDep = Annotated[Gateway, Depends(_gateway)]
 
 
 class NewEnrolmentCode(BaseModel):
@@ -39,7 +31,7 @@ class WipeRequest(BaseModel):
 
 
 @router.post("/devices/enrolment-codes", status_code=201, summary="A one-time enrolment code for a named device")
-async def new_enrolment_code(body: NewEnrolmentCode, gw: GatewayDep, audit: AuditDep) -> dict[str, Any]:
+async def new_enrolment_code(body: NewEnrolmentCode, gw: ServicesDep, audit: AuditDep) -> dict[str, Any]:
     ttl = body.ttl_s or gw.settings.edge_enrol_code_ttl_s
     issued = await gw.devices.issue_code(body.user, body.device_name, ttl)
     # the code itself is a secret: the trail names who got one for which device, never the code
@@ -48,17 +40,17 @@ async def new_enrolment_code(body: NewEnrolmentCode, gw: GatewayDep, audit: Audi
 
 
 @router.get("/devices", summary="Every enrolled device with its state, last contact, push and pull")
-async def list_devices(gw: GatewayDep, user: str | None = None) -> dict[str, Any]:
+async def list_devices(gw: ServicesDep, user: str | None = None) -> dict[str, Any]:
     return {"devices": await gw.devices.list(user=user)}
 
 
 @router.get("/devices/{device_id}", summary="One device")
-async def get_device(device_id: str, gw: GatewayDep) -> dict[str, Any]:
+async def get_device(device_id: str, gw: ServicesDep) -> dict[str, Any]:
     return await gw.devices.get(device_id)
 
 
 @router.post("/devices/{device_id}/revoke", summary="Cut the device off now: feeds closed, tokens dead")
-async def revoke_device(device_id: str, gw: GatewayDep, audit: AuditDep) -> dict[str, Any]:
+async def revoke_device(device_id: str, gw: ServicesDep, audit: AuditDep) -> dict[str, Any]:
     before = await gw.devices.get(device_id)
     after = await gw.devices.revoke(device_id, reason="admin")
     await audit.record("device.revoked", f"device:{device_id}", before={"state": before.get("state")}, after=after)
@@ -66,14 +58,14 @@ async def revoke_device(device_id: str, gw: GatewayDep, audit: AuditDep) -> dict
 
 
 @router.post("/devices/{device_id}/wipe", status_code=202, summary="Ask the device to destroy its local data")
-async def wipe_device(device_id: str, body: WipeRequest, gw: GatewayDep, audit: AuditDep) -> dict[str, Any]:
+async def wipe_device(device_id: str, body: WipeRequest, gw: ServicesDep, audit: AuditDep) -> dict[str, Any]:
     after = await gw.devices.request_wipe(device_id, body.mode)
     await audit.record("device.wipe_ordered", f"device:{device_id}", after={"mode": body.mode, **after})
     return after
 
 
 @router.post("/users/{name}/deactivate", summary="Disable a user: every device of it is revoked")
-async def deactivate_user(name: str, gw: GatewayDep, audit: AuditDep) -> dict[str, Any]:
+async def deactivate_user(name: str, gw: ServicesDep, audit: AuditDep) -> dict[str, Any]:
     user = await gw.registry.set_disabled(name, True)
     revoked = await gw.devices.revoke_user(name)
     result = {"user": user, "revoked_devices": [d["device_id"] for d in revoked]}

@@ -5,34 +5,23 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from sync_gateway.api.auth import AuditDep, PrincipalDep, acting_as, require_admin
 from sync_gateway.api.errors import error_body
 from sync_gateway.api.permissions import Principal
+from sync_gateway.api.services import ServicesDep
 from sync_gateway.diff import diff_versions
 from sync_gateway.review.queue import ApplierUnavailable, ReviewQueue
 from sync_gateway.review.winner import version_docs
-from sync_gateway.runtime import Gateway
 
 router = APIRouter(prefix="/api/conflicts", tags=["conflicts"], dependencies=[Depends(require_admin)])
 
 
-def review_queue(gateway: Gateway) -> ReviewQueue:
-    """The queue over the gateway's API client, with the lead's applier when this process has one."""
-    return ReviewQueue(
-        gateway.api_couch,
-        gateway.settings.db("conflicts"),
-        validator=gateway.validator,
-        applier=getattr(gateway, "conflict_applier", None),
-        decliner=getattr(gateway, "conflict_decliner", None),
-    )
-
-
-def _queue(request: Request) -> ReviewQueue:
-    return review_queue(request.app.state.gateway)
+def _queue(svc: ServicesDep) -> ReviewQueue:
+    return svc.review
 
 
 QueueDep = Annotated[ReviewQueue, Depends(_queue)]

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
 
 from sync_gateway.api.auth import AuditDep, require_admin
+from sync_gateway.api.services import ServicesDep
 from sync_gateway.api.status import user_sync_status
 from sync_gateway.errors import InvalidRequest, NotFound
 from sync_gateway.eventlog.store import public_event
-from sync_gateway.runtime import Gateway
 from sync_gateway.validation.boundary import is_valid_text
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
-
-
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
-GatewayDep = Annotated[Gateway, Depends(_gateway)]
 
 
 def _valid_text(value: str) -> str:
@@ -58,12 +50,12 @@ class NewUser(BaseModel):
 
 
 @router.get("/users", summary="List provisioned users")
-async def list_users(gw: GatewayDep) -> dict[str, Any]:
+async def list_users(gw: ServicesDep) -> dict[str, Any]:
     return {"users": await gw.registry.list()}
 
 
 @router.post("/users", status_code=201, summary="Provision a user: database, CouchDB user, security, rules")
-async def add_user(body: NewUser, gw: GatewayDep, audit: AuditDep) -> dict[str, Any]:
+async def add_user(body: NewUser, gw: ServicesDep, audit: AuditDep) -> dict[str, Any]:
     before = await gw.registry.get_or_none(body.name)
     record = await gw.registry.provision(body.name, body.password, roles=body.roles, attributes=body.attributes)
     await audit.record("user.provisioned", f"user:{body.name}", before=before, after=record)  # never the password
@@ -83,7 +75,7 @@ class UserChange(BaseModel):
 
 
 @router.patch("/users/{name}", summary="Change a user's roles or attributes; the distributor re-evaluates its data")
-async def change_user(name: str, body: UserChange, gw: GatewayDep, audit: AuditDep) -> dict[str, Any]:
+async def change_user(name: str, body: UserChange, gw: ServicesDep, audit: AuditDep) -> dict[str, Any]:
     before = await gw.registry.get_or_none(name)
     record = await gw.registry.update(name, roles=body.roles, attributes=body.attributes)
     await audit.record("user.changed", f"user:{name}", before=before, after=record)
@@ -91,18 +83,18 @@ async def change_user(name: str, body: UserChange, gw: GatewayDep, audit: AuditD
 
 
 @router.get("/users/{name}", summary="One user's registry record")
-async def get_user(name: str, gw: GatewayDep) -> dict[str, Any]:
+async def get_user(name: str, gw: ServicesDep) -> dict[str, Any]:
     return await gw.registry.get(name)
 
 
 @router.get("/users/{name}/status", summary="Per-user sync status: last change, checkpoint lag, receipts")
-async def user_status(name: str, gw: GatewayDep) -> dict[str, Any]:
+async def user_status(name: str, gw: ServicesDep) -> dict[str, Any]:
     return await user_sync_status(gw, name)
 
 
 @router.get("/events", summary="The event log, filtered and paged (keyset cursor)")
 async def list_events(
-    gw: GatewayDep,
+    gw: ServicesDep,
     user: Annotated[Text | None, Query(max_length=64)] = None,
     type: Annotated[Text | None, Query(description="transaction type", max_length=64)] = None,
     since: Annotated[Text | None, Query(description="server time, ISO-8601, inclusive", max_length=40)] = None,
@@ -120,7 +112,7 @@ async def list_events(
 
 
 @router.get("/events/{event_id}", summary="One event")
-async def get_event(event_id: str, gw: GatewayDep) -> dict[str, Any]:
+async def get_event(event_id: str, gw: ServicesDep) -> dict[str, Any]:
     doc = await gw.events.get(event_id) if event_id.startswith("ev-") else None
     if doc is None:
         raise NotFound(f"no event {event_id!r}", code="event_not_found")
@@ -129,14 +121,14 @@ async def get_event(event_id: str, gw: GatewayDep) -> dict[str, Any]:
 
 @router.get("/dead-letters", summary="Events the ERP refused, waiting for an admin")
 async def list_dead_letters(
-    gw: GatewayDep,
+    gw: ServicesDep,
     status: Annotated[str | None, Query(pattern="^(open|retry_requested|resolved)$")] = None,
 ) -> dict[str, Any]:
     return {"dead_letters": await gw.dead_letters.list(status=status)}
 
 
 @router.get("/dead-letters/{item_id}", summary="One dead letter with its history")
-async def get_dead_letter(item_id: str, gw: GatewayDep) -> dict[str, Any]:
+async def get_dead_letter(item_id: str, gw: ServicesDep) -> dict[str, Any]:
     doc = await gw.dead_letters.get(item_id)
     return {k: v for k, v in doc.items() if not k.startswith("_")} | {"id": doc["_id"]}
 
@@ -145,7 +137,7 @@ async def get_dead_letter(item_id: str, gw: GatewayDep) -> dict[str, Any]:
     "/dead-letters/{item_id}/retry", status_code=202, summary="Ask the projector to push a dead-lettered event again"
 )
 async def retry_dead_letter(
-    item_id: str, gw: GatewayDep, admin: Annotated[str, Depends(require_admin)], audit: AuditDep
+    item_id: str, gw: ServicesDep, admin: Annotated[str, Depends(require_admin)], audit: AuditDep
 ) -> Any:
     result = await gw.dead_letters.request_retry(item_id, by=admin)
     await audit.record("deadletter.retry_requested", item_id, after=result)
@@ -154,12 +146,12 @@ async def retry_dead_letter(
 
 @router.get("/quarantine", summary="Changes a stage could not handle (a bug, not bad input), with the error")
 async def list_quarantine(
-    gw: GatewayDep,
+    gw: ServicesDep,
     status: Annotated[str | None, Query(pattern="^(open|resolved)$")] = None,
 ) -> dict[str, Any]:
     return {"quarantine": await gw.quarantine.list(status=status)}
 
 
 @router.get("/quarantine/{item_id}", summary="One quarantined change")
-async def get_quarantine_item(item_id: str, gw: GatewayDep) -> dict[str, Any]:
+async def get_quarantine_item(item_id: str, gw: ServicesDep) -> dict[str, Any]:
     return await gw.quarantine.get(item_id)

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from sync_gateway.api.services import ApiServices
 from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.couch.naming import ingest_checkpoint
 from sync_gateway.receipts import RECEIPT_PREFIX
 
-if TYPE_CHECKING:
-    from sync_gateway.runtime import Gateway
-
 _LAG_SCAN_LIMIT = 10_000
 
 
-async def user_sync_status(gw: Gateway, name: str) -> dict[str, Any]:
+async def user_sync_status(gw: ApiServices, name: str) -> dict[str, Any]:
     user = await gw.registry.get(name)
     db = str(user["db"])
-    couch = gw.api_couch
+    couch = gw.couch
     checkpoint = await gw.checkpoints.load(ingest_checkpoint(db))
     pending = await couch.changes(db, since=checkpoint, include_docs=False, limit=_LAG_SCAN_LIMIT)
     submitted: set[str] = set()
@@ -33,7 +31,7 @@ async def user_sync_status(gw: Gateway, name: str) -> dict[str, Any]:
         doc = row.get("doc") or {}
         by_status[str(doc.get("status"))] += 1
         receipted.add(str(doc.get("transaction_id")))
-    follower = gw.ingest.followers.get(db) if gw.ingest is not None else None
+    follower = gw.process.follower(db)
     last_change = follower.last_change_at if follower is not None else None
     return {
         "user": name,

@@ -37,6 +37,9 @@ class _Connector:
     async def health(self) -> Health:
         return Health(ok=True, detail="")
 
+    async def check(self) -> list[str]:
+        return []
+
 
 class _SyncPushConnector(_Connector):
     def push(self, events: Any) -> list[Any]:  # type: ignore[override]

@@ -34,7 +34,7 @@ AUDIT_FILTERS = ("actor", "action", "target", "since", "until")
 
 
 def _people(request: Request) -> People:
-    people: People = request.app.state.gateway.people
+    people: People = sessions.services_of(request).people
     return people
 
 

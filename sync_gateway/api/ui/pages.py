@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 
 from sync_gateway import errors as e
 from sync_gateway.api.errors import status_for
-from sync_gateway.api.review_routes import item_with_diff, review_queue
+from sync_gateway.api.review_routes import item_with_diff
 from sync_gateway.api.ui import session as sessions
 from sync_gateway.review.queue import KINDS, STATUSES, ApplierUnavailable, ReviewQueue
 from sync_gateway.review.winner import BOOKKEEPING, clean_doc, latest_version, version_docs
@@ -72,7 +72,7 @@ async def _form(request: Request) -> dict[str, str]:
 
 
 def _queue(request: Request) -> ReviewQueue:
-    return review_queue(request.app.state.gateway)
+    return sessions.services_of(request).review
 
 
 # sign-in and sign-out: sync_gateway.api.ui.signin

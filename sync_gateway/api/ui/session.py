@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import Request
 
+from sync_gateway.api.services import ApiServices, ServicesDep
 from sync_gateway.audit import Actor
 
 COOKIE = "review_session"
@@ -43,10 +44,22 @@ def valid_reviewer(name: str) -> bool:
     return bool(_NAME.match(name))
 
 
+def bind_services(request: Request, svc: ServicesDep) -> None:
+    """Dependency of every page router: the pages' helpers work on the request, so the services
+    ``create_app`` was given ride on it for the request's lifetime."""
+    request.state.services = svc
+
+
+def services_of(request: Request) -> ApiServices:
+    """The services bound to this request by :func:`bind_services`."""
+    svc: ApiServices = request.state.services
+    return svc
+
+
 def _key(request: Request) -> bytes:
-    gateway = request.app.state.gateway
-    token: bytes = gateway.settings.admin_token.get_secret_value().encode()
-    people = getattr(gateway, "people", None)
+    svc = services_of(request)
+    token: bytes = svc.settings.admin_token.get_secret_value().encode()
+    people = getattr(svc, "people", None)
     secret: bytes = people.session_key if people is not None else b""
     return secret + b"|" + token if secret else token
 
@@ -57,7 +70,7 @@ def _sign(key: bytes, *parts: str) -> str:
 
 def token_matches(request: Request, token: str) -> bool:
     """True when ``token`` is the configured admin token (constant time; never with no token configured)."""
-    key = request.app.state.gateway.settings.admin_token.get_secret_value().encode()
+    key = services_of(request).settings.admin_token.get_secret_value().encode()
     return bool(key) and hmac.compare_digest(token.encode(), key)
 
 
@@ -135,6 +148,6 @@ async def audit_page_action(
     session = current(request)
     name = session.reviewer if session is not None else "unknown"
     ip = request.client.host if request.client else None
-    await request.app.state.gateway.people.audit.append(
+    await services_of(request).people.audit.append(
         Actor(name, "account", ip), action, target, before=before, after=after, detail=detail
     )

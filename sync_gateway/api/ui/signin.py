@@ -53,7 +53,7 @@ class PageForbidden(Exception):
 
 
 def _people(request: Request) -> People:
-    people: People = request.app.state.gateway.people
+    people: People = sessions.services_of(request).people
     return people
 
 

@@ -11,13 +11,13 @@ from sync_gateway.api.ui import session as sessions
 
 
 def request(token: str = "admin-token", cookie: str = "", headers: dict[str, str] | None = None) -> Request:
-    gateway = SimpleNamespace(settings=SimpleNamespace(admin_token=SecretStr(token)))
-    app = SimpleNamespace(state=SimpleNamespace(gateway=gateway))
+    services = SimpleNamespace(settings=SimpleNamespace(admin_token=SecretStr(token)))
     raw = [(b"host", b"127.0.0.1:8000")]
     if cookie:
         raw.append((b"cookie", f"{sessions.COOKIE}={cookie}".encode()))
     raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
-    return Request({"type": "http", "method": "POST", "path": "/review", "headers": raw, "app": app})
+    scope = {"type": "http", "method": "POST", "path": "/review", "headers": raw, "state": {"services": services}}
+    return Request(scope)
 
 
 def test_a_session_carries_the_reviewer_and_never_the_token() -> None:
