@@ -21,11 +21,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from sync_gateway.contracts import ConflictHandlerError
+
 MAX_COUNTER = 0xFFFF
 _PATTERN = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z)-([0-9a-f]{4})-([^\x00-\x1f\x7f]+)$")
 
 
-class InvalidTimestamp(ValueError):
+class InvalidTimestamp(ConflictHandlerError, ValueError):
     """A string is not a hybrid logical clock timestamp of the documented format."""
 
 

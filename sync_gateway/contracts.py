@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 from sync_gateway.errors import (
     ConfigurationError,
@@ -26,7 +26,9 @@ from sync_gateway.jsontext import canonical as canonical_json
 
 __all__ = [
     "CURRENT_REV",
+    "EVENT_KINDS",
     "JSON",
+    "RECEIPT_STATUSES",
     "TRANSACTION_TYPES",
     "Attachment",
     "ConfigurationError",
@@ -36,11 +38,13 @@ __all__ = [
     "ConnectorError",
     "ErpConnector",
     "Event",
+    "EventKind",
     "Health",
     "MasterDoc",
     "PermanentConnectorError",
     "PullBatch",
     "PushOutcome",
+    "ReceiptStatus",
     "Resolution",
     "SeedsMasterData",
     "TransientConnectorError",
@@ -52,6 +56,20 @@ CURRENT_REV = "current"
 """The ``rev`` a stale-base conflict gives the ERP's current values, which are no revision of the document."""
 
 JSON = Any
+
+EventKind = Literal[
+    "transaction.accepted",  # valid, appended, projected into the ERP
+    "transaction.rejected",  # invalid or declined: a rejected receipt, never projected
+    "transaction.edited_after_acceptance",  # a revision after acceptance: kept, not projected again
+    "conflict.resolved",  # a resolution, with every competing version
+]
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
+
+ReceiptStatus = Literal["accepted", "rejected", "in_review", "projected", "dead_lettered", "superseded"]
+"""What a device reads in ``receipt:<transaction id>``: ``accepted`` (in the log), ``projected`` (the ERP holds
+it, ``erp_ref``), ``rejected`` (reasons), ``in_review`` (a person decides), ``dead_lettered`` (the ERP refused
+it; an admin retries), ``superseded`` (a stale-base edit the ERP's values won over)."""
+RECEIPT_STATUSES: tuple[ReceiptStatus, ...] = get_args(ReceiptStatus)
 
 TRANSACTION_TYPES: tuple[str, ...] = (
     "sales_order",
@@ -83,7 +101,7 @@ class Event:
     """
 
     event_id: str
-    kind: str  # "transaction.accepted", "transaction.rejected", "conflict.resolved", ...
+    kind: EventKind
     doc_type: str
     user: str
     device_id: str | None

@@ -23,7 +23,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from sync_gateway.errors import InvalidRequest
+from sync_gateway.errors import AttachmentConflict as AttachmentConflict  # re-exported; defined in the error tree
+from sync_gateway.errors import FieldPickError as FieldPickError
 from sync_gateway.jsontext import canonical
 
 JSON = Any
@@ -38,17 +39,6 @@ class _Absent:
 
 
 ABSENT: Final = _Absent()
-
-
-class FieldPickError(InvalidRequest):
-    """A field-by-field resolution that cannot be applied: unknown path, bad version index, or a
-    conflicting path left without a pick. ``fields`` names the offending paths."""
-
-    code = "invalid_field_pick"
-
-    def __init__(self, message: str, fields: Sequence[str]) -> None:
-        super().__init__(message)
-        self.fields = list(fields)
 
 
 @dataclass(frozen=True)
@@ -90,17 +80,6 @@ class FieldDiff:
 
 ATTACHMENTS: Final = "_attachments"
 _STUB_KEYS: Final = ("content_type", "digest", "length")
-
-
-class AttachmentConflict(InvalidRequest):
-    """The versions changed an attachment differently, and the winner does not say which one it keeps.
-    ``names`` lists the attachments."""
-
-    code = "attachment_conflict"
-
-    def __init__(self, message: str, names: Sequence[str]) -> None:
-        super().__init__(message)
-        self.names = list(names)
 
 
 def attachment_stubs(doc: Doc | None) -> dict[str, dict[str, JSON]]:

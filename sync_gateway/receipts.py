@@ -18,13 +18,21 @@ from typing import Any
 import structlog
 
 from sync_gateway import metrics
+from sync_gateway.contracts import ReceiptStatus
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import CouchError
 
 log = structlog.get_logger(__name__)
 
 RECEIPT_PREFIX = "receipt:"
-RANK = {"rejected": 0, "in_review": 0, "accepted": 1, "dead_lettered": 2, "projected": 3, "superseded": 3}
+RANK: dict[str, int] = {  # every ReceiptStatus (tests/unit/test_contract_types.py)
+    "rejected": 0,
+    "in_review": 0,
+    "accepted": 1,
+    "dead_lettered": 2,
+    "projected": 3,
+    "superseded": 3,
+}
 
 
 def receipt_id(transaction_id: str) -> str:
@@ -36,7 +44,7 @@ class ReceiptUpdate:
     """What to record for one transaction; ``None`` fields keep their current value."""
 
     transaction_id: str
-    status: str
+    status: ReceiptStatus
     event_id: str
     rev: str
     reasons: list[dict[str, str]] = field(default_factory=list)

@@ -16,10 +16,18 @@ from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 
 from erp_connectors.staging import masters
 from erp_connectors.staging import tables as t
-from sync_gateway.contracts import JSON, Event, Health, PullBatch, PushOutcome, TransientConnectorError
+from sync_gateway.contracts import (
+    JSON,
+    Event,
+    Health,
+    PermanentConnectorError,
+    PullBatch,
+    PushOutcome,
+    TransientConnectorError,
+)
 
 
-class _Refused(Exception):
+class _Refused(PermanentConnectorError):
     """This one event cannot be staged (bad or missing data): a permanent outcome."""
 
 

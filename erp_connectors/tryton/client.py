@@ -226,8 +226,11 @@ class TrytonClient:
         return data.get("result")
 
 
-class _SessionExpired(Exception):
-    pass
+class _SessionExpired(TransientConnectorError):
+    """Tryton answered 401 to a logged-in call: ``call`` logs in again once; a second 401 is retried later."""
+
+    def __init__(self) -> None:
+        super().__init__("Tryton ended the session (401)")
 
 
 def _translate_error(error: Sequence[Any]) -> Exception:

@@ -10,11 +10,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from sync_gateway.contracts import PermanentConnectorError
+
 from .client import TrytonClient
 from .settings import TrytonSettings
 
 
-class MappingError(Exception):
+class MappingError(PermanentConnectorError):
     """A transaction names something Tryton does not have (unknown SKU, customer, location...)."""
 
 

@@ -19,18 +19,12 @@ import httpx
 import jwt
 import structlog
 
-from sync_gateway.errors import InvalidRequest
+from sync_gateway.errors import OidcRefused as OidcRefused  # re-exported; defined in the error tree
 
 log = structlog.get_logger(__name__)
 
 ALGORITHMS = ["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"]
 _CACHE_S = 300.0
-
-
-class OidcRefused(InvalidRequest):
-    """The issuer's answer did not pass a check; the message says which."""
-
-    code = "oidc_refused"
 
 
 @dataclass(frozen=True)

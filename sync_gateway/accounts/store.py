@@ -23,7 +23,9 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.errors import AccountLockedOut as AccountLockedOut  # re-exported; defined in the error tree
 from sync_gateway.errors import InvalidRequest, NotFound, RevisionConflict, StateConflict
+from sync_gateway.errors import SignInRefused as SignInRefused
 
 ACCOUNT_PREFIX = "account:"
 TOKEN_PREFIX = "token:"
@@ -36,19 +38,6 @@ _SECRET_FIELDS = ("password_hash", "token_hash")
 _hasher = PasswordHasher()
 # verified against when the account does not exist, so a missing name costs as much time as a wrong password
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
-
-
-class SignInRefused(InvalidRequest):
-    """Wrong name or password (one message for both, so names cannot be probed)."""
-
-    code = "sign_in_refused"
-
-
-class AccountLockedOut(StateConflict):
-    """Too many failed sign-ins in a row: the account refuses every password until the lock expires."""
-
-    code = "account_locked"
-    just_locked = False  # True on the failure that set the lock (the audit trail records that one)
 
 
 def valid_account_name(name: str) -> bool:

@@ -12,23 +12,44 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync_gateway import errors as e
+from sync_gateway.api.ui.session import PageForbidden
+from sync_gateway.edge.errors import EdgeRefusal
 
-STATUS_BY_ERROR: list[tuple[type[e.SyncGatewayError], int]] = [
-    (e.NotFound, 404),
-    (e.StateConflict, 409),
-    (e.InvalidRequest, 400),
-    (e.NotAuthenticated, 401),
-    (e.Forbidden, 403),
-    (e.SchemaValidationError, 422),
-    (e.ApiError, 400),
-    (e.CouchUnavailable, 503),
-    (e.Unauthorized, 503),  # CouchDB refused the gateway's own account (AccountLocked included)
-    (e.CheckpointLost, 409),
-    (e.TransientConnectorError, 503),
-    (e.DocumentNotFound, 404),
-    (e.RevisionConflict, 409),
-    (e.SyncGatewayError, 500),
-]
+#: one row per class of the error tree (``sync_gateway.errors``); an error takes the row of its nearest class
+STATUS_BY_ERROR: dict[type[e.SyncGatewayError], int] = {
+    e.SyncGatewayError: 500,
+    e.CouchError: 500,
+    e.CouchUnavailable: 503,
+    e.DocumentNotFound: 404,
+    e.RevisionConflict: 409,
+    e.Unauthorized: 503,  # CouchDB refused the gateway's own account
+    e.AccountLocked: 503,
+    e.CheckpointLost: 409,
+    e.SchemaValidationError: 422,
+    e.ConfigurationError: 500,  # the gateway is set up wrongly: nothing the caller can change
+    e.PluginError: 500,
+    e.ProfileError: 500,
+    e.SelectorSyntaxError: 500,
+    e.RuleError: 500,
+    e.ConflictHandlerError: 500,
+    e.ConnectorError: 500,
+    e.TransientConnectorError: 503,
+    e.PermanentConnectorError: 500,
+    e.ApplierUnavailable: 503,
+    e.ApiError: 400,
+    e.NotFound: 404,
+    e.InvalidRequest: 400,
+    e.FieldPickError: 400,
+    e.AttachmentConflict: 400,
+    e.OidcRefused: 400,
+    e.SignInRefused: 400,
+    e.StateConflict: 409,
+    e.AccountLockedOut: 409,
+    e.NotAuthenticated: 401,
+    e.Forbidden: 403,
+    PageForbidden: 403,  # rendered as a page by its own handler
+    EdgeRefusal: 400,  # the edge answers with the refusal's own status; here, where the admin API meets one
+}
 
 _HTTP_CODES = {
     401: "unauthorized",
@@ -49,9 +70,10 @@ class SafeJSONResponse(JSONResponse):
 
 
 def status_for(exc: e.SyncGatewayError) -> int:
-    for cls, status in STATUS_BY_ERROR:
-        if isinstance(exc, cls):
-            return status
+    """The HTTP status of ``exc``: the row of its own class, else of the nearest base class that has one."""
+    for cls in type(exc).__mro__:
+        if cls in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[cls]
     return 500
 
 

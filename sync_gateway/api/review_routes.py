@@ -6,15 +6,13 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from sync_gateway.api.auth import AuditDep, PrincipalDep, acting_as, require_admin
-from sync_gateway.api.errors import error_body
 from sync_gateway.api.permissions import Principal
 from sync_gateway.api.services import ServicesDep
 from sync_gateway.diff import diff_versions
-from sync_gateway.review.queue import ApplierUnavailable, ReviewQueue
+from sync_gateway.review.queue import ReviewQueue
 from sync_gateway.review.winner import version_docs
 
 router = APIRouter(prefix="/api/conflicts", tags=["conflicts"], dependencies=[Depends(require_admin)])
@@ -129,10 +127,7 @@ async def resolve_conflict(item_id: str, body: Resolution, queue: QueueDep, who:
     payload = body.model_dump(exclude={"rev", "reviewer", "action"})
     by = _by(body, who)
     before = _summary(await queue.get(item_id))
-    try:
-        result = await queue.resolve(item_id, by, body.action, payload, rev=body.rev)
-    except ApplierUnavailable as exc:
-        return JSONResponse(error_body(exc.code, str(exc)), status_code=503)
+    result = await queue.resolve(item_id, by, body.action, payload, rev=body.rev)
     detail = {"as": by, "how": body.action}
     await audit.record("review.resolve", item_id, before=before, after=_summary(result), detail=detail)
     return result

@@ -27,7 +27,7 @@ import structlog
 
 from sync_gateway.conflicts.apply import ConflictApplier, append_resolution_event, resolution_event_id
 from sync_gateway.conflicts.stale import rebase
-from sync_gateway.contracts import CURRENT_REV
+from sync_gateway.contracts import CURRENT_REV, ReceiptStatus
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import InvalidRequest, StateConflict
 from sync_gateway.eventlog.store import EventLog, event_id_for
@@ -188,7 +188,7 @@ class Resolver:
             versions=_versions(record),
         )
 
-    async def _receipt(self, record: Record, status: str, event_id: str, rev: str, **fields: Any) -> None:
+    async def _receipt(self, record: Record, status: ReceiptStatus, event_id: str, rev: str, **fields: Any) -> None:
         update = ReceiptUpdate(
             transaction_id=str(record["doc_id"]), status=status, event_id=event_id, rev=rev, **fields
         )

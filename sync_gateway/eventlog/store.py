@@ -11,9 +11,9 @@ import base64
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from sync_gateway.contracts import Attachment, Event
+from sync_gateway.contracts import Attachment, Event, EventKind
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import CouchError
 
@@ -94,7 +94,7 @@ def doc_to_event(doc: Mapping[str, Any]) -> Event:
     }
     return Event(
         event_id=str(doc["_id"]),
-        kind=str(doc["kind"]),
+        kind=cast(EventKind, str(doc["kind"])),  # the log holds only what append wrote
         doc_type=str(doc.get("doc_type", "")),
         user=str(doc.get("user", "")),
         device_id=doc.get("device_id"),

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from sync_gateway.errors import ConfigurationError
+from sync_gateway.errors import ProfileError as ProfileError  # re-exported; defined in the error tree
 from sync_gateway.jsontext import canonical as canonical_json
 from sync_gateway.profiles.model import (
     DIRECTIONS,
@@ -29,20 +29,6 @@ from sync_gateway.profiles.selector import SelectorSyntaxError, compile_selector
 _PROFILE_KEYS = {"name", "roles", "description", "entities"}
 _ENTITY_KEYS = {"selector", "related", "fields", "direction", "limit"}
 _NAME_CHARS = set("abcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
-class ProfileError(ConfigurationError):
-    """A profile file is invalid; ``file``, ``line`` and ``field`` say where."""
-
-    code = "invalid_profile"
-
-    def __init__(self, file: str, line: int | None, field: str, message: str) -> None:
-        where = f"{file}:{line}" if line else file
-        super().__init__(f"{where}: {field}: {message}" if field else f"{where}: {message}")
-        self.file = file
-        self.line = line
-        self.field = field
-        self.message = message
 
 
 class _Lines:

@@ -16,6 +16,8 @@ from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from sync_gateway.errors import SelectorSyntaxError as SelectorSyntaxError  # re-exported; defined in the error tree
+
 FIELD_OPS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$exists")
 COMBINATORS = ("$and", "$or", "$not")
 PARAM_PREFIX = "$user."
@@ -27,15 +29,6 @@ class _Missing:
 
 
 MISSING: Any = _Missing()
-
-
-class SelectorSyntaxError(ValueError):
-    """A selector that does not compile; ``path`` is the dotted location inside the selector."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-        self.message = message
 
 
 class UserLike(Protocol):

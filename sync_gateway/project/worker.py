@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from sync_gateway import metrics
-from sync_gateway.contracts import ErpConnector, Event, PushOutcome
+from sync_gateway.contracts import ErpConnector, Event, PushOutcome, ReceiptStatus
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.follower import Follower
@@ -169,7 +169,7 @@ class Projector:
         updates = []
         for ev in events:
             outcome = outcomes[ev.event_id]
-            status = "projected" if outcome.status == "ok" else "dead_lettered"
+            status: ReceiptStatus = "projected" if outcome.status == "ok" else "dead_lettered"
             updates.append(
                 (
                     ev.source_db,

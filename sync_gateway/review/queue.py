@@ -37,7 +37,15 @@ import structlog
 from sync_gateway.contracts import CURRENT_REV, Conflict
 from sync_gateway.couch.client import CouchClient, doc_path
 from sync_gateway.diff import ATTACHMENTS, attachment_stubs, winner_attachments
-from sync_gateway.errors import CouchError, InvalidRequest, NotFound, RevisionConflict, StateConflict, SyncGatewayError
+from sync_gateway.errors import ApplierUnavailable as ApplierUnavailable  # re-exported; defined in the error tree
+from sync_gateway.errors import (
+    CouchError,
+    InvalidRequest,
+    NotFound,
+    RevisionConflict,
+    StateConflict,
+    SyncGatewayError,
+)
 from sync_gateway.review.winner import build_winner, check_winner
 from sync_gateway.validation.documents import DocumentValidator
 
@@ -57,12 +65,6 @@ Decliner = Callable[[dict[str, Any], str, str], Awaitable[None]]
 _DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 _DROPPED_META = ("_conflicts", "_revisions", "_revs_info", "_deleted_conflicts", "_local_seq")
-
-
-class ApplierUnavailable(SyncGatewayError):
-    """No applier is configured in this process, so a resolution cannot be written (HTTP 503)."""
-
-    code = "applier_unavailable"
 
 
 def _now() -> str:

@@ -16,7 +16,7 @@ from typing import Any
 
 import datalogic_py
 
-from sync_gateway.errors import SyncGatewayError
+from sync_gateway.errors import RuleError as RuleError  # re-exported; defined in the error tree
 
 #: Operators whose json-logic-js and datalogic-py semantics match for the values our rules see.
 #: Left out on purpose: ``==``/``!=`` (loose equality coerces ``null`` differently; use ``===``),
@@ -31,12 +31,6 @@ PORTABLE_OPERATORS = frozenset(
         "map", "filter", "reduce", "all", "some", "none",
     }
 )  # fmt: skip
-
-
-class RuleError(SyncGatewayError):
-    """A rule definition is malformed or not portable, or a rule failed on the data it was given."""
-
-    code = "rule_error"
 
 
 _ENGINE = datalogic_py.Engine(config={"truthy_evaluator": "javascript"})

@@ -20,7 +20,7 @@ from sync_gateway import errors as e
 from sync_gateway.api.errors import status_for
 from sync_gateway.api.review_routes import item_with_diff
 from sync_gateway.api.ui import session as sessions
-from sync_gateway.review.queue import KINDS, STATUSES, ApplierUnavailable, ReviewQueue
+from sync_gateway.review.queue import KINDS, STATUSES, ReviewQueue
 from sync_gateway.review.winner import BOOKKEEPING, clean_doc, latest_version, version_docs
 from sync_gateway.validation.boundary import printable
 
@@ -242,5 +242,5 @@ async def _failed(
         context["picked"] = {k.removeprefix("pick:"): v for k, v in form.items() if k.startswith("pick:")}
     if mode == "pick":
         context["chosen_version"] = form.get("version")
-    status = 503 if isinstance(exc, ApplierUnavailable) else status_for(exc)
+    status = status_for(exc)
     return _render(request, "detail.html", context, status=status)

@@ -23,6 +23,7 @@ from fastapi import Request
 
 from sync_gateway.api.services import ApiServices, ServicesDep
 from sync_gateway.audit import Actor
+from sync_gateway.errors import Forbidden
 
 COOKIE = "review_session"
 COOKIE_PATH = "/"  # the review pages and the admin pages share it
@@ -37,6 +38,15 @@ class Session:
     csrf: str
     roles: frozenset[str] = frozenset()
     expires: int = 0
+
+
+class PageForbidden(Forbidden):
+    """A signed-in person asked for a page or action their roles do not allow (rendered as a 403 page)."""
+
+    def __init__(self, session: Session, permission: str) -> None:
+        super().__init__(permission)
+        self.session = session
+        self.permission = permission
 
 
 def valid_reviewer(name: str) -> bool:

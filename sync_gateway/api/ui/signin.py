@@ -28,6 +28,7 @@ from sync_gateway.api.auth import client_ip, route_path
 from sync_gateway.api.permissions import permission_for, permissions_of
 from sync_gateway.api.ui import session as sessions
 from sync_gateway.api.ui.pages import _HEADERS, _redirect, _render
+from sync_gateway.api.ui.session import PageForbidden as PageForbidden  # re-exported for the app factory
 from sync_gateway.audit import Actor
 
 if TYPE_CHECKING:
@@ -41,15 +42,6 @@ MAX_SIGN_IN_BYTES = 8 * 1024
 FLOW_COOKIE = "oidc_flow"
 FLOW_PATH = "/review/oidc"
 FLOW_LIFETIME_S = 600
-
-
-class PageForbidden(Exception):
-    """A signed-in person asked for a page or action their roles do not allow."""
-
-    def __init__(self, session: sessions.Session, permission: str) -> None:
-        super().__init__(permission)
-        self.session = session
-        self.permission = permission
 
 
 def _people(request: Request) -> People:
