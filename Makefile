@@ -38,7 +38,7 @@ test: install
 	$(BIN)/pytest -q -p no:cacheprovider
 
 unit: install
-	$(BIN)/pytest -q tests/unit tests/contract
+	$(BIN)/pytest -q -p no:cacheprovider -m "not integration" tests/unit tests/contract
 
 lint: install
 	$(BIN)/ruff check .
