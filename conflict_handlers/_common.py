@@ -13,8 +13,20 @@ import copy
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Final
 
-from sync_gateway.contracts import JSON, Conflict, Resolution, Version
-from sync_gateway.contracts import canonical_json as contracts_canonical_json
+from sync_gateway.contracts import (
+    CURRENT_REV,
+    JSON,
+    MISSING,
+    Conflict,
+    FieldPath,
+    Resolution,
+    Version,
+    build_doc,
+    canonical_value,
+    field_paths,
+    get_path,
+    strip_metadata,
+)
 
 from . import hlc
 
@@ -22,37 +34,14 @@ BOOKKEEPING_FIELDS: Final = ("updated_at", "device_id")
 """Fields every version rewrites on each edit; merges take them from the highest-ranked version."""
 
 DEFAULT_SKEW_MARGIN_MS: Final = 5 * 60 * 1000
-CURRENT_REV: Final = "current"
-"""The ``rev`` under which a stale-base conflict's ``current`` (the ERP's version) takes part as a version."""
 
-Path = tuple[str, ...]
-
-
-class _Missing:
-    """A field that a document does not have."""
-
-    _instance: _Missing | None = None
-
-    def __new__(cls) -> _Missing:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final = _Missing()
+Path = FieldPath
 
 
 # ---------------------------------------------------------------------------------------------- ordering
 
 
-def canonical_json(value: JSON) -> str:
-    """One string per JSON value (the contracts' canonical form), and one for a missing field."""
-    if value is MISSING:
-        return "\x00missing"
-    return contracts_canonical_json(value)
+canonical_json = canonical_value  # one string per JSON value, and one for a missing field
 
 
 def rev_key(rev: str) -> tuple[int, str]:
@@ -81,9 +70,7 @@ def sort_versions(versions: Iterable[Version]) -> list[Version]:
     return sorted(versions, key=version_key)
 
 
-def content(doc: Mapping[str, JSON] | None) -> dict[str, JSON]:
-    """A document's fields without CouchDB metadata (``_id``, ``_rev``, ``_conflicts``, ...)."""
-    return {} if doc is None else {k: v for k, v in doc.items() if not k.startswith("_")}
+content = strip_metadata  # a document's fields without CouchDB metadata (``_id``, ``_rev``, ...)
 
 
 def competing_versions(conflict: Conflict) -> list[Version]:
@@ -145,46 +132,7 @@ def clock_flags(versions: Sequence[Version], server_time: str, margin_ms: int) -
     return [flag for tier, flag in ((1, "clock_skew"), (0, "missing_clock")) if tier in tiers]
 
 
-# ---------------------------------------------------------------------------------------------- paths
-
-
-def field_paths(ancestor: Mapping[str, JSON] | None, docs: Sequence[Mapping[str, JSON]]) -> list[Path]:
-    """Sorted field paths over metadata-free docs; an object present in all of them is split one level."""
-    every = [*([ancestor] if ancestor is not None else []), *docs]
-    paths: list[Path] = []
-    for key in sorted({k for d in every for k in d}):
-        values = [d[key] for d in every if key in d]
-        if len(values) == len(every) and all(isinstance(v, Mapping) for v in values):
-            subkeys = sorted({s for v in values for s in v})
-            if subkeys:
-                paths.extend((key, sub) for sub in subkeys)
-                continue
-        paths.append((key,))
-    return paths
-
-
-def get_path(doc: Mapping[str, JSON] | None, path: Path) -> JSON:
-    value: JSON = doc
-    for part in path:
-        if not isinstance(value, Mapping) or part not in value:
-            return MISSING
-        value = value[part]
-    return value
-
-
-def build(paths_values: Iterable[tuple[Path, JSON]]) -> dict[str, JSON]:
-    """A document from (path, value) pairs; a split object keeps existing even if all its keys go."""
-    body: dict[str, JSON] = {}
-    for path, value in paths_values:
-        if len(path) == 2:
-            body.setdefault(path[0], {})
-        if value is MISSING:
-            continue
-        if len(path) == 2:
-            body[path[0]][path[1]] = value
-        else:
-            body[path[0]] = value
-    return body
+# ---------------------------------------------------------------------------------------------- merging
 
 
 def merge_value(ancestor: JSON, values: Sequence[JSON]) -> tuple[JSON, bool]:
@@ -215,7 +163,7 @@ def three_way_merge(
         if clash:
             conflicts.append(".".join(path))
         merged.append((path, value))
-    return build(merged), conflicts
+    return build_doc(merged), conflicts
 
 
 def apply_over(
@@ -234,7 +182,7 @@ def apply_over(
         mine = get_path(ed, path)
         changed = canonical_json(mine) != canonical_json(get_path(anc, path))
         pairs.append((path, mine if changed else get_path(cur, path)))
-    return build(pairs)
+    return build_doc(pairs)
 
 
 def edited(version: Version, ancestor: Mapping[str, JSON]) -> bool:

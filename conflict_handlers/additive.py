@@ -24,11 +24,10 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sync_gateway.contracts import JSON, Conflict, ConflictHandler, Resolution
+from sync_gateway.contracts import JSON, MISSING, Conflict, ConflictHandler, Resolution
 
 from ._common import (
     BOOKKEEPING_FIELDS,
-    MISSING,
     canonical_json,
     content,
     defer,

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sync_gateway.contracts import Conflict, ConflictHandler, Resolution
+from sync_gateway.contracts import CURRENT_REV, Conflict, ConflictHandler, Resolution
 
 from ._common import (
-    CURRENT_REV,
     DEFAULT_SKEW_MARGIN_MS,
     apply_over,
     clock_flags,

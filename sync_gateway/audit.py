@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.fields import public_doc
 
 log = structlog.get_logger(__name__)
 
@@ -107,7 +108,7 @@ class AuditLog:
         }
         await self._couch.put(self.db, doc)
         log.info("audit.recorded", action=action, target=target, actor=actor.name, actor_kind=actor.kind)
-        return _public(doc)
+        return public_doc(doc)
 
     async def query(
         self,
@@ -144,7 +145,7 @@ class AuditLog:
                 scanned += 1
                 last_id = row["id"]
                 if _matches(row.get("doc") or {}, actor, action, target):
-                    found.append(_public(row["doc"]))
+                    found.append(public_doc(row["doc"]))
                     if len(found) == limit:
                         more = more or index < len(raw) - 1
                         break
@@ -162,10 +163,6 @@ def _matches(doc: Mapping[str, Any], actor: str | None, action: str | None, targ
         if recorded != action and not (action.endswith(".") and recorded.startswith(action)):
             return False
     return target is None or doc.get("target") == target
-
-
-def _public(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {"id": doc["_id"], **{k: v for k, v in doc.items() if not k.startswith("_")}}
 
 
 def _encode_cursor(doc_id: str) -> str:

@@ -22,12 +22,23 @@ from sync_gateway.errors import (
     PermanentConnectorError,
     TransientConnectorError,
 )
+from sync_gateway.fields import (
+    MISSING,
+    build_doc,
+    canonical_value,
+    field_paths,
+    get_path,
+    is_metadata,
+    strip_metadata,
+)
+from sync_gateway.fields import Path as FieldPath
 from sync_gateway.jsontext import canonical as canonical_json
 
 __all__ = [
     "CURRENT_REV",
     "EVENT_KINDS",
     "JSON",
+    "MISSING",
     "RECEIPT_STATUSES",
     "TRANSACTION_TYPES",
     "Attachment",
@@ -39,6 +50,7 @@ __all__ = [
     "ErpConnector",
     "Event",
     "EventKind",
+    "FieldPath",
     "Health",
     "MasterDoc",
     "PermanentConnectorError",
@@ -49,7 +61,13 @@ __all__ = [
     "SeedsMasterData",
     "TransientConnectorError",
     "Version",
+    "build_doc",
     "canonical_json",
+    "canonical_value",
+    "field_paths",
+    "get_path",
+    "is_metadata",
+    "strip_metadata",
 ]
 
 CURRENT_REV = "current"

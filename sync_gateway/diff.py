@@ -25,20 +25,14 @@ from typing import Any, Final
 
 from sync_gateway.errors import AttachmentConflict as AttachmentConflict  # re-exported; defined in the error tree
 from sync_gateway.errors import FieldPickError as FieldPickError
-from sync_gateway.jsontext import canonical
+from sync_gateway.fields import MISSING, build_doc, canonical_value, field_paths, get_path, strip_metadata
 
 JSON = Any
 Doc = Mapping[str, JSON]
 
 
-class _Absent:
-    """The value of a path a document does not have."""
-
-    def __repr__(self) -> str:
-        return "ABSENT"
-
-
-ABSENT: Final = _Absent()
+ABSENT: Final = MISSING
+"""The value of a path a document does not have (``sync_gateway.fields.MISSING``)."""
 
 
 @dataclass(frozen=True)
@@ -94,40 +88,7 @@ def attachment_stubs(doc: Doc | None) -> dict[str, dict[str, JSON]]:
     }
 
 
-def _canonical(value: JSON) -> str:
-    if value is ABSENT:
-        return "\x00absent"
-    return canonical(value)
-
-
-def _fields(doc: Doc | None) -> dict[str, JSON]:
-    return {} if doc is None else {k: v for k, v in doc.items() if not k.startswith("_")}
-
-
-def _paths(ancestor: Doc | None, docs: Sequence[Doc]) -> list[tuple[str, ...]]:
-    every = [*([ancestor] if ancestor is not None else []), *docs]
-    paths: list[tuple[str, ...]] = []
-    for key in sorted({k for d in every for k in d}):
-        values = [d[key] for d in every if key in d]
-        if len(values) == len(every) and all(isinstance(v, Mapping) for v in values):
-            subkeys = sorted({s for v in values for s in v})
-            if subkeys:
-                paths.extend((key, sub) for sub in subkeys)
-                continue
-        paths.append((key,))
-    return paths
-
-
-def _get(doc: Doc | None, path: tuple[str, ...]) -> JSON:
-    value: JSON = doc
-    for part in path:
-        if not isinstance(value, Mapping) or part not in value:
-            return ABSENT
-        value = value[part]
-    return value
-
-
-def _row(path: tuple[str, ...], anc: JSON, values: tuple[JSON, ...], key: Any = _canonical) -> FieldDiff:
+def _row(path: tuple[str, ...], anc: JSON, values: tuple[JSON, ...], key: Any = canonical_value) -> FieldDiff:
     changed = tuple(i for i, v in enumerate(values) if key(v) != key(anc))
     distinct = {key(values[i]) for i in changed}
     return FieldDiff(".".join(path), anc, values, changed, len(distinct) > 1)
@@ -148,11 +109,11 @@ def _attachment_rows(ancestor: Doc | None, versions: Sequence[Doc]) -> list[tupl
 
 
 def _rows(ancestor: Doc | None, versions: Sequence[Doc]) -> list[tuple[tuple[str, ...], FieldDiff]]:
-    base = _fields(ancestor) if ancestor is not None else None
-    docs = [_fields(v) for v in versions]
+    base = strip_metadata(ancestor) if ancestor is not None else None
+    docs = [strip_metadata(v) for v in versions]
     rows = []
-    for path in _paths(base, docs):
-        rows.append((path, _row(path, _get(base, path), tuple(_get(d, path) for d in docs))))
+    for path in field_paths(base, docs):
+        rows.append((path, _row(path, get_path(base, path), tuple(get_path(d, path) for d in docs))))
     return rows + _attachment_rows(ancestor, versions)
 
 
@@ -192,16 +153,8 @@ def apply_field_picks(ancestor: Doc | None, versions: Sequence[Doc], picks: Mapp
         if doc is not None and "_id" in doc:
             merged["_id"] = doc["_id"]
             break
-    for path, row in rows:
-        value = row.values[picks[row.path]] if row.path in picks else row.merged_value()
-        if len(path) == 2:
-            merged.setdefault(path[0], {})
-        if value is ABSENT:
-            continue
-        if len(path) == 2:
-            merged[path[0]][path[1]] = copy.deepcopy(value)
-        else:
-            merged[path[0]] = copy.deepcopy(value)
+    picked = ((path, row.values[picks[row.path]] if row.path in picks else row.merged_value()) for path, row in rows)
+    merged.update(build_doc((path, value if value is ABSENT else copy.deepcopy(value)) for path, value in picked))
     return merged
 
 
@@ -215,9 +168,9 @@ def winner_attachments(ancestor: Doc | None, versions: Sequence[Doc], winner: Do
     """
     if isinstance(winner.get(ATTACHMENTS), Mapping):
         return attachment_stubs(winner)
-    content = _canonical(_fields(winner))
-    same = [v for v in versions if _canonical(_fields(v)) == content]
-    if same and len({_canonical(_digests(v)) for v in same}) == 1:
+    content = canonical_value(strip_metadata(winner))
+    same = [v for v in versions if canonical_value(strip_metadata(v)) == content]
+    if same and len({canonical_value(_digests(v)) for v in same}) == 1:
         return attachment_stubs(same[0])
     merged: dict[str, dict[str, JSON]] = {}
     clashes = []

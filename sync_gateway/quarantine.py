@@ -19,6 +19,7 @@ import structlog
 from sync_gateway import metrics
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import NotFound, RevisionConflict
+from sync_gateway.fields import public_doc
 
 log = structlog.get_logger(__name__)
 
@@ -70,7 +71,7 @@ class Quarantine:
             item["_rev"] = await self._couch.put(self.db, item)
         except RevisionConflict:
             existing = await self._couch.get_or_none(self.db, item["_id"])
-            return _public(existing or item)
+            return public_doc(existing or item)
         metrics.QUARANTINED.labels(stage.split(":", 1)[0]).inc()
         log.error(
             "change.quarantined",
@@ -81,13 +82,13 @@ class Quarantine:
             error=item["error"],
             item=item["_id"],
         )
-        return _public(item)
+        return public_doc(item)
 
     async def list(self, *, status: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
         rows = await self._couch.all_docs(
             self.db, include_docs=True, startkey=PREFIX, endkey=PREFIX + "\ufff0", limit=limit
         )
-        items = [_public(r["doc"]) for r in rows if r.get("doc")]
+        items = [public_doc(r["doc"]) for r in rows if r.get("doc")]
         return [i for i in items if status is None or i.get("status") == status]
 
     async def get(self, item_id: str) -> dict[str, Any]:
@@ -96,10 +97,4 @@ class Quarantine:
         doc = await self._couch.get_or_none(self.db, item_id)
         if doc is None:
             raise NotFound(f"no quarantine item {item_id}")
-        return _public(doc)
-
-
-def _public(doc: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in doc.items() if not k.startswith("_")}
-    out["id"] = doc["_id"]
-    return out
+        return public_doc(doc)

@@ -20,6 +20,7 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.naming import user_db_name, valid_username
 from sync_gateway.dbsecurity import ensure_security, user_db_security
 from sync_gateway.errors import InvalidRequest, NotFound, RevisionConflict
+from sync_gateway.fields import strip_metadata
 
 log = structlog.get_logger(__name__)
 
@@ -84,7 +85,7 @@ class UserRegistry:
         }
         record["_rev"] = await self._couch.put(self.db, record)
         log.info("user.provisioned", user=name, created=existing is None, roles=record["roles"])
-        return _public(record)
+        return strip_metadata(record)
 
     async def update(
         self, name: str, *, roles: list[str] | None = None, attributes: Mapping[str, Any] | None = None
@@ -109,7 +110,7 @@ class UserRegistry:
             except RevisionConflict:
                 continue
             log.info("user.changed", user=name, roles=record["roles"], attributes=sorted(record["attributes"]))
-            return _public(record)
+            return strip_metadata(record)
         raise RevisionConflict(f"user {name!r} keeps changing; try again")
 
     async def set_disabled(self, name: str, disabled: bool) -> dict[str, Any]:
@@ -123,25 +124,25 @@ class UserRegistry:
                 record["_rev"] = await self._couch.put(self.db, record)
             except RevisionConflict:
                 continue
-            return _public(record)
+            return strip_metadata(record)
         raise RevisionConflict(f"user {name!r} keeps changing; try again")
 
     async def get(self, name: str) -> dict[str, Any]:
         doc = await self._couch.get_or_none(self.db, USER_PREFIX + name)
         if doc is None:
             raise NotFound(f"no user named {name!r}; create it with POST /api/users", code="user_not_found")
-        return _public(doc)
+        return strip_metadata(doc)
 
     async def get_or_none(self, name: str) -> dict[str, Any] | None:
         """The registry record, or None when there is no such user (the audit trail's "before")."""
         doc = await self._couch.get_or_none(self.db, USER_PREFIX + name) if valid_username(name) else None
-        return _public(doc) if doc is not None else None
+        return strip_metadata(doc) if doc is not None else None
 
     async def list(self) -> list[dict[str, Any]]:
         rows = await self._couch.all_docs(
             self.db, include_docs=True, startkey=USER_PREFIX, endkey=USER_PREFIX + "\ufff0"
         )
-        return [_public(row["doc"]) for row in rows if row.get("doc")]
+        return [strip_metadata(row["doc"]) for row in rows if row.get("doc")]
 
 
 _VALID_ROLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -155,7 +156,3 @@ def _check_roles(roles: list[str] | None) -> None:
             f"roles {bad!r} are invalid: use 1-64 letters, digits or ._- starting with a letter or digit",
             code="invalid_role",
         )
-
-
-def _public(doc: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if not k.startswith("_")}

@@ -26,6 +26,7 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import AccountLockedOut as AccountLockedOut  # re-exported; defined in the error tree
 from sync_gateway.errors import InvalidRequest, NotFound, RevisionConflict, StateConflict
 from sync_gateway.errors import SignInRefused as SignInRefused
+from sync_gateway.fields import strip_metadata
 
 ACCOUNT_PREFIX = "account:"
 TOKEN_PREFIX = "token:"
@@ -50,13 +51,13 @@ def now_iso() -> str:
 
 
 def public_account(doc: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in doc.items() if not k.startswith("_") and k not in _SECRET_FIELDS}
+    out = {k: v for k, v in strip_metadata(doc).items() if k not in _SECRET_FIELDS}
     out["has_password"] = bool(doc.get("password_hash"))
     return out
 
 
 def public_token(doc: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in doc.items() if not k.startswith("_") and k not in _SECRET_FIELDS}
+    out = {k: v for k, v in strip_metadata(doc).items() if k not in _SECRET_FIELDS}
     out["active"] = token_active(doc)
     return out
 

@@ -12,6 +12,7 @@ from sync_gateway.api.services import ServicesDep
 from sync_gateway.api.status import user_sync_status
 from sync_gateway.errors import InvalidRequest, NotFound
 from sync_gateway.eventlog.store import public_event
+from sync_gateway.fields import public_doc
 from sync_gateway.validation.boundary import is_valid_text
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
@@ -130,7 +131,7 @@ async def list_dead_letters(
 @router.get("/dead-letters/{item_id}", summary="One dead letter with its history")
 async def get_dead_letter(item_id: str, gw: ServicesDep) -> dict[str, Any]:
     doc = await gw.dead_letters.get(item_id)
-    return {k: v for k, v in doc.items() if not k.startswith("_")} | {"id": doc["_id"]}
+    return public_doc(doc)
 
 
 @router.post(

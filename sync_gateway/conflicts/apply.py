@@ -24,6 +24,7 @@ from sync_gateway.couch.client import CouchClient, doc_path
 from sync_gateway.diff import winner_attachments
 from sync_gateway.errors import CouchError, InvalidRequest, StateConflict
 from sync_gateway.eventlog.store import EventLog
+from sync_gateway.fields import strip_metadata
 
 log = structlog.get_logger(__name__)
 
@@ -82,7 +83,7 @@ class ConflictApplier:
             ]
             wanted = winner_attachments(ancestor, live, winner)
             base_rev = _base_leaf(leaves, wanted)
-            new_doc = {k: v for k, v in winner.items() if not k.startswith("_")}
+            new_doc = strip_metadata(winner)
             new_doc.update(_id=doc_id, _rev=base_rev)
             if wanted:
                 new_doc["_attachments"] = await self._attachments(source_db, doc_id, leaves, base_rev, wanted)

@@ -31,15 +31,12 @@ from sync_gateway.contracts import CURRENT_REV, ReceiptStatus
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import InvalidRequest, StateConflict
 from sync_gateway.eventlog.store import EventLog, event_id_for
+from sync_gateway.fields import strip_metadata
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
 
 log = structlog.get_logger(__name__)
 
 Record = Mapping[str, Any]
-
-
-def _content(doc: Mapping[str, Any] | None) -> dict[str, Any]:
-    return {k: v for k, v in (doc or {}).items() if not k.startswith("_")}
 
 
 def reason_dicts(reasons: Sequence[str]) -> list[dict[str, str]]:
@@ -114,7 +111,7 @@ class Resolver:
         return doc
 
     async def _write_revision(self, record: Record, current: Mapping[str, Any], body: Mapping[str, Any]) -> str:
-        new_doc = {**_content(body), "_id": current["_id"], "_rev": current["_rev"]}
+        new_doc = {**strip_metadata(body), "_id": current["_id"], "_rev": current["_rev"]}
         if current.get("_attachments"):
             new_doc["_attachments"] = _kept_attachments(current, body)
         results = await self._couch.bulk_docs(str(record["source_db"]), [new_doc])
@@ -150,7 +147,7 @@ class Resolver:
         current = await self._unchanged(record)
         if winner is None:
             raise StateConflict("a business conflict is settled by accepting, editing or declining the transaction")
-        approved = _content(winner) == _content(mine["doc"])
+        approved = strip_metadata(winner) == strip_metadata(mine["doc"])
         if approved:  # accepted as submitted: the reviewer overrides the rule
             rev = str(mine["rev"])
             accepted_id = event_id_for(db, doc_id, rev)
@@ -163,7 +160,7 @@ class Resolver:
             await self._receipt(record, "accepted", accepted_id, rev, message=message)
         else:
             rev = await self._write_revision(record, current, winner)
-        payload = {**_content(winner), "_id": doc_id}
+        payload = {**strip_metadata(winner), "_id": doc_id}
         event_id = await self._resolved(record, rev, payload, by, "approved" if approved else "edited")
         log.info("conflict.resolved", user_db=db, doc_id=doc_id, by=by, kind="business", approved=approved)
         return {"rev": rev, "event_id": event_id, "outcome": "approved" if approved else "edited"}
@@ -241,7 +238,7 @@ def _transaction_event(record: Record, kind: str, event_id: str, **extra: Any) -
         "rev": str(mine["rev"]),
         "device_time": doc.get("created_at"),
         "server_time": datetime.now(UTC).isoformat(timespec="microseconds"),
-        "payload": {**_content(doc), "_id": doc_id},
+        "payload": {**strip_metadata(doc), "_id": doc_id},
         **extra,
     }
 

@@ -32,6 +32,7 @@ from sync_gateway.contracts import Conflict, Version
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.naming import history_id
 from sync_gateway.eventlog.store import EventLog
+from sync_gateway.fields import strip_metadata
 
 JSON = Any
 
@@ -71,7 +72,7 @@ def _changes(doc: Mapping[str, JSON]) -> dict[str, JSON]:
 
 
 def _with_changes(doc: Mapping[str, JSON], changes: Mapping[str, JSON], **extra: JSON) -> dict[str, JSON]:
-    out = {k: copy.deepcopy(v) for k, v in doc.items() if not k.startswith("_") or k == "_id"}
+    out = {**({"_id": doc["_id"]} if "_id" in doc else {}), **copy.deepcopy(strip_metadata(doc))}
     out.update(extra, changes=dict(changes))
     return out
 

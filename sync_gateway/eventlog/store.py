@@ -16,6 +16,7 @@ from typing import Any, cast
 from sync_gateway.contracts import Attachment, Event, EventKind
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import CouchError
+from sync_gateway.fields import strip_metadata
 
 DESIGN_ID = "_design/events"
 _VIEWS: dict[str, str] = {
@@ -221,7 +222,7 @@ class EventLog:
 
 def public_event(doc: Mapping[str, Any]) -> dict[str, Any]:
     """An event as the API shows it: no CouchDB internals, attachments as metadata only."""
-    out = {key: value for key, value in doc.items() if not key.startswith("_")}
+    out = strip_metadata(doc)
     out["event_id"] = doc["_id"]
     if doc.get("_attachments"):
         out["attachments"] = {

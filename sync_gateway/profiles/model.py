@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sync_gateway.fields import strip_metadata
 from sync_gateway.jsontext import canonical as canonical_json
 from sync_gateway.profiles.selector import MISSING, Selector, field_value
 
@@ -28,7 +29,7 @@ NEVER_SHIPPED = ("_rev", "_conflicts", "_deleted_conflicts", "_revisions", "mirr
 
 def content_digest(doc: Mapping[str, Any]) -> str:
     """A hash of a document's content (not its ``_id``/``_rev``): equal digests need no write."""
-    body = {k: v for k, v in doc.items() if not k.startswith("_")}
+    body = strip_metadata(doc)
     # surrogatepass: ERP text may hold a lone surrogate; a digest must not fail on it (and is unchanged otherwise)
     return hashlib.sha256(canonical_json(body).encode(errors="surrogatepass")).hexdigest()[:32]
 

@@ -17,6 +17,7 @@ from sync_gateway.contracts import Event, PushOutcome
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.follower import Follower
 from sync_gateway.errors import CouchError, NotFound, RevisionConflict, StateConflict
+from sync_gateway.fields import public_doc
 
 log = structlog.get_logger(__name__)
 
@@ -75,7 +76,7 @@ class DeadLetters:
 
     async def list(self, *, status: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
         rows = await self._couch.all_docs(self.db, include_docs=True, startkey=PREFIX, endkey=PREFIX + "\ufff0")
-        items = [_public(r["doc"]) for r in rows if r.get("doc")]
+        items = [public_doc(r["doc"]) for r in rows if r.get("doc")]
         if status is not None:
             items = [i for i in items if i.get("status") == status]
         return items[:limit]
@@ -105,7 +106,7 @@ class DeadLetters:
             raise StateConflict(
                 f"dead letter {item_id} changed meanwhile; reload it", code="concurrent_change"
             ) from exc
-        return _public(doc)
+        return public_doc(doc)
 
     async def watch_retries(self, callback: RetryCallback) -> None:
         """Run until cancelled: handle every item in ``retry_requested``, now and whenever one appears."""
@@ -152,9 +153,3 @@ class DeadLetters:
         doc.update(attempts=int(doc.get("attempts", 1)) + 1, updated_at=now, history=[*doc.get("history", []), entry])
         await self._couch.put(self.db, doc)
         log.info("deadletter.retried", item=item_id, result=outcome.status)
-
-
-def _public(doc: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in doc.items() if not k.startswith("_")}
-    out["id"] = doc["_id"]
-    return out

@@ -46,6 +46,7 @@ from sync_gateway.errors import (
     StateConflict,
     SyncGatewayError,
 )
+from sync_gateway.fields import public_doc
 from sync_gateway.review.winner import build_winner, check_winner
 from sync_gateway.validation.documents import DocumentValidator
 
@@ -79,8 +80,7 @@ def conflict_item_id(source_db: str, doc_id: str, revs: Sequence[str], kind: str
 
 def public_item(doc: Mapping[str, Any]) -> dict[str, Any]:
     """The item as the API shows it: ``id`` and ``rev`` instead of CouchDB's ``_id`` and ``_rev``."""
-    out = {k: v for k, v in doc.items() if not k.startswith("_")}
-    out["id"] = doc["_id"]
+    out = public_doc(doc)
     out["rev"] = doc.get("_rev")
     return out
 

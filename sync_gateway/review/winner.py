@@ -30,6 +30,7 @@ from sync_gateway.diff import (
     winner_attachments,
 )
 from sync_gateway.errors import InvalidRequest, SchemaValidationError
+from sync_gateway.fields import strip_metadata
 from sync_gateway.validation.documents import DocumentValidator
 
 JSON = Any
@@ -44,7 +45,7 @@ def _is_index(value: object, count: int) -> bool:
 def clean_doc(doc: Mapping[str, JSON], doc_id: str) -> dict[str, JSON]:
     """The document's own fields plus ``_id`` and its attachment stubs (if it names ``_attachments``):
     every other ``_``-prefixed key is CouchDB metadata."""
-    cleaned = {k: copy.deepcopy(v) for k, v in doc.items() if not k.startswith("_")}
+    cleaned = copy.deepcopy(strip_metadata(doc))
     if isinstance(doc.get(ATTACHMENTS), Mapping):
         cleaned[ATTACHMENTS] = attachment_stubs(doc)
     return {"_id": doc_id, **cleaned}

@@ -14,6 +14,7 @@ LAYERS: list[set[str]] = [
         "errors",
         "retry",
         "jsontext",
+        "fields",
         "resources",
         "logging",
         "config",
