@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
+from pydantic import SecretStr
 
 from sync_gateway.api.permissions import Principal, permission_for
 from sync_gateway.api.services import ServicesDep
@@ -36,6 +37,12 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+def is_bootstrap_token(configured: SecretStr, presented: str) -> bool:
+    """Whether ``presented`` is the configured bootstrap token (constant time; never with none configured)."""
+    key = configured.get_secret_value().encode()
+    return bool(key) and hmac.compare_digest(presented.encode(), key)
+
+
 async def authenticate(request: Request, gateway: ServicesDep) -> Principal:
     """The principal behind the request's bearer credential; raises NotAuthenticated."""
     header = request.headers.get("authorization", "")
@@ -45,8 +52,7 @@ async def authenticate(request: Request, gateway: ServicesDep) -> Principal:
         raise NotAuthenticated("send Authorization: Bearer <personal API token>")
     if len(presented) > 512:
         raise NotAuthenticated("that is not a credential of this gateway")
-    bootstrap = gateway.settings.admin_token.get_secret_value()
-    if bootstrap and hmac.compare_digest(presented.encode(), bootstrap.encode()):
+    if is_bootstrap_token(gateway.settings.admin_token, presented):
         if gateway.settings.keep_bootstrap_token:
             return Principal(BOOTSTRAP, "bootstrap", frozenset({"admin"}))
         if await gateway.people.accounts.has_admin():

@@ -126,25 +126,22 @@ class ProfileIndex:
 
     def direct_rule(self, name: str, doc: Mapping[str, Any]) -> EntityRule | None:
         """The rule selecting ``doc`` for one user, without the index (used for single-user checks)."""
-        user = self.users.get(name)
-        if user is None:
-            return None
-        entity = str(doc.get("type"))
-        for profile in self.profiles_of(name):
-            rule = profile.entities.get(entity)
-            if rule is not None and rule.downloads and rule.related is None and rule.matches(doc, user):
-                return rule
-        return None
+        return self._matching_rule(name, doc, related=False)
 
     def related_rule(self, name: str, doc: Mapping[str, Any]) -> EntityRule | None:
         """The related-rows rule that would ship ``doc`` to the user, provided the user references it."""
+        return self._matching_rule(name, doc, related=True)
+
+    def _matching_rule(self, name: str, doc: Mapping[str, Any], *, related: bool) -> EntityRule | None:
         user = self.users.get(name)
         if user is None:
             return None
         entity = str(doc.get("type"))
         for profile in self.profiles_of(name):
             rule = profile.entities.get(entity)
-            if rule is not None and rule.downloads and rule.related is not None and rule.matches(doc, user):
+            if rule is None or not rule.downloads or (rule.related is not None) != related:
+                continue
+            if rule.matches(doc, user):
                 return rule
         return None
 

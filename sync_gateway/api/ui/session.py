@@ -21,6 +21,7 @@ from typing import Any
 
 from fastapi import Request
 
+from sync_gateway.api.auth import is_bootstrap_token
 from sync_gateway.api.services import ApiServices, ServicesDep
 from sync_gateway.audit import Actor
 from sync_gateway.errors import Forbidden
@@ -80,8 +81,7 @@ def _sign(key: bytes, *parts: str) -> str:
 
 def token_matches(request: Request, token: str) -> bool:
     """True when ``token`` is the configured admin token (constant time; never with no token configured)."""
-    key = services_of(request).settings.admin_token.get_secret_value().encode()
-    return bool(key) and hmac.compare_digest(token.encode(), key)
+    return is_bootstrap_token(services_of(request).settings.admin_token, token)
 
 
 def issue(request: Request, reviewer: str, now: float | None = None, lifetime_s: int = LIFETIME_S) -> str:
