@@ -36,7 +36,7 @@ from sync_gateway.supervisor import Supervisor
 ROLE_LOOPS: dict[str, tuple[str, ...]] = {
     "ingest": ("ingest", "review:sweep"),
     "project": ("project", "project:retries"),
-    "distribute": ("distribute",),
+    "distribute": ("distribute:mirror-pull", "distribute:distributor"),
     "api": (),
     "edge": ("edge:registry-watch",),
 }

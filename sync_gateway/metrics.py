@@ -212,8 +212,8 @@ _LOOPS = frozenset(
         "review:sweep",
         "project",
         "project:retries",
-        "mirror-pull",
-        "distribute",
+        "distribute:mirror-pull",
+        "distribute:distributor",
         "health",
         "edge:registry-watch",
     }

@@ -227,9 +227,9 @@ class Gateway:
             sup.start("project", self.projector.follow)
             sup.start("project:retries", self.projector.watch_retries)
         if self.mirror is not None:
-            sup.start("mirror-pull", self.mirror.run)
+            sup.start("distribute:mirror-pull", self.mirror.run)
         if self.distributor is not None:
-            sup.start("distribute", self.distributor.run)
+            sup.start("distribute:distributor", self.distributor.run)
         if self.edge is not None:
             sup.start("edge:registry-watch", self.edge.watch_registry)
         if self.settings.health_port:  # liveness, readiness and /metrics for every role (sync_gateway.health)

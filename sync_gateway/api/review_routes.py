@@ -62,7 +62,8 @@ class EditResolution(_Action):
     doc: dict[str, Any] = Field(description="the complete merged document")
 
 
-Resolution = Annotated[PickResolution | FieldsResolution | EditResolution, Field(discriminator="action")]
+ResolveRequest = Annotated[PickResolution | FieldsResolution | EditResolution, Field(discriminator="action")]
+"""The body of a resolve request (not to be confused with a handler's ``contracts.Resolution``)."""
 
 
 def _by(body: _Action | None, who: Principal) -> str:
@@ -123,7 +124,9 @@ async def claim_conflict(
         503: {"description": "applier_unavailable: this process cannot write resolutions"},
     },
 )
-async def resolve_conflict(item_id: str, body: Resolution, queue: QueueDep, who: PrincipalDep, audit: AuditDep) -> Any:
+async def resolve_conflict(
+    item_id: str, body: ResolveRequest, queue: QueueDep, who: PrincipalDep, audit: AuditDep
+) -> Any:
     payload = body.model_dump(exclude={"rev", "reviewer", "action"})
     by = _by(body, who)
     before = _summary(await queue.get(item_id))

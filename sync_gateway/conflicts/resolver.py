@@ -1,9 +1,10 @@
-"""Applying a resolution, whatever the kind of conflict. One entry point for handlers (through the pipeline)
-and reviewers (through the review queue), both passing a conflict *record*: the review item's shape,
+"""Applying a resolution, whatever the kind of conflict: the one home for writing a winner. One entry point for
+handlers (through the pipeline) and reviewers (through the review queue; the reviewer's winner is built by
+:mod:`sync_gateway.review.winner` from the field diff of :mod:`sync_gateway.diff`), both passing a conflict *record*: the review item's shape,
 ``{source_db, doc_id, user, conflict_kind, handler, versions: [{rev, doc, source_db, user, deleted}],
 current, ancestor, reasons, id}``.
 
-* ``revision``: :class:`~sync_gateway.conflicts.apply.ConflictApplier` writes the winner over the leaves.
+* ``revision``: :class:`~sync_gateway.conflicts.leaves.LeafWriter` writes the winner over the leaves.
 * ``stale_base``: the edit is re-based on the ERP's current version (:func:`~sync_gateway.conflicts.stale.rebase`)
   and written as a new revision of the edit transaction, which ingest then accepts and the projector pushes;
   the ERP's change reaches every device holding the entity through the mirror and the distributor. When the
@@ -25,7 +26,7 @@ from typing import Any
 
 import structlog
 
-from sync_gateway.conflicts.apply import ConflictApplier, append_resolution_event, resolution_event_id
+from sync_gateway.conflicts.leaves import LeafWriter, append_resolution_event, resolution_event_id
 from sync_gateway.conflicts.stale import rebase
 from sync_gateway.contracts import CURRENT_REV, ReceiptStatus
 from sync_gateway.couch.client import CouchClient
@@ -57,7 +58,7 @@ class Resolver:
         self._couch = couch
         self._events = events
         self._receipts = receipts or ReceiptStore(couch)
-        self.revisions = ConflictApplier(couch, events)
+        self.revisions = LeafWriter(couch, events)
 
     async def apply(self, record: Record, winner: Mapping[str, Any] | None, by: str) -> dict[str, Any]:
         """Write the resolution of ``record`` with ``winner`` (``None``: a deletion, or the ERP keeps its

@@ -1,4 +1,5 @@
-"""Turns a reviewer's decision into the winning document, and checks it against the document's schema.
+"""Builds the winning document from a reviewer's decision and checks it against the document's schema (the
+resolver then applies it: :mod:`sync_gateway.conflicts.resolver`).
 
 Three decisions, as the API takes them:
 

@@ -1,6 +1,7 @@
-"""Applying a resolution: the winner becomes a new revision on top of one leaf, every other leaf is deleted
-(so the conflict is gone from the user database and, through replication, from every device), and a
-``conflict.resolved`` event keeps every competing version in the log.
+"""Writing a revision conflict's winner over its leaves (the ``revision`` branch of
+:class:`~sync_gateway.conflicts.resolver.Resolver`, the one place a winner is applied): the winner becomes a new
+revision on top of one leaf, every other leaf is deleted (so the conflict is gone from the user database and,
+through replication, from every device), and a ``conflict.resolved`` event keeps every competing version.
 
 The winner and the deletions are one ``_bulk_docs`` request: CouchDB merges the updates of one document in
 one request into one write of its revision tree, so ingest never sees the winner next to a leaf about to be
@@ -34,7 +35,7 @@ def resolution_event_id(source_db: str, doc_id: str, rev: str) -> str:
     return f"ev-{digest[:40]}"
 
 
-class ConflictApplier:
+class LeafWriter:
     def __init__(self, couch: CouchClient, events: EventLog) -> None:
         self._couch = couch
         self._events = events
