@@ -1,6 +1,7 @@
 """Applying a resolution, whatever the kind of conflict: the one home for writing a winner. One entry point for
 handlers (through the pipeline) and reviewers (through the review queue; the reviewer's winner is built by
-:mod:`sync_gateway.review.winner` from the field diff of :mod:`sync_gateway.diff`), both passing a conflict *record*: the review item's shape,
+:mod:`sync_gateway.review.winner` from the field diff of :mod:`sync_gateway.diff`), both passing a conflict
+*record*: the review item's shape,
 ``{source_db, doc_id, user, conflict_kind, handler, versions: [{rev, doc, source_db, user, deleted}],
 current, ancestor, reasons, id}``.
 
