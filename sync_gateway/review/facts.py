@@ -247,9 +247,9 @@ def order_facts(
         "approval": order.get("approval"),
         "rule": rules["approval"].description,
         "lines": lines,
-        "total": number_text(total),
+        "total": f"{total:.2f}",
         "currency": order.get("currency") or "",
-        "approval_limit": number_text(_number(approval_limit)),
+        "approval_limit": f"{_number(approval_limit) or Decimal(0):.2f}",
         "within_limit": total <= (_number(approval_limit) or Decimal(0)),
     }
 
@@ -435,7 +435,7 @@ def acceptance_refusal(
         limit = _number(approval_limit) or Decimal(0)
         if total > limit:
             return Forbidden(
-                f"the order's total {number_text(total)} is above your approval limit {number_text(limit)}: "
+                f"the order's total {total:.2f} is above your approval limit {limit:.2f}: "
                 "an approver with a higher limit must accept it",
                 code="approval_limit_exceeded",
             )
