@@ -380,3 +380,75 @@ async def test_a_viewer_sees_the_queue_and_the_items_with_no_action_forms_and_a_
             assert "Nothing was changed" in answer.text
     after = (await api.get(f"/api/conflicts/{item['id']}")).json()
     assert (after["rev"], after["status"]) == (item["rev"], "open")
+
+
+async def mirror_doc(gw: GatewayProcess, doc_id: str, done: Any) -> dict[str, Any]:
+    async with gw.couch_admin() as couch:
+
+        async def probe() -> dict[str, Any]:
+            return dict((await couch.get(f"/{gw.prefix}mirror/{doc_id}")).json())
+
+        return await wait_until(probe, done, timeout=30, what=f"{doc_id} in the mirror")
+
+
+def wo_update(work_order: str, base: str, **changes: Any) -> dict[str, Any]:
+    doc = docs.work_order_update("crew-phone", work_order=work_order)
+    return {**doc, "base_erp_version": base, "changes": changes}
+
+
+async def test_a_stale_edit_shows_per_field_the_base_value_the_erps_value_with_what_changed_it_and_the_edit(
+    gw: GatewayProcess,
+    erp: Engine,
+    api: httpx.AsyncClient,
+    browser: Browser,  # noqa: F811
+) -> None:
+    key = f"WO-{secrets.token_hex(2).upper()}"
+    entity = f"work_order:{key}"
+    row = {"key": key, "name": "Boiler service", "status": "open", "scheduled_for": "2026-12-02", "territory": "x"}
+    masters.write(erp, "work_order", [row])
+    base = str((await mirror_doc(gw, entity, lambda d: d.get("status") == "open"))["erp_version"])
+    masters.write(erp, "work_order", [{"key": key, "status": "in_progress"}])  # the office starts it in the ERP
+    started = await mirror_doc(gw, entity, lambda d: d.get("status") == "in_progress")
+    lea, kai = await field_user(gw, api, "lea", "x"), await field_user(gw, api, "kai", "x")
+    async with Device() as device:
+        # lea moves the appointment, based on the current version: accepted, and the ERP applies it
+        moved = wo_update(key, str(started["erp_version"]), scheduled_for="2026-12-09")
+        await pushed(device, lea, "lea", moved)
+        await receipt_on(device, lea, "lea", moved["_id"], "projected")
+        now = await mirror_doc(gw, entity, lambda d: d.get("scheduled_for") == "2026-12-09")
+        # kai edited the version he had before either change
+        stale = wo_update(key, base, status="on_hold", scheduled_for="2026-12-05", notes="gate locked")
+        await pushed(device, kai, "kai", stale)
+        await receipt_on(device, kai, "kai", stale["_id"], "in_review")
+    item = await open_item(api, stale["_id"])
+    facts = item["facts"]
+    assert (facts["facet"], facts["base_version"], facts["current_version"]) == ("stale_base", base, now["erp_version"])
+    fields = {f["field"]: f for f in facts["fields"]}
+    assert (fields["status"]["base"], fields["status"]["current"], fields["status"]["mine"]) == (
+        "open",
+        "in_progress",
+        "on_hold",
+    )
+    assert fields["status"]["changed_in"] == started["erp_version"] and fields["status"]["changed_by"] is None
+    scheduled = fields["scheduled_for"]
+    assert (scheduled["base"], scheduled["current"], scheduled["mine"]) == ("2026-12-02", "2026-12-09", "2026-12-05")
+    assert scheduled["changed_in"] == now["erp_version"] and scheduled["changed_at"]
+    assert scheduled["changed_by"]["user"] == lea.name and scheduled["changed_by"]["doc_id"] == moved["_id"]
+    assert facts["appended"] == {"notes": "gate locked"}
+
+    reviewer = f"sam.{secrets.token_hex(2)}"
+    password = await new_account(api, reviewer, ["reviewer"])
+    context = await browser.new_context(viewport={"width": 375, "height": 812})
+    page = await context.new_page()
+    await password_sign_in(page, gw, reviewer, password)
+    await page.goto(f"{gw.url}/review/items/{item['id']}")
+    status_row = page.locator("table.stale tr[data-field=status]")
+    await expect(status_row).to_contain_text("open")
+    await expect(status_row.locator("td[data-label=erp]")).to_contain_text("by a change made in the ERP")
+    scheduled_row = page.locator("table.stale tr[data-field=scheduled_for]")
+    await expect(scheduled_row.locator("td[data-label=erp]")).to_contain_text(f"by {lea.name}'s accepted edit")
+    await expect(scheduled_row).to_contain_text("2026-12-05")
+    await expect(page.locator("table.diff")).to_be_visible()  # the field picks stay as they were
+    assert await no_horizontal_scroll(page), "the stale-base page scrolls sideways at 375 px"
+    await page.screenshot(path="/tmp/review-ui-screenshots/stale-base-phone.png", full_page=True)
+    await context.close()
