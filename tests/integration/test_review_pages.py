@@ -391,6 +391,9 @@ async def mirror_doc(gw: GatewayProcess, doc_id: str, done: Any) -> dict[str, An
         return await wait_until(probe, done, timeout=30, what=f"{doc_id} in the mirror")
 
 
+PLANNED, MOVED, KAIS = "2026-12-02T08:00:00Z", "2026-12-09T08:00:00Z", "2026-12-05T08:00:00Z"
+
+
 def wo_update(work_order: str, base: str, **changes: Any) -> dict[str, Any]:
     doc = docs.work_order_update("crew-phone", work_order=work_order)
     return {**doc, "base_erp_version": base, "changes": changes}
@@ -404,7 +407,7 @@ async def test_a_stale_edit_shows_per_field_the_base_value_the_erps_value_with_w
 ) -> None:
     key = f"WO-{secrets.token_hex(2).upper()}"
     entity = f"work_order:{key}"
-    row = {"key": key, "name": "Boiler service", "status": "open", "scheduled_for": "2026-12-02", "territory": "x"}
+    row = {"key": key, "name": "Boiler service", "status": "open", "scheduled_for": PLANNED, "territory": "x"}
     masters.write(erp, "work_order", [row])
     base = str((await mirror_doc(gw, entity, lambda d: d.get("status") == "open"))["erp_version"])
     masters.write(erp, "work_order", [{"key": key, "status": "in_progress"}])  # the office starts it in the ERP
@@ -412,12 +415,12 @@ async def test_a_stale_edit_shows_per_field_the_base_value_the_erps_value_with_w
     lea, kai = await field_user(gw, api, "lea", "x"), await field_user(gw, api, "kai", "x")
     async with Device() as device:
         # lea moves the appointment, based on the current version: accepted, and the ERP applies it
-        moved = wo_update(key, str(started["erp_version"]), scheduled_for="2026-12-09")
+        moved = wo_update(key, str(started["erp_version"]), scheduled_for=MOVED)
         await pushed(device, lea, "lea", moved)
         await receipt_on(device, lea, "lea", moved["_id"], "projected")
-        now = await mirror_doc(gw, entity, lambda d: d.get("scheduled_for") == "2026-12-09")
+        now = await mirror_doc(gw, entity, lambda d: d.get("scheduled_for") == MOVED)
         # kai edited the version he had before either change
-        stale = wo_update(key, base, status="on_hold", scheduled_for="2026-12-05", notes="gate locked")
+        stale = wo_update(key, base, status="on_hold", scheduled_for=KAIS, notes="gate locked")
         await pushed(device, kai, "kai", stale)
         await receipt_on(device, kai, "kai", stale["_id"], "in_review")
     item = await open_item(api, stale["_id"])
@@ -431,7 +434,7 @@ async def test_a_stale_edit_shows_per_field_the_base_value_the_erps_value_with_w
     )
     assert fields["status"]["changed_in"] == started["erp_version"] and fields["status"]["changed_by"] is None
     scheduled = fields["scheduled_for"]
-    assert (scheduled["base"], scheduled["current"], scheduled["mine"]) == ("2026-12-02", "2026-12-09", "2026-12-05")
+    assert (scheduled["base"], scheduled["current"], scheduled["mine"]) == (PLANNED, MOVED, KAIS)
     assert scheduled["changed_in"] == now["erp_version"] and scheduled["changed_at"]
     assert scheduled["changed_by"]["user"] == lea.name and scheduled["changed_by"]["doc_id"] == moved["_id"]
     assert facts["appended"] == {"notes": "gate locked"}
@@ -447,7 +450,7 @@ async def test_a_stale_edit_shows_per_field_the_base_value_the_erps_value_with_w
     await expect(status_row.locator("td[data-label=erp]")).to_contain_text("by a change made in the ERP")
     scheduled_row = page.locator("table.stale tr[data-field=scheduled_for]")
     await expect(scheduled_row.locator("td[data-label=erp]")).to_contain_text(f"by {lea.name}'s accepted edit")
-    await expect(scheduled_row).to_contain_text("2026-12-05")
+    await expect(scheduled_row).to_contain_text(KAIS)
     await expect(page.locator("table.diff")).to_be_visible()  # the field picks stay as they were
     assert await no_horizontal_scroll(page), "the stale-base page scrolls sideways at 375 px"
     await page.screenshot(path="/tmp/review-ui-screenshots/stale-base-phone.png", full_page=True)
