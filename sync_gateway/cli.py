@@ -214,6 +214,8 @@ async def _dev(args: argparse.Namespace) -> int:
             edge_port=args.edge_port,
             edge_token_secret=SecretStr(secret["edge_token_secret"]),
             connector_options={"url": f"sqlite:///{data_dir / 'staging.db'}"},
+            # the demo's approver may accept orders up to this total (production sets its own; default 0)
+            approval_limit=os.environ.get("SYNC_APPROVAL_LIMIT", "5000"),
         )
         await _seed_masters(f"sqlite:///{data_dir / 'staging.db'}")
         couch, registry = await _with_registry(settings)

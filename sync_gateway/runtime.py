@@ -45,6 +45,7 @@ from sync_gateway.project.deadletters import DeadLetters
 from sync_gateway.project.worker import Projector
 from sync_gateway.quarantine import Quarantine
 from sync_gateway.receipts import ReceiptStore
+from sync_gateway.review.facts import ReviewFacts
 from sync_gateway.review.queue import ReviewQueue
 from sync_gateway.rules import config_documents
 from sync_gateway.supervisor import Supervisor
@@ -277,6 +278,13 @@ class Gateway:
             validator=self.validator,
             applier=self._resolver.apply,
             decliner=self._resolver.decline,
+            approval_limit=self.settings.approval_limit,
+        )
+        facts = ReviewFacts(
+            self.api_couch,
+            self.settings.db("mirror"),
+            self.events,
+            approval_limit=self.settings.approval_limit,
         )
         return ApiServices(
             settings=self.settings,
@@ -289,6 +297,7 @@ class Gateway:
             checkpoints=self.checkpoints,
             quarantine=self.quarantine,
             review=review,
+            facts=facts,
             process=self.process_view(),
             connector=self.connector,
         )

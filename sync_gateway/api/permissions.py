@@ -71,6 +71,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/api/conflicts/{item_id}/resolve"): "review.act",
     ("POST", "/api/conflicts/{item_id}/reject"): "review.act",
     ("POST", "/api/conflicts/{item_id}/reopen"): "review.act",
+    ("POST", "/api/conflicts/{item_id}/approve"): "review.approve",  # within SYNC_APPROVAL_LIMIT
     # accounts, tokens, audit
     ("GET", "/api/me"): "tokens.own",
     ("GET", "/api/accounts"): "accounts.manage",
@@ -92,6 +93,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     # web pages
     ("GET", "/review"): "review.read",
     ("GET", "/review/items/{item_id}"): "review.read",
+    ("POST", "/review/items/{item_id}/approve"): "review.approve",  # within SYNC_APPROVAL_LIMIT
     ("POST", "/review/items/{item_id}/{action}"): "review.act",
     ("GET", "/admin"): "tokens.own",
     ("GET", "/admin/tokens"): "tokens.own",

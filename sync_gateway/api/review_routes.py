@@ -12,10 +12,20 @@ from sync_gateway.api.auth import AuditDep, PrincipalDep, acting_as, require_adm
 from sync_gateway.api.permissions import Principal
 from sync_gateway.api.services import ServicesDep
 from sync_gateway.diff import diff_versions
-from sync_gateway.review.queue import ReviewQueue
+from sync_gateway.review.queue import SORTS, ReviewQueue
 from sync_gateway.review.winner import version_docs
+from sync_gateway.users import UserRegistry
 
 router = APIRouter(prefix="/api/conflicts", tags=["conflicts"], dependencies=[Depends(require_admin)])
+
+
+async def territory_users(registry: UserRegistry, territory: str) -> set[str]:
+    """The users whose ``territory`` attribute is ``territory``."""
+    return {
+        str(u["name"])
+        for u in await registry.list()
+        if str((u.get("attributes") or {}).get("territory", "")) == territory
+    }
 
 
 def _queue(svc: ServicesDep) -> ReviewQueue:
@@ -75,15 +85,18 @@ def _summary(item: dict[str, Any]) -> dict[str, Any]:
     return {k: item.get(k) for k in ("status", "rev", "claimed_by", "resolution")}
 
 
-@router.get("", summary="Review items, oldest first, filtered and paged")
+@router.get("", summary="Review items, filtered, sorted and paged, with counts per kind")
 async def list_conflicts(
     queue: QueueDep,
+    svc: ServicesDep,
     kind: Annotated[str | None, Query(description="revision, stale_base or business")] = None,
     type: Annotated[str | None, Query(description="document type")] = None,
     user: str | None = None,
     status: Annotated[str | None, Query(description="open, claimed, resolving, resolved, rejected")] = None,
     older_than: Annotated[str | None, Query(description="created before: 2h, 7d or an ISO time")] = None,
     newer_than: Annotated[str | None, Query(description="created after: 2h, 7d or an ISO time")] = None,
+    territory: Annotated[str | None, Query(max_length=256, description="the user's territory attribute")] = None,
+    sort: Annotated[str, Query(description=", ".join(SORTS))] = "oldest",
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
@@ -94,14 +107,21 @@ async def list_conflicts(
         status=status,
         older_than=older_than,
         newer_than=newer_than,
+        users=await territory_users(svc.registry, territory) if territory else None,
+        sort=sort,
         limit=limit,
         cursor=cursor,
     )
 
 
-@router.get("/{item_id}", summary="One item with every version and a field-level diff against the ancestor")
-async def get_conflict(item_id: str, queue: QueueDep) -> dict[str, Any]:
-    return item_with_diff(await queue.get(item_id))
+@router.get(
+    "/{item_id}",
+    summary="One item with every version, a field-level diff against the ancestor, and its ERP facts",
+)
+async def get_conflict(item_id: str, queue: QueueDep, svc: ServicesDep) -> dict[str, Any]:
+    item = item_with_diff(await queue.get(item_id))
+    item["facts"] = await svc.facts.for_item(item)
+    return item
 
 
 @router.post("/{item_id}/claim", summary="Take the item: others see who works on it")
@@ -130,9 +150,26 @@ async def resolve_conflict(
     payload = body.model_dump(exclude={"rev", "reviewer", "action"})
     by = _by(body, who)
     before = _summary(await queue.get(item_id))
-    result = await queue.resolve(item_id, by, body.action, payload, rev=body.rev)
+    result = await queue.resolve(item_id, by, body.action, payload, rev=body.rev, permissions=who.permissions)
     detail = {"as": by, "how": body.action}
     await audit.record("review.resolve", item_id, before=before, after=_summary(result), detail=detail)
+    return result
+
+
+@router.post(
+    "/{item_id}/approve",
+    summary="Accept a business item as submitted: an approval, within the approver's limit",
+    responses={403: {"description": "approver_required, approval_limit_exceeded or reviewer_required"}},
+)
+async def approve_conflict(
+    item_id: str, queue: QueueDep, who: PrincipalDep, audit: AuditDep, body: ClaimBody | None = None
+) -> Any:
+    by = _by(body, who)
+    before = _summary(await queue.get(item_id))
+    result = await queue.resolve(
+        item_id, by, "pick", {"version": 0}, rev=body.rev if body else None, permissions=who.permissions
+    )
+    await audit.record("review.approve", item_id, before=before, after=_summary(result), detail={"as": by})
     return result
 
 

@@ -22,6 +22,7 @@ from sync_gateway.eventlog.store import EventLog
 from sync_gateway.health import ProcessView
 from sync_gateway.project.deadletters import DeadLetters
 from sync_gateway.quarantine import Quarantine
+from sync_gateway.review.facts import ReviewFacts
 from sync_gateway.review.queue import ReviewQueue
 from sync_gateway.users import UserRegistry
 
@@ -40,6 +41,7 @@ class ApiServices:
     checkpoints: Checkpoints
     quarantine: Quarantine
     review: ReviewQueue  # with the process's applier and decliner, when it has them
+    facts: ReviewFacts  # the ERP facts of review items, from the mirror and the event log
     process: ProcessView  # loops alive, followers, metrics of this process
     connector: ErpConnector | None = None
 

@@ -44,6 +44,7 @@ def history_doc(master: MasterDoc) -> dict[str, Any]:
         "entity": master.doc_id,
         "erp_version": master.erp_version,
         "body": dict(master.body),
+        "mirrored_at": datetime.now(UTC).isoformat(timespec="microseconds"),  # when this version was seen
     }
 
 

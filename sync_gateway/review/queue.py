@@ -28,7 +28,7 @@ import builtins
 import hashlib
 import json
 import re
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,6 +47,7 @@ from sync_gateway.errors import (
     SyncGatewayError,
 )
 from sync_gateway.fields import public_doc
+from sync_gateway.review.facts import acceptance_refusal
 from sync_gateway.review.winner import build_winner, check_winner
 from sync_gateway.validation.documents import DocumentValidator
 
@@ -102,19 +103,38 @@ def parse_age(value: str, now: datetime | None = None) -> str:
     return parsed.astimezone(UTC).isoformat()
 
 
-def _encode_cursor(item: Mapping[str, Any]) -> str:
-    raw = json.dumps([item["created_at"], item["id"]], separators=(",", ":")).encode()
+def _age_key(item: Mapping[str, Any]) -> tuple[str, ...]:
+    return (str(item.get("created_at")), str(item["id"]))
+
+
+def _field_key(field: str) -> Callable[[Mapping[str, Any]], tuple[str, ...]]:
+    return lambda item: (str(item.get(field) or ""), *_age_key(item))
+
+
+#: the queue's orders: by age (oldest or newest first), or by kind, document type or user (then oldest first)
+_SORT_KEYS: dict[str, Callable[[Mapping[str, Any]], tuple[str, ...]]] = {
+    "oldest": _age_key,
+    "newest": _age_key,
+    "kind": _field_key("conflict_kind"),
+    "type": _field_key("doc_type"),
+    "user": _field_key("user"),
+}
+SORTS: tuple[str, ...] = tuple(_SORT_KEYS)
+
+
+def _encode_cursor(key: Sequence[str]) -> str:
+    raw = json.dumps(list(key), separators=(",", ":")).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[str, str]:
+def _decode_cursor(cursor: str) -> tuple[str, ...]:
     try:
-        created, item_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        key = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
     except (ValueError, TypeError, binascii.Error) as exc:
         raise InvalidRequest("cursor is not one this API returned", code="invalid_cursor") from exc
-    if not isinstance(created, str) or not isinstance(item_id, str):
+    if not isinstance(key, list) or not key or not all(isinstance(part, str) for part in key):
         raise InvalidRequest("cursor is not one this API returned", code="invalid_cursor")
-    return created, item_id
+    return tuple(key)
 
 
 def _stored_doc(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,12 +152,14 @@ class ReviewQueue:
         validator: DocumentValidator | None = None,
         applier: Applier | None = None,
         decliner: Decliner | None = None,
+        approval_limit: float = 0.0,
     ) -> None:
         self._couch = couch
         self.db = db
         self._validator = validator or DocumentValidator()
         self._applier = applier
         self._decliner = decliner
+        self.approval_limit = approval_limit
 
     # ------------------------------------------------------------------------------------------ opening
 
@@ -224,44 +246,55 @@ class ReviewQueue:
         status: str | None = None,
         older_than: str | None = None,
         newer_than: str | None = None,
+        users: Collection[str] | None = None,
+        sort: str = "oldest",
         limit: int = 50,
         cursor: str | None = None,
     ) -> dict[str, Any]:
-        """Items matching every given filter, oldest first: ``{"items": [...], "next_cursor": ...}``.
+        """Items matching every given filter in ``sort`` order (see :data:`SORTS`; oldest first by default):
+        ``{"items": [...], "next_cursor": ..., "counts": {kind: n}}``.
 
-        ``older_than``/``newer_than`` bound ``created_at`` (a duration like ``2h`` or an ISO time).
+        ``older_than``/``newer_than`` bound ``created_at`` (a duration like ``2h`` or an ISO time); ``users``
+        keeps the items of those users (a territory's, say). ``counts`` are per kind over every filter but
+        ``kind``, so the numbers say what each kind filter would show.
         """
         if kind is not None and kind not in KINDS:
             raise InvalidRequest(f"kind must be one of {', '.join(KINDS)}", code="invalid_filter")
         if status is not None and status not in STATUSES:
             raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}", code="invalid_filter")
+        if sort not in SORTS:
+            raise InvalidRequest(f"sort must be one of {', '.join(SORTS)}", code="invalid_filter")
         if not 1 <= limit <= 500:
             raise InvalidRequest("limit must be between 1 and 500", code="invalid_filter")
         before = parse_age(older_than) if older_than else None
         after = parse_age(newer_than) if newer_than else None
         start = _decode_cursor(cursor) if cursor else None
         rows = await self._couch.all_docs(self.db, include_docs=True, startkey=PREFIX, endkey=PREFIX + "\ufff0")
-        items = []
+        matching = []
         for row in rows:
             doc = row.get("doc")
             if not doc or doc.get("kind") != "conflict":
                 continue
             if (
-                (kind and doc.get("conflict_kind") != kind)
-                or (doc_type and doc.get("doc_type") != doc_type)
+                (doc_type and doc.get("doc_type") != doc_type)
                 or (user and doc.get("user") != user)
+                or (users is not None and doc.get("user") not in users)
                 or (status and doc.get("status") != status)
                 or (before and str(doc.get("created_at")) >= before)
                 or (after and str(doc.get("created_at")) <= after)
             ):
                 continue
-            if start and (str(doc.get("created_at")), doc["_id"]) <= start:
-                continue
-            items.append(public_item(doc))
-        items.sort(key=lambda i: (str(i.get("created_at")), i["id"]))
+            matching.append(public_item(doc))
+        counts = {k: sum(1 for i in matching if i.get("conflict_kind", "revision") == k) for k in KINDS}
+        newest = sort == "newest"
+        items = sorted(
+            (i for i in matching if not kind or i.get("conflict_kind") == kind), key=_SORT_KEYS[sort], reverse=newest
+        )
+        if start is not None:
+            items = [i for i in items if (_SORT_KEYS[sort](i) < start if newest else _SORT_KEYS[sort](i) > start)]
         page = items[:limit]
-        next_cursor = _encode_cursor(page[-1]) if len(items) > limit else None
-        return {"items": page, "next_cursor": next_cursor}
+        next_cursor = _encode_cursor(_SORT_KEYS[sort](page[-1])) if len(items) > limit else None
+        return {"items": page, "next_cursor": next_cursor, "counts": counts}
 
     async def _load(self, item_id: str) -> dict[str, Any]:
         doc = await self._couch.get_or_none(self.db, item_id) if item_id.startswith(PREFIX) else None
@@ -310,13 +343,24 @@ class ReviewQueue:
         return await self._save(doc, by, "reopened", {"note": note}, status="open", claimed_by=None)
 
     async def resolve(
-        self, item_id: str, by: str, action: str, payload: Mapping[str, Any], *, rev: str | None = None
+        self,
+        item_id: str,
+        by: str,
+        action: str,
+        payload: Mapping[str, Any],
+        *,
+        rev: str | None = None,
+        permissions: frozenset[str] | None = None,
     ) -> dict[str, Any]:
         """Settle the item with the winner ``payload`` describes (see :mod:`sync_gateway.review.winner`).
 
-        Nothing is written unless the winner is valid and an applier is configured. Raises NotFound
-        ``conflict_not_found``, StateConflict ``already_resolved``/``concurrent_change``, InvalidRequest,
-        SchemaValidationError ``schema_invalid`` or :class:`ApplierUnavailable`.
+        ``permissions`` are the acting person's: accepting a business item may need more than working the
+        queue (an approval within ``approval_limit``, :func:`sync_gateway.review.facts.acceptance_refusal`);
+        ``None`` is the gateway itself (tests, tools), which is not asked. Nothing is written unless the
+        winner is allowed and valid and an applier is configured. Raises NotFound ``conflict_not_found``,
+        Forbidden ``approver_required``/``approval_limit_exceeded``/``reviewer_required``, StateConflict
+        ``already_resolved``/``concurrent_change``, InvalidRequest, SchemaValidationError ``schema_invalid``
+        or :class:`ApplierUnavailable`.
         """
         doc = await self._load(item_id)
         self._check_rev(doc, rev)
@@ -325,6 +369,10 @@ class ReviewQueue:
                 f"{item_id} is {doc['status']}; reopen it before resolving it again", code="already_resolved"
             )
         winner, decision = build_winner(doc, {**payload, "action": action})
+        if permissions is not None:
+            refusal = acceptance_refusal(doc, winner, permissions, self.approval_limit)
+            if refusal is not None:
+                raise refusal
         check_winner(self._validator, await self._as_written(doc, winner))
         if self._applier is None:
             raise ApplierUnavailable("this gateway process cannot write resolutions now; try again later")

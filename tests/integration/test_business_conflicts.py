@@ -30,7 +30,7 @@ def business_gateway(couch_server: CouchServer, tmp_path_factory: pytest.TempPat
         couch_server,
         tmp_path_factory.mktemp("business-gateway"),
         prefix="biz_",
-        extra_env={"SYNC_PULL_INTERVAL_S": "0.2"},
+        extra_env={"SYNC_PULL_INTERVAL_S": "0.2", "SYNC_APPROVAL_LIMIT": "5000"},  # approvals need a limit
     ) as gw:
         yield gw
 

@@ -211,10 +211,22 @@ async def test_list_filters_sorts_oldest_first_and_pages(queue: ReviewQueue, cou
     assert [i["id"] for i in first["items"]] == [ids[2], ids[1]] and first["next_cursor"]
     second = await queue.list(limit=2, cursor=first["next_cursor"])
     assert [i["id"] for i in second["items"]] == [ids[0]] and second["next_cursor"] is None
+    # counts per kind over every filter but the kind; other orders, and the users of a territory
+    assert everything["counts"] == {"revision": 2, "business": 1, "stale_base": 0}
+    assert (await queue.list(user="ben", kind="business"))["counts"] == {"revision": 1, "business": 1, "stale_base": 0}
+    newest = await queue.list(sort="newest", limit=2)
+    assert [i["id"] for i in newest["items"]] == [ids[0], ids[1]]
+    rest = await queue.list(sort="newest", limit=2, cursor=newest["next_cursor"])
+    assert [i["id"] for i in rest["items"]] == [ids[2]]
+    assert [i["id"] for i in (await queue.list(sort="user"))["items"]] == [ids[0], ids[2], ids[1]]
+    assert [i["id"] for i in (await queue.list(sort="kind"))["items"]] == [ids[1], ids[2], ids[0]]
+    assert [i["id"] for i in (await queue.list(users={"anna"}))["items"]] == [ids[0]]
+    assert (await queue.list(users=set()))["items"] == []
 
 
 @pytest.mark.parametrize(
-    "filters", [{"status": "done"}, {"kind": "x"}, {"older_than": "yesterday"}, {"cursor": "%%"}, {"limit": 0}]
+    "filters",
+    [{"status": "done"}, {"kind": "x"}, {"older_than": "yesterday"}, {"cursor": "%%"}, {"limit": 0}, {"sort": "size"}],
 )
 async def test_bad_filters_have_stable_codes(queue: ReviewQueue, filters: dict[str, Any]) -> None:
     with pytest.raises(InvalidRequest) as info:

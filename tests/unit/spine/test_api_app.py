@@ -20,6 +20,7 @@ from sync_gateway.eventlog.store import EventLog
 from sync_gateway.health import ProcessView
 from sync_gateway.project.deadletters import DeadLetters
 from sync_gateway.quarantine import Quarantine
+from sync_gateway.review.facts import ReviewFacts
 from sync_gateway.review.queue import ReviewQueue
 from sync_gateway.supervisor import Supervisor
 from sync_gateway.users import UserRegistry
@@ -45,6 +46,7 @@ def services(couch: MemoryCouch) -> ApiServices:
         checkpoints=Checkpoints(client, settings.db("checkpoints")),
         quarantine=Quarantine(client, settings.db("conflicts")),
         review=ReviewQueue(client, settings.db("conflicts")),  # no applier in this process
+        facts=ReviewFacts(client, settings.db("mirror"), EventLog(client, settings.db("events"))),
         process=ProcessView(settings, client, Supervisor()),
     )
 
