@@ -149,3 +149,11 @@ async def test_bad_id_tokens_and_bodies_are_refused_with_a_code_and_enrol_nothin
     new = [d for d in devices_after if d["device_id"] not in {b["device_id"] for b in devices_before}]
     assert [(d["user"], d["enrolled_with"]) for d in new] == [("ivo", "oidc")]
     assert not [d for d in devices_after if d["user"] in ("ghost", "dora")]
+
+
+async def test_a_gateway_without_an_issuer_refuses_id_tokens_with_a_code(
+    gateway: GatewayProcess, issuer: OidcIssuer
+) -> None:
+    async with edge_client(gateway) as edge:
+        response = await edge.post("/sync/_enrol", json={"id_token": issuer.mint("olga", ""), "device_name": "x"})
+    assert refusal(response) == (400, "oidc_not_configured")
