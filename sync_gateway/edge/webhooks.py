@@ -218,7 +218,10 @@ class WebhookSender:
         now = time.time()
         due = [doc for doc in pending if max(float(doc["next_at"]), float(doc.get("lease_until") or 0)) <= now]
         if due:
-            await asyncio.gather(*(self._attempt(doc) for doc in due))
+            outcomes = await asyncio.gather(*(self._attempt(doc) for doc in due), return_exceptions=True)
+            failed = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+            if failed:  # every attempt has settled; the supervisor restarts the loop after its backoff
+                raise failed[0]
             return 0.0
         later = [max(float(doc["next_at"]), float(doc.get("lease_until") or 0)) for doc in pending]
         return max(0.05, min([self._poll, *(t - now for t in later)]))
