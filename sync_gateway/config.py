@@ -87,11 +87,26 @@ class Settings(BaseSettings):
     edge_enrol_code_ttl_s: int = 24 * 3600
     device_lock_after_days: int = 7  # written into config:device_policy for the device client
     device_wipe_after_days: int = 30
+    # device enrolment with an OIDC ID token the app obtained from this issuer (empty: off)
+    edge_oidc_issuer: str = ""
+    edge_oidc_audiences: Annotated[list[str], NoDecode] = Field(default_factory=list)  # the app's client id(s)
+    edge_oidc_user_claim: str = "preferred_username"  # the claim that names the (provisioned) user
+    # device events as signed webhooks (MDM, SIEM): endpoints, the HMAC secret, delivery and retries
+    webhook_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_secret: SecretStr = SecretStr("")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=12, ge=1, le=100)  # then the delivery is dead (admin API)
+    webhook_backoff_base_s: float = Field(default=2.0, gt=0)
+    webhook_backoff_cap_s: float = Field(default=600.0, gt=0)
+    webhook_poll_s: float = Field(default=5.0, gt=0)  # how soon events written by another process are seen
+    device_offline_check_s: float = Field(default=3600.0, gt=0)  # how often devices offline past policy are found
 
     log_level: str = "INFO"
     log_format: Literal["auto", "json", "console"] = "auto"
 
-    @field_validator("roles", "enforced_rules", "edge_cors_origins", mode="before")
+    @field_validator(
+        "roles", "enforced_rules", "edge_cors_origins", "edge_oidc_audiences", "webhook_urls", mode="before"
+    )
     @classmethod
     def _split_roles(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -220,7 +220,7 @@ class AttachmentConflict(InvalidRequest):
 
 
 class OidcRefused(InvalidRequest):
-    """The issuer's answer did not pass a check; the message says which."""
+    """An ID token or the issuer's answer did not pass a check; ``code`` says which, the message what to do."""
 
     code = "oidc_refused"
 

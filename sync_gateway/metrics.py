@@ -120,6 +120,19 @@ EDGE_REQUESTS = Counter(
     ["kind", "outcome"],
     registry=REGISTRY,
 )
+WEBHOOK_DELIVERIES = Counter(
+    "sync_webhook_deliveries_total",
+    "Webhook delivery attempts of device events by outcome: delivered (2xx), retry (another answer or none; "
+    "tried again later), dead (the last attempt failed)",
+    ["outcome"],
+    registry=REGISTRY,
+)
+WEBHOOK_OUTBOX = Gauge(
+    "sync_webhook_outbox_depth",
+    "Webhook deliveries waiting in the outbox by state (pending, dead), as the sender last saw them",
+    ["state"],
+    registry=REGISTRY,
+)
 
 # ---------------------------------------------------------------------------------------------- runtime
 
@@ -216,6 +229,8 @@ _LOOPS = frozenset(
         "distribute:distributor",
         "health",
         "edge:registry-watch",
+        "webhooks",
+        "devices:offline-check",
     }
 )
 

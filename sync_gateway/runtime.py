@@ -33,7 +33,9 @@ from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.edge.app import create_edge_app
 from sync_gateway.edge.build import build_edge
 from sync_gateway.edge.devices import DeviceRegistry, device_policy_document
+from sync_gateway.edge.events import DeviceEvents, OfflineCheck
 from sync_gateway.edge.service import Edge
+from sync_gateway.edge.webhooks import Outbox, WebhookSender, endpoints_from
 from sync_gateway.eventlog.store import EventLog
 from sync_gateway.health import ProcessView, serve_health
 from sync_gateway.http_server import quiet_server
@@ -45,6 +47,7 @@ from sync_gateway.project.deadletters import DeadLetters
 from sync_gateway.project.worker import Projector
 from sync_gateway.quarantine import Quarantine
 from sync_gateway.receipts import ReceiptStore
+from sync_gateway.retry import Backoff
 from sync_gateway.review.facts import ReviewFacts
 from sync_gateway.review.queue import ReviewQueue
 from sync_gateway.rules import config_documents
@@ -54,7 +57,7 @@ from sync_gateway.validation.documents import DocumentValidator
 
 log = structlog.get_logger(__name__)
 
-SYSTEM_DBS = ("events", "conflicts", "registry", "checkpoints", "mirror", "accounts", "audit")
+SYSTEM_DBS = ("events", "conflicts", "registry", "checkpoints", "mirror", "accounts", "audit", "outbox")
 
 
 class Gateway:
@@ -71,6 +74,11 @@ class Gateway:
         self.registry = UserRegistry(self.api_couch, settings.db("registry"))
         self.people = People(self.api_couch, settings)  # accounts, tokens, audit trail, OIDC sign-in
         self.devices = DeviceRegistry(self.api_couch, settings.db("registry"))
+        # device events: the audit trail and the webhook outbox (sent by the sender loop, see _start_loops)
+        endpoints = endpoints_from(settings.webhook_urls, settings.webhook_secret.get_secret_value())
+        self.outbox = Outbox(self.api_couch, settings.db("outbox"), endpoints)
+        self.device_events = DeviceEvents(self.outbox, self.people.audit)
+        self.webhooks: WebhookSender | None = None
         self.edge: Edge | None = None  # built in run(), after CouchDB is known to be usable
         self.events = EventLog(self.api_couch, settings.db("events"))
         self.dead_letters = DeadLetters(self.api_couch, settings.db("conflicts"))
@@ -182,7 +190,9 @@ class Gateway:
             self._build_workers()
             if self._runs_edge():  # device writes wake this process's ingest (others: _db_updates)
                 wake = self.ingest.wake if self.ingest is not None else None
-                self.edge = build_edge(self.settings, couch=self.api_couch, watch_couch=self.couch, wake=wake)
+                self.edge = build_edge(
+                    self.settings, couch=self.api_couch, watch_couch=self.couch, wake=wake, events=self.device_events
+                )
             self._start_loops()
             if "api" in self.settings.roles:
                 app = create_app(self.api_services())
@@ -233,8 +243,33 @@ class Gateway:
             sup.start("distribute:distributor", self.distributor.run)
         if self.edge is not None:
             sup.start("edge:registry-watch", self.edge.watch_registry)
+        self._start_device_event_loops()
         if self.settings.health_port:  # liveness, readiness and /metrics for every role (sync_gateway.health)
             sup.start("health", lambda: serve_health(self.process_view()))
+
+    def _start_device_event_loops(self) -> None:
+        """Processes with the api or edge role deliver the webhook outbox (claims keep several of them from
+        sending one attempt twice); the api role looks for devices offline past the policy."""
+        s = self.settings
+        if self.outbox.endpoints and {"api", "edge"} & set(s.roles):
+            self.webhooks = WebhookSender(
+                self.outbox.using(self.couch),
+                s.webhook_secret.get_secret_value(),
+                timeout_s=s.webhook_timeout_s,
+                max_attempts=s.webhook_max_attempts,
+                backoff=Backoff(base=s.webhook_backoff_base_s, cap=s.webhook_backoff_cap_s),
+                poll_s=s.webhook_poll_s,
+            )
+            self.supervisor.start("webhooks", self.webhooks.run)
+        if "api" in s.roles:
+            offline = OfflineCheck(
+                DeviceRegistry(self.couch, s.db("registry")),
+                self.device_events,
+                lock_after_days=s.device_lock_after_days,
+                wipe_after_days=s.device_wipe_after_days,
+                interval_s=s.device_offline_check_s,
+            )
+            self.supervisor.start("devices:offline-check", offline.run)
 
     async def stop(self) -> None:
         """Stop the API and every loop (followers save their checkpoints), then close the clients."""
@@ -259,6 +294,8 @@ class Gateway:
             with contextlib.suppress(Exception):
                 await self.connector.close()
         await self.people.close()
+        if self.webhooks is not None:
+            await self.webhooks.close()
         if self.edge is not None:
             await self.edge.close()
         await self.couch.close()
@@ -292,6 +329,8 @@ class Gateway:
             registry=self.registry,
             people=self.people,
             devices=self.devices,
+            device_events=self.device_events,
+            outbox=self.outbox,
             events=self.events,
             dead_letters=self.dead_letters,
             checkpoints=self.checkpoints,

@@ -41,6 +41,13 @@ async function readError(response) {
   }
 }
 
+function proofBody(proof) {
+  if (proof.code) return { code: proof.code };
+  const idToken = proof.idToken || proof.id_token;
+  if (idToken) return { id_token: idToken };
+  return { user: proof.user, password: proof.password };
+}
+
 export class EdgeClient {
   /**
    * @param {object} options
@@ -93,11 +100,15 @@ export class EdgeClient {
     return new PouchDB(`${this.url}/sync/`, { ...options, fetch: this.fetch, skip_setup: true });
   }
 
-  /** Enrol with `{user, password}` or `{code}`; `device` is `{name, platform, appVersion}`. */
+  /**
+   * Enrol with `{user, password}`, `{code}` (a one-time code an admin issued) or `{idToken}` (an OpenID Connect
+   * ID token the app got from the gateway's configured issuer, e.g. with AppAuth; its audience must be the app's
+   * client id). `device` is `{name, platform, appVersion}`.
+   */
   async enrol(proof, device = {}) {
     const body = {
       device_name: device.name || '', platform: device.platform || '', app_version: device.appVersion || '',
-      ...(proof.code ? { code: proof.code } : { user: proof.user, password: proof.password }),
+      ...proofBody(proof),
     };
     const session = await this._post('/sync/_enrol', body);
     await this._setSession(session);

@@ -1,5 +1,6 @@
 """Admin routes for devices: enrolment codes, the registry with each device's status, revocation, remote wipe,
-and deactivating a user (which stops all its devices)."""
+deactivating a user (which stops all its devices), and the webhook outbox of device events. What changes a
+device is recorded as a device event (audit trail + webhooks) naming the calling account."""
 
 from __future__ import annotations
 
@@ -39,6 +40,19 @@ async def new_enrolment_code(body: NewEnrolmentCode, gw: ServicesDep, audit: Aud
     return issued
 
 
+@router.get("/devices/webhooks", summary="Webhook deliveries of device events not done yet: pending and dead")
+async def list_webhook_deliveries(gw: ServicesDep, state: Literal["pending", "dead"] | None = None) -> dict[str, Any]:
+    endpoints = [{"key": e.key, "url": e.shown} for e in gw.outbox.endpoints]
+    return {"endpoints": endpoints, "deliveries": await gw.outbox.list(state=state)}
+
+
+@router.post("/devices/webhooks/{delivery_id}/retry", summary="Send a dead webhook delivery again")
+async def retry_webhook_delivery(delivery_id: str, gw: ServicesDep, audit: AuditDep) -> dict[str, Any]:
+    after = await gw.outbox.retry(delivery_id)
+    await audit.record("webhook.retried", f"delivery:{delivery_id}", after=after)
+    return after
+
+
 @router.get("/devices", summary="Every enrolled device with its state, last contact, push and pull")
 async def list_devices(gw: ServicesDep, user: str | None = None) -> dict[str, Any]:
     return {"devices": await gw.devices.list(user=user)}
@@ -53,14 +67,15 @@ async def get_device(device_id: str, gw: ServicesDep) -> dict[str, Any]:
 async def revoke_device(device_id: str, gw: ServicesDep, audit: AuditDep) -> dict[str, Any]:
     before = await gw.devices.get(device_id)
     after = await gw.devices.revoke(device_id, reason="admin")
-    await audit.record("device.revoked", f"device:{device_id}", before={"state": before.get("state")}, after=after)
+    before_state = {"state": before.get("state")}
+    await gw.device_events.emit("device.revoked", after, audit.who, before=before_state, detail={"reason": "admin"})
     return after
 
 
 @router.post("/devices/{device_id}/wipe", status_code=202, summary="Ask the device to destroy its local data")
 async def wipe_device(device_id: str, body: WipeRequest, gw: ServicesDep, audit: AuditDep) -> dict[str, Any]:
     after = await gw.devices.request_wipe(device_id, body.mode)
-    await audit.record("device.wipe_ordered", f"device:{device_id}", after={"mode": body.mode, **after})
+    await gw.device_events.emit("device.wipe_ordered", after, audit.who, detail={"mode": body.mode})
     return after
 
 
@@ -70,4 +85,6 @@ async def deactivate_user(name: str, gw: ServicesDep, audit: AuditDep) -> dict[s
     revoked = await gw.devices.revoke_user(name)
     result = {"user": user, "revoked_devices": [d["device_id"] for d in revoked]}
     await audit.record("user.deactivated", f"user:{name}", after=result)
+    for device in revoked:
+        await gw.device_events.emit("device.revoked", device, audit.who, detail={"reason": "user_deactivated"})
     return result

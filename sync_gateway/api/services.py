@@ -18,6 +18,8 @@ from sync_gateway.contracts import ErpConnector
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.edge.devices import DeviceRegistry
+from sync_gateway.edge.events import DeviceEvents
+from sync_gateway.edge.webhooks import Outbox
 from sync_gateway.eventlog.store import EventLog
 from sync_gateway.health import ProcessView
 from sync_gateway.project.deadletters import DeadLetters
@@ -36,6 +38,8 @@ class ApiServices:
     registry: UserRegistry
     people: People
     devices: DeviceRegistry
+    device_events: DeviceEvents  # audit trail + webhook outbox of device changes
+    outbox: Outbox
     events: EventLog
     dead_letters: DeadLetters
     checkpoints: Checkpoints

@@ -88,13 +88,13 @@ async def _handle(edge: Edge, request: Request, raw_path: str) -> Response:
     if own is not None:
         if request.method != "POST":
             raise EdgeRefusal(405, "method_not_allowed", f"use POST on /sync/_{own}")
+        client = request.client.host if request.client else "unknown"
         if own == "wipe":
             caller = await edge.authenticate(request.headers.get("authorization"))
-            return JSONResponse(await edge.confirm_wipe(caller))
+            return JSONResponse(await edge.confirm_wipe(caller, client))
         body = await edge.passthrough.read_json(request)
         if not isinstance(body, dict):
             raise EdgeRefusal(400, "invalid_request", "send a JSON object")
-        client = request.client.host if request.client else "unknown"
         if own == "enrol":
             return JSONResponse(await edge.enrol(body, client), status_code=201)
         return JSONResponse(await edge.refresh(body, client))

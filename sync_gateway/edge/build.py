@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sync_gateway.accounts.idtoken import IdTokenVerifier
 from sync_gateway.config import Settings
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.edge.devices import DeviceRegistry
+from sync_gateway.edge.events import DeviceEvents
 from sync_gateway.edge.feeds import OpenFeeds
 from sync_gateway.edge.limits import RateLimiter
 from sync_gateway.edge.proxy import CouchPassThrough
@@ -16,9 +18,15 @@ from sync_gateway.errors import ConfigurationError
 
 
 def build_edge(
-    settings: Settings, *, couch: CouchClient, watch_couch: CouchClient, wake: Callable[[str], None] | None = None
+    settings: Settings,
+    *,
+    couch: CouchClient,
+    watch_couch: CouchClient,
+    wake: Callable[[str], None] | None = None,
+    events: DeviceEvents | None = None,
 ) -> Edge:
-    """The edge's services; refuses to start without a token secret (tokens would not survive a restart)."""
+    """The edge's services; refuses to start without a token secret (tokens would not survive a restart) or
+    with an OIDC issuer for enrolment but no accepted audience."""
     secret = settings.edge_token_secret.get_secret_value()
     if not secret:
         raise ConfigurationError(
@@ -28,6 +36,13 @@ def build_edge(
         tokens = AccessTokens(secret, settings.edge_access_ttl_s)
     except ValueError as exc:
         raise ConfigurationError(str(exc)) from exc
+    id_tokens = None
+    if settings.edge_oidc_issuer:
+        if not settings.edge_oidc_audiences:
+            raise ConfigurationError(
+                "SYNC_EDGE_OIDC_ISSUER needs SYNC_EDGE_OIDC_AUDIENCES: the client id(s) of the device app at the issuer"
+            )
+        id_tokens = IdTokenVerifier(settings.edge_oidc_issuer, settings.edge_oidc_audiences)
     feeds = OpenFeeds()
     passthrough = CouchPassThrough(
         settings.couch_url,
@@ -49,4 +64,7 @@ def build_edge(
         cors_origins=list(settings.edge_cors_origins),
         read_timeout=settings.feed_read_timeout_s,
         wake=wake,
+        events=events,
+        id_tokens=id_tokens,
+        user_claim=settings.edge_oidc_user_claim,
     )

@@ -42,6 +42,7 @@ _PUBLIC_FIELDS = (
     "wipe_mode",
     "wipe_requested_at",
     "wiped_at",
+    "offline_notified",
 )
 
 
@@ -197,6 +198,14 @@ class DeviceRegistry:
             for key, value in stamps.items():
                 if (doc.get(key) or "") < value:
                     doc[key] = value
+
+        await self._change(device_id, change)
+
+    async def note_offline(self, device_id: str, threshold: str, last_sync_at: str) -> None:
+        """Remember that ``device.offline_past_policy`` was recorded for this threshold and offline spell."""
+
+        def change(doc: dict[str, Any]) -> None:
+            doc["offline_notified"] = {**(doc.get("offline_notified") or {}), threshold: last_sync_at}
 
         await self._change(device_id, change)
 

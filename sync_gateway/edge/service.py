@@ -14,9 +14,13 @@ from typing import Any
 import httpx
 import structlog
 
+from sync_gateway.accounts.idtoken import IdTokenVerifier, OidcRefused
+from sync_gateway.audit import Actor
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.couch.naming import valid_username
 from sync_gateway.edge.devices import DEVICE_PREFIX, DeviceRegistry, refuse_inactive
 from sync_gateway.edge.errors import EdgeRefusal
+from sync_gateway.edge.events import SYSTEM, DeviceEvents, EventKind, device_actor
 from sync_gateway.edge.feeds import OpenFeeds
 from sync_gateway.edge.limits import RateLimiter
 from sync_gateway.edge.proxy import CouchPassThrough
@@ -45,7 +49,7 @@ class Caller:
 @dataclass(frozen=True)
 class _Proof:
     user: str
-    method: str  # how the user proved who they are: password, enrolment_code (later: oidc)
+    method: str  # how the user proved who they are: password, enrolment_code, oidc
     device_name: str = ""  # named by an admin with the enrolment code
 
 
@@ -87,6 +91,9 @@ class Edge:
         cors_origins: list[str],
         read_timeout: float = 60.0,
         wake: Callable[[str], None] | None = None,
+        events: DeviceEvents | None = None,
+        id_tokens: IdTokenVerifier | None = None,
+        user_claim: str = "preferred_username",
     ) -> None:
         self.couch = couch
         self._watch_couch = watch_couch
@@ -99,6 +106,9 @@ class Edge:
         self.cors_origins = cors_origins
         self._read_timeout = read_timeout
         self._wake = wake  # ingest's wake-up for a user database a device wrote to (same process only)
+        self.events = events  # device events: audit trail and webhook outbox
+        self._id_tokens = id_tokens  # OIDC enrolment (None: not configured)
+        self._user_claim = user_claim
         self._sessions = httpx.AsyncClient(base_url=couch_url.rstrip("/"), timeout=httpx.Timeout(30.0, connect=5.0))
         self._device_cache = _Cache(_STATE_TTL_S)
         self._user_cache = _Cache(_STATE_TTL_S)
@@ -118,6 +128,8 @@ class Edge:
             await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), 3.0)
         await self._sessions.aclose()
         await self.passthrough.close()
+        if self._id_tokens is not None:
+            await self._id_tokens.close()
 
     # ------------------------------------------------------------------------------------------ who calls
 
@@ -170,21 +182,44 @@ class Edge:
             enrolled_with=proof.method,
         )
         log.info("edge.device_enrolled", device=device["device_id"], user=proof.user, method=proof.method)
+        await self._emit("device.enrolled", device, device_actor(device["device_id"], client), method=proof.method)
         return self._tokens_for(device, refresh)
 
     async def _prove(self, body: Mapping[str, Any], client: str) -> _Proof:
-        """Who the enrolling user is: a one-time code an admin issued (it also names the device) or the
-        user's password. An OIDC ID token is the next proof: verified against the provider's keys, it names
-        the user the same way, and nothing after this step changes."""
+        """Who the enrolling user is: a one-time code an admin issued (it also names the device), an OIDC ID
+        token from the configured issuer (its user claim names the user), or the user's password."""
         if isinstance(body.get("code"), str) and body["code"].strip():
             self.enrol_limiter.take(f"code@{client}")
             user, device_name = await self.devices.redeem_code(body["code"])
             return _Proof(user, "enrolment_code", device_name)
+        if "id_token" in body:
+            return await self._prove_id_token(body["id_token"], client)
         if isinstance(body.get("user"), str) and isinstance(body.get("password"), str):
             self.enrol_limiter.take(f"{body['user']}@{client}")
             await self._check_password(body["user"], body["password"])
             return _Proof(body["user"], "password")
-        raise EdgeRefusal(400, "invalid_request", "send {user, password} or {code}, with device_name and platform")
+        raise EdgeRefusal(
+            400, "invalid_request", "send {user, password}, {code} or {id_token}, with device_name and platform"
+        )
+
+    async def _prove_id_token(self, id_token: Any, client: str) -> _Proof:
+        """An ID token the app got from the configured issuer: verified (signature against the issuer's keys,
+        issuer, audience, times); the user claim must name a user of this gateway (checked by ``enrol``)."""
+        if self._id_tokens is None:
+            raise EdgeRefusal(400, "oidc_not_configured", "this gateway does not enrol devices with ID tokens")
+        if not isinstance(id_token, str) or not id_token.strip():
+            raise EdgeRefusal(400, "invalid_request", "id_token must be the ID token (a JWT) as a string")
+        self.enrol_limiter.take(f"oidc@{client}")
+        try:
+            claims = await self._id_tokens.verify(id_token.strip())
+        except OidcRefused as refused:
+            status = 503 if refused.code == "oidc_unavailable" else 401
+            raise EdgeRefusal(status, refused.code, str(refused)) from refused
+        user = claims.get(self._user_claim)
+        if not isinstance(user, str) or not valid_username(user):
+            raise EdgeRefusal(401, "oidc_no_user", f"the ID token's {self._user_claim} names no user of this gateway")
+        log.info("edge.id_token_accepted", user=user, issuer=claims.get("iss"))
+        return _Proof(user, "oidc")
 
     async def _check_password(self, user: str, password: str) -> None:
         """Ask CouchDB, which owns the password hashes (``POST /_session`` as that user)."""
@@ -205,7 +240,14 @@ class Edge:
         if device_id is None or not isinstance(token, str):
             raise EdgeRefusal(401, "refresh_token_invalid", "the refresh token is not valid; enrol the device again")
         self.enrol_limiter.take(f"token:{device_id}@{client}")  # not the device's bucket: anyone can name it
-        device, refresh = await self.devices.rotate_refresh(device_id, token)
+        try:
+            device, refresh = await self.devices.rotate_refresh(device_id, token)
+        except EdgeRefusal as refusal:
+            if refusal.code == "refresh_token_reused":  # the registry revoked the device: say so
+                revoked = await self.devices.get_doc(device_id)
+                if revoked is not None:
+                    await self._emit("device.revoked", revoked, SYSTEM, reason="refresh_token_reused")
+            raise
         self._device_cache.drop(device_id)
         return self._tokens_for(device, refresh)
 
@@ -222,12 +264,18 @@ class Edge:
             "database_path": "/sync/",
         }
 
-    async def confirm_wipe(self, caller: Caller) -> dict[str, Any]:
+    async def confirm_wipe(self, caller: Caller, client: str | None = None) -> dict[str, Any]:
         record = await self.devices.confirm_wipe(caller.device_id)
         self._device_cache.drop(caller.device_id)
         self.feeds.close_device(caller.device_id)
         log.info("edge.device_wiped", device=caller.device_id, user=caller.device["user"])
+        mode = caller.device.get("wipe_mode")
+        await self._emit("device.wipe_confirmed", record, device_actor(caller.device_id, client), mode=mode)
         return {"ok": True, "device_id": caller.device_id, "wiped_at": record["wiped_at"]}
+
+    async def _emit(self, kind: EventKind, device: Mapping[str, Any], actor: Actor, **detail: Any) -> None:
+        if self.events is not None:
+            await self.events.emit(kind, device, actor, detail=detail)
 
     # ------------------------------------------------------------------------------------------ activity
 

@@ -355,7 +355,9 @@ const ops = {
     const name = requireArg(args, 'client');
     // PouchDB's own fetch (node-fetch) under the wrapper: its attachment reads expect response.buffer()
     const client = new EdgeClient({ url: requireArg(args, 'url'), fetch: PouchDB.fetch });
-    const proof = args.code ? { code: args.code } : { user: requireArg(args, 'user'), password: args.password || '' };
+    const proof = args.code ? { code: args.code }
+      : args.id_token ? { idToken: args.id_token }
+        : { user: requireArg(args, 'user'), password: args.password || '' };
     const result = await client.enrol(proof, { name: args.device_name || name, platform: args.platform || 'node' });
     client.on('wiped', () => {
       for (const entry of edgeSyncs.values()) if (entry.client === client) dbs.delete(entry.localName);

@@ -253,10 +253,11 @@ class Device:
         user: str | None = None,
         password: str | None = None,
         code: str | None = None,
+        id_token: str | None = None,
         device_name: str | None = None,
         platform: str = "node",
     ) -> dict[str, Any]:
-        """Enrol the phone ``client`` by password or one-time code; returns ``{device_id, user}``."""
+        """Enrol the phone ``client`` by password, one-time code or OIDC ID token; returns ``{device_id, user}``."""
         result: dict[str, Any] = await self._call(
             "edge_enrol",
             client=client,
@@ -264,6 +265,7 @@ class Device:
             user=user,
             password=password,
             code=code,
+            id_token=id_token,
             device_name=device_name,
             platform=platform,
         )

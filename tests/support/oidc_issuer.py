@@ -85,7 +85,8 @@ class OidcIssuer:
         public = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(self._key.public_key()))
         return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": "RS256"}]}
 
-    def mint(self, username: str, nonce: str, *, audience: str | None = None) -> str:
+    def mint(self, username: str, nonce: str, *, audience: str | None = None, **overrides: Any) -> str:
+        """An ID token for ``username``; ``overrides`` replace claims (``None`` removes one)."""
         now = int(time.time())
         person = self.people[username]
         claims = {
@@ -97,6 +98,7 @@ class OidcIssuer:
             "nonce": "someone-else" if self.mode == "wrong_nonce" else nonce,
             **person.claims,
         }
+        claims = {k: v for k, v in {**claims, **overrides}.items() if v is not None}
         key = self._other_key if self.mode == "forged" else self._key
         return jwt.encode(claims, key, algorithm="RS256", headers={"kid": self.kid})
 

@@ -127,3 +127,28 @@ test('a token the gateway no longer accepts is refreshed; a refused refresh stop
   assert.equal(stopped.state, 'revoked');
   assert.equal(stopped.stopCode, 'refresh_token_reused');
 });
+
+test('enrols with an OIDC ID token: the token goes as id_token, a refusal keeps the device unenrolled', async () => {
+  const bodies = [];
+  let answer = json(201, { device_id: 'dev-7', user: 'olga', access_token: 'access-1', refresh_token: 'dev-7.r1',
+    expires_at: Math.floor(Date.now() / 1000) + 900 });
+  const fetchFn = async (url, init = {}) => {
+    bodies.push({ path: new URL(url).pathname, body: JSON.parse(init.body) });
+    return answer;
+  };
+  const refused = new EdgeClient({ url: 'http://edge.test', fetch: fetchFn });
+  const saved = answer;
+  answer = json(401, { error: 'unauthorized', reason: 'the ID token has expired', code: 'oidc_token_expired' });
+  await assert.rejects(refused.enrol({ idToken: 'old.id.token' }), (err) => err.code === 'oidc_token_expired');
+  assert.equal(refused.state, 'unenrolled');
+  assert.equal(refused.session, null);
+
+  answer = saved;
+  const client = new EdgeClient({ url: 'http://edge.test', fetch: fetchFn });
+  const result = await client.enrol({ idToken: 'header.claims.signature' }, { name: 'Olga phone', platform: 'ios' });
+  assert.deepEqual(result, { device_id: 'dev-7', user: 'olga' });
+  assert.equal(client.state, 'active');
+  assert.deepEqual(bodies.at(-1), { path: '/sync/_enrol', body: { device_name: 'Olga phone', platform: 'ios',
+    app_version: '', id_token: 'header.claims.signature' } });
+  assert.ok(!('password' in bodies.at(-1).body) && !('user' in bodies.at(-1).body));
+});

@@ -18,7 +18,7 @@ from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
-SYSTEM_DBS = ("events", "registry", "mirror", "conflicts", "checkpoints", "accounts", "audit")
+SYSTEM_DBS = ("events", "registry", "mirror", "conflicts", "checkpoints", "accounts", "audit", "outbox")
 REFUSED = (401, 403)  # pouchdb-server answers 401 where CouchDB answers 403
 
 

@@ -63,13 +63,13 @@ async def test_a_good_id_token_gives_its_claims_and_the_authorize_url_carries_pk
 @pytest.mark.parametrize(
     ("make", "code"),
     [
-        (lambda: _token(key=OTHER), "oidc_bad_token"),  # forged: signed with a key the issuer does not publish
+        (lambda: _token(key=OTHER), "oidc_bad_signature"),  # forged: signed with a key the issuer does not publish
         (lambda: _token(exp=int(time.time()) - 3600, iat=int(time.time()) - 7200), "oidc_token_expired"),
-        (lambda: _token(aud="someone-else"), "oidc_bad_token"),
-        (lambda: _token(iss="https://evil.example"), "oidc_bad_token"),
+        (lambda: _token(aud="someone-else"), "oidc_wrong_audience"),
+        (lambda: _token(iss="https://evil.example"), "oidc_wrong_issuer"),
         (lambda: _token(nonce="other"), "oidc_nonce_mismatch"),
         (lambda: _token(sub=None), "oidc_bad_token"),
-        (lambda: jwt.encode({"iss": ISSUER}, "k" * 32, algorithm="HS256"), "oidc_bad_token"),  # symmetric: refused
+        (lambda: jwt.encode({"iss": ISSUER}, "k" * 32, algorithm="HS256"), "oidc_bad_algorithm"),  # symmetric: refused
         (lambda: "not.a.jwt", "oidc_bad_token"),
     ],
     ids=["forged", "expired", "audience", "issuer", "nonce", "no-subject", "symmetric", "garbage"],

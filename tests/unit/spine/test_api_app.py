@@ -12,10 +12,13 @@ from pydantic import SecretStr
 from sync_gateway.accounts.people import People
 from sync_gateway.api.app import create_app
 from sync_gateway.api.services import ApiServices
+from sync_gateway.audit import AuditLog
 from sync_gateway.config import Settings
 from sync_gateway.contracts import Conflict, Version
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.edge.devices import DeviceRegistry
+from sync_gateway.edge.events import DeviceEvents
+from sync_gateway.edge.webhooks import Outbox
 from sync_gateway.eventlog.store import EventLog
 from sync_gateway.health import ProcessView
 from sync_gateway.project.deadletters import DeadLetters
@@ -35,12 +38,15 @@ AUTH = {"Authorization": f"Bearer {BOOTSTRAP}"}
 def services(couch: MemoryCouch) -> ApiServices:
     settings = Settings(admin_token=SecretStr(BOOTSTRAP), keep_bootstrap_token=True, couch_url="http://couch.test")
     client = couch.client()
+    outbox = Outbox(client, settings.db("outbox"), ())
     return ApiServices(
         settings=settings,
         couch=client,
         registry=UserRegistry(client, settings.db("registry")),
         people=People(client, settings),
         devices=DeviceRegistry(client, settings.db("registry")),
+        device_events=DeviceEvents(outbox, AuditLog(client, settings.db("audit"))),
+        outbox=outbox,
         events=EventLog(client, settings.db("events")),
         dead_letters=DeadLetters(client, settings.db("conflicts")),
         checkpoints=Checkpoints(client, settings.db("checkpoints")),
