@@ -45,6 +45,22 @@ TRANSACTIONS = Counter(
     ["status", "type"],
     registry=REGISTRY,
 )
+INGEST_WAKEUPS = Counter(
+    "sync_ingest_wakeups_total",
+    "User databases woken for ingest, by source (edge: a device write in this process, db_updates: CouchDB's "
+    "feed, marks: the edge's wake-up marks, sweep: the slow sweep, provisioned, start: the first start)",
+    ["source"],
+    registry=REGISTRY,
+)
+INGEST_DRAINS = Counter(
+    "sync_ingest_drains_total", "User databases read until caught up after a wake-up", registry=REGISTRY
+)
+INGEST_USER_FEEDS = Gauge(
+    "sync_ingest_user_feeds",
+    "Changes feeds this process holds open per user database (0 with wake-ups; one per user with "
+    "SYNC_INGEST_WAKEUPS=feeds)",
+    registry=REGISTRY,
+)
 INGEST_LAG_BUCKETS: tuple[tuple[str, float], ...] = (
     ("0", 0.0),
     ("1s", 1.0),
@@ -295,6 +311,7 @@ async def refresh(gateway: Gateway) -> None:
         LOOP_ALIVE.labels(loop).set(1 if alive else 0)
         LOOP_RESTARTS.labels(loop_label(loop))  # every loop's series exists, at 0 until a crash
     if gateway.ingest is not None:
+        INGEST_USER_FEEDS.set(gateway.ingest.user_feeds)
         now = time.time()
         set_ingest_lag(
             0.0 if f.caught_up else max(0.0, now - f.caught_up_at) for f in list(gateway.ingest.followers.values())

@@ -98,7 +98,7 @@ class Edge:
         self.enrol_limiter = enrol_limiter
         self.cors_origins = cors_origins
         self._read_timeout = read_timeout
-        self._wake = wake  # ingest's wake-up for a user database a device wrote to (same process only)
+        self._wake = wake  # wakes ingest for a user database a device wrote to (runtime: in-process + marks)
         self._sessions = httpx.AsyncClient(base_url=couch_url.rstrip("/"), timeout=httpx.Timeout(30.0, connect=5.0))
         self._device_cache = _Cache(_STATE_TTL_S)
         self._user_cache = _Cache(_STATE_TTL_S)

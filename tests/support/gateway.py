@@ -50,6 +50,9 @@ class GatewayProcess:
             "SYNC_CONNECTOR_OPTIONS": f'{{"url": "sqlite:///{self.staging_path}"}}',
             "SYNC_FEED_READ_TIMEOUT_S": "10",
             "SYNC_RETRY_MAX_DELAY_S": "2",
+            # devices go through the edge, which wakes ingest; the few writes that bypass it on purpose (admin
+            # tools, hostile HTTP clients) are found by the sweep, quick here (default 300 s)
+            "SYNC_INGEST_SWEEP_INTERVAL_S": "2",
             "SYNC_LOG_FORMAT": "json",
             **(extra_env or {}),
         }
