@@ -4,10 +4,12 @@ client, and a gateway that sends every conflict to a reviewer."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from sync_gateway.couch.naming import user_db_name
 from tests.support.couch import CouchServer
@@ -57,6 +59,21 @@ class FieldUser:
         """A live two-way sync of ``local_db`` through the edge; stop it with ``device.sync_stop``."""
         client = await self.enrol(device, phone or local_db)
         return await device.edge_sync_live(local_db, client)
+
+    @asynccontextmanager
+    async def edge_http(self, device_name: str = "http-phone") -> AsyncIterator[httpx.AsyncClient]:
+        """A phone speaking the replication protocol by hand: enrolled by password, an HTTP client on the
+        edge's ``/sync`` with its access token (paths like ``/_bulk_docs``, ``/<doc id>``)."""
+        async with httpx.AsyncClient(base_url=self.gateway.edge_url, timeout=30.0) as edge:
+            enrolled = await edge.post(
+                "/sync/_enrol",
+                json={"user": self.name, "password": self.password, "device_name": device_name, "platform": "test"},
+            )
+            assert enrolled.status_code == 201, enrolled.text
+            token = enrolled.json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        async with httpx.AsyncClient(base_url=f"{self.gateway.edge_url}/sync", headers=headers, timeout=30.0) as c:
+            yield c
 
 
 @contextmanager
