@@ -236,6 +236,7 @@ _LOOPS = frozenset(
         "distribute",
         "health",
         "edge:registry-watch",
+        "edge:wakemarks",
     }
 )
 
