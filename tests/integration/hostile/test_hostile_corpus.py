@@ -111,6 +111,8 @@ async def test_the_hostile_corpus_is_rejected_or_refused_and_good_work_goes_on(
         local = await phone.bulk("phone", _interleave(device_bad, list(device_goods)))
         assert all(r.get("ok") for r in local), [r for r in local if not r.get("ok")]
         pushed = await hostile.replicate(phone, "phone", "push", check=False)
+        # what the database's validate_doc_update would refuse, the edge refuses first, per document
+        assert all(e["name"] == "forbidden" and "server-owned" in e["message"] for e in pushed["errors"]), pushed
         alone = [(doc_id, body) for case, doc_id, body in built if case.via == "device" and _unencodable(body)]
         for n, (doc_id, body) in enumerate(alone):
             await phone.bulk(f"phone-{n}", [body])
