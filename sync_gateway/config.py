@@ -53,9 +53,13 @@ class Settings(BaseSettings):
     enforced_rules: Annotated[list[RuleSetName], NoDecode] = Field(default_factory=lambda: list(ALL_RULE_SETS))
     profiles_dir: str = ""  # offline data profiles (YAML); empty: the defaults shipped in the package
     distribute_batch_size: int = 500
-    # how ingest learns of changes: one feed per user database, or wake-ups (CouchDB 3's _db_updates and the
-    # edge); auto picks wake-ups where the server has _db_updates
+    # how ingest learns of changes: wake-ups (auto, the default, is the same): the edge, then CouchDB 3's
+    # _db_updates, or on a server without it the edge's wake-up marks and a slow sweep; "feeds" (explicit
+    # only) holds one longpoll feed per user database instead
     ingest_wakeups: Literal["auto", "feeds", "wakeups"] = "auto"
+    # servers without _db_updates: how often every user database's update_seq is compared with what ingest
+    # read, to find writes that bypassed the edge (0: never)
+    ingest_sweep_interval_s: float = Field(default=300.0, ge=0)
     ingest_concurrency: int = Field(default=16, ge=1, le=512)  # user databases drained at once (wake-ups)
     review_sweep_interval_s: float = 300.0  # how often review items whose conflict is gone are closed
     shutdown_grace_s: float = 10.0  # SIGTERM: how long loops get to save their checkpoints before the exit

@@ -99,6 +99,7 @@ async def metrics_response(process: ProcessView) -> Response:
         roles=roles,
         loops=process.workers_alive(),
         ingest_lags=process.ingest_lags(),
+        user_feeds=process.ingest.user_feeds if process.ingest is not None else None,
         review_depth=process.review_depth if "api" in roles else None,
     )
     return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)

@@ -41,6 +41,22 @@ TRANSACTIONS = Counter(
     ["status", "type"],
     registry=REGISTRY,
 )
+INGEST_WAKEUPS = Counter(
+    "sync_ingest_wakeups_total",
+    "User databases woken for ingest, by source (edge: a device write in this process, db_updates: CouchDB's "
+    "feed, marks: the edge's wake-up marks, sweep: the slow sweep, provisioned, start: the first start)",
+    ["source"],
+    registry=REGISTRY,
+)
+INGEST_DRAINS = Counter(
+    "sync_ingest_drains_total", "User databases read until caught up after a wake-up", registry=REGISTRY
+)
+INGEST_USER_FEEDS = Gauge(
+    "sync_ingest_user_feeds",
+    "Changes feeds this process holds open per user database (0 with wake-ups; one per user with "
+    "SYNC_INGEST_WAKEUPS=feeds)",
+    registry=REGISTRY,
+)
 INGEST_LAG_BUCKETS: tuple[tuple[str, float], ...] = (
     ("0", 0.0),
     ("1s", 1.0),
@@ -231,6 +247,7 @@ _LOOPS = frozenset(
         "edge:registry-watch",
         "webhooks",
         "devices:offline-check",
+        "edge:wakemarks",
     }
 )
 
@@ -303,6 +320,7 @@ async def refresh(
     roles: Sequence[str],
     loops: Mapping[str, bool],
     ingest_lags: Iterable[float] | None = None,
+    user_feeds: int | None = None,
     review_depth: Callable[[], Awaitable[Mapping[str, int]]] | None = None,
 ) -> None:
     """Set the values that are state, not events: loops alive, ingest lag (when the process ingests), and the
@@ -312,6 +330,8 @@ async def refresh(
     for loop, alive in loops.items():
         LOOP_ALIVE.labels(loop).set(1 if alive else 0)
         LOOP_RESTARTS.labels(loop_label(loop))  # every loop's series exists, at 0 until a crash
+    if user_feeds is not None:
+        INGEST_USER_FEEDS.set(user_feeds)
     if ingest_lags is not None:
         set_ingest_lag(ingest_lags)
     if review_depth is not None and time.monotonic() - _review_read_at >= _REVIEW_REFRESH_S:

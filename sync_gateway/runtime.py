@@ -27,6 +27,7 @@ from sync_gateway.conflicts.stale import StaleBaseDetector
 from sync_gateway.contracts import ErpConnector
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.couch.wakemarks import WakeMarks
 from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.distribute.distributor import Distributor
 from sync_gateway.distribute.mirror import MirrorPuller
@@ -58,6 +59,7 @@ from sync_gateway.validation.documents import DocumentValidator
 log = structlog.get_logger(__name__)
 
 SYSTEM_DBS = ("events", "conflicts", "registry", "checkpoints", "mirror", "accounts", "audit", "outbox")
+WAKEMARKS_DB = "wakeups"  # servers without _db_updates: the edge's wake-up marks (sync_gateway.couch.wakemarks)
 
 
 class Gateway:
@@ -98,7 +100,9 @@ class Gateway:
         self.quarantine = Quarantine(self.api_couch, settings.db("conflicts"))
         self.supervisor = Supervisor()
         self.started_at = time.time()
-        self._use_wakeups = False
+        self._use_wakeups = True
+        self._has_db_updates = True
+        self.wakemarks: WakeMarks | None = None  # the edge's wake-up marks (servers without _db_updates)
         self._api_server: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
         self._edge_server: uvicorn.Server | None = None
@@ -108,10 +112,10 @@ class Gateway:
         """Check the server and our admin account, create the system databases and design documents; safe to
         run on every start. A server we cannot use stops the start with one error that says why."""
         caps = await self.api_couch.verify_admin()
-        wanted = self.settings.ingest_wakeups
-        self._use_wakeups = wanted == "wakeups" or (wanted == "auto" and caps.has_db_updates)
+        self._use_wakeups = self.settings.ingest_wakeups != "feeds"
+        self._has_db_updates = caps.has_db_updates
         await self.couch.ensure_db("_users")
-        for name in SYSTEM_DBS:
+        for name in SYSTEM_DBS + (() if caps.has_db_updates else (WAKEMARKS_DB,)):
             await self.couch.ensure_db(self.settings.db(name))
             await ensure_security(self.couch, self.settings.db(name))  # admins only, checked on every start
         await EventLog(self.couch, self.settings.db("events")).setup()
@@ -146,6 +150,9 @@ class Gateway:
                 quarantine=Quarantine(self.couch, s.db("conflicts")),
                 wakeups=self._use_wakeups,
                 concurrency=s.ingest_concurrency,
+                db_updates=self._has_db_updates,
+                marks_db=None if self._has_db_updates else s.db(WAKEMARKS_DB),
+                sweep_interval=0.0 if self._has_db_updates else s.ingest_sweep_interval_s,
             )
         if "project" in s.roles and self.connector is not None:
             self.projector = Projector(
@@ -188,10 +195,14 @@ class Gateway:
         with _stop_on_signals(stop):
             await self.setup()
             self._build_workers()
-            if self._runs_edge():  # device writes wake this process's ingest (others: _db_updates)
-                wake = self.ingest.wake if self.ingest is not None else None
+            if self._runs_edge():
+                self._build_wake()
                 self.edge = build_edge(
-                    self.settings, couch=self.api_couch, watch_couch=self.couch, wake=wake, events=self.device_events
+                    self.settings,
+                    couch=self.api_couch,
+                    watch_couch=self.couch,
+                    wake=self._wake,
+                    events=self.device_events,
                 )
             self._start_loops()
             if "api" in self.settings.roles:
@@ -216,6 +227,19 @@ class Gateway:
             finally:
                 stopping.cancel()
                 await self.stop()
+
+    def _build_wake(self) -> None:
+        """What a device's write through this process's edge wakes: this process's ingest at once, and on a
+        server without ``_db_updates`` a wake-up mark that every ingest process follows (and that outlives a
+        crash of this one)."""
+        if not self._has_db_updates:
+            self.wakemarks = WakeMarks(self.couch, self.settings.db(WAKEMARKS_DB))
+
+    def _wake(self, db: str) -> None:
+        if self.ingest is not None:
+            self.ingest.wake(db)
+        if self.wakemarks is not None:
+            self.wakemarks.mark(db)
 
     def _runs_edge(self) -> bool:
         """The edge runs when its role is asked for. With the default roles (all) and no token secret it is
@@ -243,6 +267,8 @@ class Gateway:
             sup.start("distribute:distributor", self.distributor.run)
         if self.edge is not None:
             sup.start("edge:registry-watch", self.edge.watch_registry)
+            if self.wakemarks is not None:
+                sup.start("edge:wakemarks", self.wakemarks.run)
         self._start_device_event_loops()
         if self.settings.health_port:  # liveness, readiness and /metrics for every role (sync_gateway.health)
             sup.start("health", lambda: serve_health(self.process_view()))

@@ -105,7 +105,7 @@ class Edge:
         self.enrol_limiter = enrol_limiter
         self.cors_origins = cors_origins
         self._read_timeout = read_timeout
-        self._wake = wake  # ingest's wake-up for a user database a device wrote to (same process only)
+        self._wake = wake  # wakes ingest for a user database a device wrote to (runtime: in-process + marks)
         self.events = events  # device events: audit trail and webhook outbox
         self._id_tokens = id_tokens  # OIDC enrolment (None: not configured)
         self._user_claim = user_claim

@@ -6,34 +6,44 @@ drains each (reads its changes from the checkpoint until caught up, then stops) 
 What marks a database dirty:
 
 - the edge, for every write a device makes through it (``wake`` in the same process);
-- CouchDB 3's ``_db_updates`` feed, for writes that bypass the edge (admin tools, other replicators). Its
-  position is kept in ``sync_checkpoints`` and saved only while nothing is dirty or draining, so after a crash
-  every database it named since then is drained again (cheap: each has its own checkpoint);
+- on CouchDB 3, the server's ``_db_updates`` feed: edges in other processes and writes that bypass the edge
+  (admin tools, other replicators);
+- on a server without ``_db_updates`` (pouchdb-server), the edge's wake-up marks
+  (:mod:`sync_gateway.couch.wakemarks`), one shared database followed with one feed, for edges in other
+  processes; and a slow **sweep** for writes that bypass the edge: every ``sweep_interval`` seconds each
+  known database's ``update_seq`` is compared with what the sweep saw last (at first: the ingest position),
+  at most ``concurrency`` requests at once, and a database that moved is woken;
 - a newly provisioned user (its database may already hold documents).
 
-An idle worker holds the ``_db_updates`` longpoll and nothing per user: the connections it keeps do not grow
-with the number of users, and start-up reads no user database (except on the very first start, when no
-``_db_updates`` position is saved yet and every known database is drained once).
+The position of ``_db_updates`` or of the marks feed is kept in ``sync_checkpoints`` and saved only while
+nothing is dirty or draining, so after a crash every database it named since then is drained again (cheap:
+each has its own checkpoint). An idle worker holds that one feed and nothing per user: the connections it
+keeps do not grow with the number of users, and start-up reads no user database (except on the very first
+start, when no position is saved yet and every known database is drained once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 import structlog
 
+from sync_gateway import metrics
 from sync_gateway.couch.checkpoints import Checkpoints
-from sync_gateway.couch.client import CouchClient, Seq
-from sync_gateway.errors import CheckpointLost, CouchError
+from sync_gateway.couch.client import ChangesBatch, CouchClient, Seq
+from sync_gateway.errors import CheckpointLost, CouchError, DocumentNotFound
 from sync_gateway.retry import Backoff
 
 log = structlog.get_logger(__name__)
 
 DB_UPDATES_CHECKPOINT = "ingest:_db_updates"
+MARKS_CHECKPOINT = "ingest:_wakemarks"
 
 Drain = Callable[[str], Awaitable[None]]
+Page = Callable[[Seq], Awaitable[ChangesBatch]]
 
 
 class Wakeups:
@@ -55,6 +65,7 @@ class Wakeups:
         self._drain = drain
         self._known = known
         self._slots = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
         self._read_timeout = read_timeout
         self._save_interval = save_interval
         self._dirty: set[str] = set()
@@ -64,12 +75,17 @@ class Wakeups:
         self._tasks: set[asyncio.Task[None]] = set()
         self._backoff = Backoff(base=0.2, cap=10.0)
         self._failures: dict[str, int] = {}
+        self._swept: dict[str, Any] = {}  # update_seq each database had when the sweep last looked
         self.drains = 0
+        self.woken: dict[str, int] = {}  # wake-ups by source (edge, db_updates, marks, sweep, ...)
 
-    def wake(self, db: str) -> None:
-        """``db`` has changes: drain it soon (once, however often it is woken meanwhile)."""
+    def wake(self, db: str, source: str = "edge") -> None:
+        """``db`` has changes: drain it soon (once, however often it is woken meanwhile). ``source`` says who
+        woke it, for the metrics."""
         if not self._known(db):
             return
+        self.woken[source] = self.woken.get(source, 0) + 1
+        metrics.INGEST_WAKEUPS.labels(source).inc()
         if db in self._draining:
             self._again.add(db)
         else:
@@ -104,6 +120,7 @@ class Wakeups:
         try:
             await self._drain(db)
             self.drains += 1
+            metrics.INGEST_DRAINS.inc()
             self._failures.pop(db, None)
         except CheckpointLost:
             log.warning("ingest.drain_lost", user_db=db)  # another process owns this database's feed
@@ -123,24 +140,92 @@ class Wakeups:
         """Run until cancelled: wake every known database ``_db_updates`` names. Without a saved position
         (first start) ``wake_all`` drains every known database once, so nothing written before is missed."""
         await self._couch.ensure_db("_global_changes")  # _db_updates is served from it; single nodes lack it
-        since: Seq = await self._checkpoints.load(DB_UPDATES_CHECKPOINT)
+
+        async def start() -> Seq:
+            return (await self._couch.db_updates(since=None, timeout=0.001)).last_seq or "now"
+
+        async def page(since: Seq) -> ChangesBatch:
+            return await self._couch.db_updates(since=since, timeout=self._read_timeout)
+
+        def named(rows: list[dict[str, Any]]) -> Iterable[str]:
+            return (str(r.get("db_name", "")) for r in rows if r.get("type") in ("updated", "created"))
+
+        await self._follow("db_updates", DB_UPDATES_CHECKPOINT, start, page, named, wake_all)
+
+    async def watch_marks(self, marks_db: str, wake_all: Callable[[], None]) -> None:
+        """Run until cancelled: follow the edge's wake-up marks in ``marks_db`` with one feed and wake every
+        known database a mark names; a first start drains every known database once (``wake_all``)."""
+
+        async def start() -> Seq:
+            return (await self._couch.db_info(marks_db)).get("update_seq")
+
+        async def page(since: Seq) -> ChangesBatch:
+            return await self._couch.changes(
+                marks_db, since=since, feed="longpoll", timeout=self._read_timeout, include_docs=False
+            )
+
+        def named(rows: list[dict[str, Any]]) -> Iterable[str]:
+            return (str(r.get("id", "")) for r in rows if not r.get("deleted"))
+
+        await self._follow("marks", MARKS_CHECKPOINT, start, page, named, wake_all)
+
+    async def _follow(
+        self,
+        source: str,
+        checkpoint: str,
+        start: Callable[[], Awaitable[Seq]],
+        page: Page,
+        named: Callable[[list[dict[str, Any]]], Iterable[str]],
+        wake_all: Callable[[], None],
+    ) -> None:
+        since: Seq = await self._checkpoints.load(checkpoint)
         if since is None:
-            since = (await self._couch.db_updates(since=None, timeout=0.001)).last_seq or "now"
+            since = await start()
             wake_all()
         saved, last_save, failures = since, time.monotonic(), 0
         while True:
             try:
-                batch = await self._couch.db_updates(since=since, timeout=self._read_timeout)
+                batch = await page(since)
                 failures = 0
             except CouchError as exc:
                 failures += 1
-                log.warning("ingest.db_updates_failed", error=str(exc), failures=failures)
+                log.warning("ingest.wakeup_feed_failed", source=source, error=str(exc), failures=failures)
                 await asyncio.sleep(self._backoff.delay(failures))
                 continue
-            for row in batch.results:
-                if row.get("type") in ("updated", "created"):
-                    self.wake(str(row.get("db_name", "")))
-            since = batch.last_seq or since
+            for db in named(batch.results):
+                self.wake(db, source)
+            since = batch.last_seq if batch.last_seq is not None else since
             if since != saved and self.quiet and time.monotonic() - last_save >= self._save_interval:
-                await self._checkpoints.save(DB_UPDATES_CHECKPOINT, since)
+                await self._checkpoints.save(checkpoint, since)
                 saved, last_save = since, time.monotonic()
+
+    async def sweep(self, interval: float, databases: Callable[[], list[str]], position: Callable[[str], Seq]) -> None:
+        """Run until cancelled: every ``interval`` seconds, :meth:`sweep_once`."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.sweep_once(databases(), position)
+
+    async def sweep_once(self, dbs: list[str], position: Callable[[str], Seq]) -> int:
+        """Wake each of ``dbs`` whose ``update_seq`` moved since the sweep last saw it (never seen: differs
+        from its ingest position ``position(db)``), at most ``concurrency`` reads at once; returns how many it
+        woke. Sequences are compared for equality only (opaque on CouchDB). An outage raises."""
+        slots = asyncio.Semaphore(self._concurrency)
+        woken = 0
+
+        async def look(db: str) -> None:
+            nonlocal woken
+            async with slots:
+                try:
+                    seq = (await self._couch.db_info(db)).get("update_seq")
+                except DocumentNotFound:  # deleted meanwhile: the registry watch drops it
+                    return
+            before = self._swept.get(db, position(db))
+            self._swept[db] = seq
+            if seq != before:
+                woken += 1
+                self.wake(db, "sweep")
+
+        await asyncio.gather(*(look(db) for db in dbs))
+        for db in set(self._swept) - set(dbs):
+            self._swept.pop(db, None)
+        return woken

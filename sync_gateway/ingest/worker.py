@@ -44,9 +44,11 @@ TRANSACTION_SELECTOR = {"_id": {"$regex": "^(" + "|".join(TRANSACTION_TYPES) + "
 class IngestWorker:
     """Owns one follower per user database; new users are picked up from the registry's changes feed.
 
-    ``wakeups=False``: each follower holds its own longpoll feed (a dev server without ``_db_updates``).
-    ``wakeups=True``: followers are drained only when their database is woken (``wake``, ``_db_updates``),
-    see :mod:`sync_gateway.ingest.wakeups`.
+    ``wakeups=True`` (the default mode): followers are drained only when their database is woken, see
+    :mod:`sync_gateway.ingest.wakeups`: by the edge (``wake``), by ``_db_updates`` (``db_updates=True``,
+    CouchDB 3), else by the edge's wake-up marks in ``marks_db`` and a sweep every ``sweep_interval``
+    seconds (0: none). ``wakeups=False``: each follower holds its own longpoll feed (``SYNC_INGEST_WAKEUPS=
+    feeds``, one connection per user).
     """
 
     def __init__(
@@ -69,6 +71,9 @@ class IngestWorker:
         quarantine: Quarantine | None = None,
         wakeups: bool = False,
         concurrency: int = 16,
+        db_updates: bool = True,
+        marks_db: str | None = None,
+        sweep_interval: float = 0.0,
     ) -> None:
         self._supervisor = supervisor or Supervisor()
         self._quarantine = quarantine
@@ -79,6 +84,9 @@ class IngestWorker:
         self._checkpoints = checkpoints
         self._batch_size = batch_size
         self._read_timeout = read_timeout
+        self._db_updates = db_updates
+        self._marks_db = marks_db
+        self._sweep_interval = sweep_interval
         self.pages = PageIngest(
             couch,
             events,
@@ -112,9 +120,7 @@ class IngestWorker:
         self._started = True
         log.info("ingest.started", users=len(self.followers), wakeups=self.wakeups is not None)
         if self.wakeups is not None:
-            wakeups = self.wakeups
-            self._supervisor.start("ingest:dispatch", wakeups.dispatch)
-            self._supervisor.start("ingest:db_updates", lambda: wakeups.watch_db_updates(self._wake_all))
+            self._start_wakeups(self.wakeups)
 
         async def users_changed(_rows: list[dict[str, Any]]) -> None:
             await self._sync_users()
@@ -133,6 +139,29 @@ class IngestWorker:
             await watch.run(since, loaded=True)
         finally:
             await asyncio.shield(self.flush())
+
+    def _start_wakeups(self, wakeups: Wakeups) -> None:
+        sup = self._supervisor
+        sup.start("ingest:dispatch", wakeups.dispatch)
+        marks_db = self._marks_db
+        if self._db_updates:
+            sup.start("ingest:db_updates", lambda: wakeups.watch_db_updates(self._wake_all))
+        elif marks_db is not None:
+            sup.start("ingest:wakemarks", lambda: wakeups.watch_marks(marks_db, self._wake_all))
+        else:  # nothing durable names what changed while we were down: read everything once
+            self._wake_all()
+        interval = self._sweep_interval
+        if interval > 0:
+            sup.start("ingest:sweep", lambda: wakeups.sweep(interval, lambda: list(self.followers), self._position))
+
+    def _position(self, db: str) -> Any:
+        follower = self.followers.get(db)
+        return follower.since if follower is not None else None
+
+    @property
+    def user_feeds(self) -> int:
+        """Changes feeds held open per user database: one per user without wake-ups, none with them."""
+        return 0 if self.wakeups is not None else len(self.followers)
 
     async def _sync_users(self) -> Any:
         info = await self._couch.db_info(self._registry.db)
@@ -170,7 +199,7 @@ class IngestWorker:
         if self.wakeups is not None:
             follower.position(since)
             if self._started:
-                self.wakeups.wake(db)  # provisioned while we run: its database may hold documents already
+                self.wakeups.wake(db, "provisioned")  # its database may hold documents already
             return
         first = [True]
 
@@ -228,8 +257,9 @@ class IngestWorker:
             self.wakeups.wake(db)
 
     def _wake_all(self) -> None:
-        for db in self.followers:
-            self.wake(db)
+        if self.wakeups is not None:
+            for db in list(self.followers):
+                self.wakeups.wake(db, "start")
 
     async def _drain(self, db: str) -> None:
         follower = self.followers.get(db)

@@ -7,6 +7,7 @@ import pytest
 
 from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
+from tests.support.crew import FieldUser
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess
 
@@ -18,7 +19,6 @@ async def test_invalid_documents_are_rejected_with_reasons_and_nothing_is_lost(
 ) -> None:
     response = await api.post("/api/users", json={"name": "eve", "password": "eve-secret-1"})
     assert response.status_code == 201
-    db_url = f"{gateway.couch.url}/{user_db_name('eve')}"
     bad = {
         "schema": {**docs.sales_order("eve-phone"), "lines": []},
         "unknown_type": {**docs.sales_order("eve-phone"), "type": "purchase_order"},
@@ -35,7 +35,7 @@ async def test_invalid_documents_are_rejected_with_reasons_and_nothing_is_lost(
     async with Device() as phone:
         for doc in [*bad.values(), good]:
             await phone.put("eve", doc)
-        live = await phone.sync_live("eve", db_url, "eve", "eve-secret-1")
+        live = await FieldUser(gateway, "eve", "eve-secret-1").sync_live(phone, "eve")
         receipts = {
             name: await phone.wait_for("eve", f"receipt:{doc['_id']}", timeout=30, status="rejected")
             for name, doc in bad.items()
@@ -72,11 +72,10 @@ async def test_invalid_documents_are_rejected_with_reasons_and_nothing_is_lost(
 
 async def test_a_fixed_transaction_is_accepted_after_rejection(gateway: GatewayProcess, api: httpx.AsyncClient) -> None:
     assert (await api.post("/api/users", json={"name": "finn", "password": "finn-secret-1"})).status_code == 201
-    db_url = f"{gateway.couch.url}/{user_db_name('finn')}"
     order = {**docs.sales_order("finn-phone"), "currency": "euro"}
     async with Device() as phone:
         rev = (await phone.put("finn", order))["rev"]
-        live = await phone.sync_live("finn", db_url, "finn", "finn-secret-1")
+        live = await FieldUser(gateway, "finn", "finn-secret-1").sync_live(phone, "finn")
         rejected = await phone.wait_for("finn", f"receipt:{order['_id']}", timeout=30, status="rejected")
         assert rejected["reasons"][0]["field"] == "currency"
         await phone.put("finn", {**order, "_rev": rev, "currency": "EUR"})

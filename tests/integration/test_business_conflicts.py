@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import Engine
 
 from erp_connectors.staging import masters
-from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess, running_gateway, staging_engine
 from tests.support.waiting import wait_until
@@ -67,7 +67,7 @@ async def test_stock_and_approval_conflicts_are_reviewed_and_devices_converge(
 
         await wait_until(mirrored, lambda n: n == 3, timeout=30, what="master data in the mirror")
     assert (await admin.post("/api/users", json={"name": "kai", "password": "kai-secret-1"})).status_code == 201
-    url = f"{gw.couch.url}/{user_db_name('kai')}"
+    kai = FieldUser(gw, "kai", "kai-secret-1")
 
     # offline: the phone and the tablet each take 3 of the van's 4 valves; the tablet also books an order
     # with a 20 % discount, which needs a manager's approval
@@ -83,9 +83,9 @@ async def test_stock_and_approval_conflicts_are_reviewed_and_devices_converge(
         await devices.put("tablet", second)
         await devices.put("tablet", order)
 
-        phone_sync = await devices.sync_live("phone", url, "kai", "kai-secret-1")
+        phone_sync = await kai.sync_live(devices, "phone")
         await devices.wait_for("phone", f"receipt:{first['_id']}", timeout=30, status="projected")
-        tablet_sync = await devices.sync_live("tablet", url, "kai", "kai-secret-1")
+        tablet_sync = await kai.sync_live(devices, "tablet")
         short = await devices.wait_for("tablet", f"receipt:{second['_id']}", timeout=30, status="in_review")
         unapproved = await devices.wait_for("tablet", f"receipt:{order['_id']}", timeout=30, status="in_review")
         assert [(r["code"], r["field"]) for r in short["reasons"]] == [("insufficient_stock", "quantity")]
@@ -150,7 +150,7 @@ async def test_stock_and_approval_conflicts_are_reviewed_and_devices_converge(
                 return (await couch.get("/biz_mirror/product:VALVE-20")).json().get("list_price")
 
             await wait_until(list_price, lambda price: price == "22.00", timeout=30, what="new list price mirrored")
-        tablet_sync = await devices.sync_live("tablet", url, "kai", "kai-secret-1")
+        tablet_sync = await kai.sync_live(devices, "tablet")
         repriced = await devices.wait_for("phone", f"receipt:{old_price['_id']}", timeout=30, status="in_review")
         forged = await devices.wait_for("phone", f"receipt:{tampered['_id']}", timeout=30, status="rejected")
         [price_item] = (await admin.get("/api/conflicts", params={"status": "open"})).json()["items"]

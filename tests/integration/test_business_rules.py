@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import Engine
 
 from erp_connectors.staging import masters
-from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess, running_gateway, staging_engine
 from tests.support.waiting import wait_until
@@ -92,7 +92,7 @@ async def test_device_priced_order_is_accepted_and_tampered_price_rejected(
     async with Device() as phone:
         for doc in (priced, tampered, unknown, too_many, enough):
             await phone.put("kim", doc)
-        live = await phone.sync_live("kim", f"{gw.couch.url}/{user_db_name('kim')}", "kim", "kim-secret-1")
+        live = await FieldUser(gw, "kim", "kim-secret-1").sync_live(phone, "kim")
         ok = await phone.wait_for("kim", f"receipt:{priced['_id']}", timeout=30, status="projected")
         bad = await phone.wait_for("kim", f"receipt:{tampered['_id']}", timeout=30, status="rejected")
         missing = await phone.wait_for("kim", f"receipt:{unknown['_id']}", timeout=30, status="rejected")

@@ -1,5 +1,10 @@
 """The PouchDB device harness against a real pouchdb-server: offline writes, push/pull as a database member,
-live sync seen through wait_for, and clear errors for timeouts and bad credentials."""
+live sync seen through wait_for, and clear errors for timeouts and bad credentials.
+
+Two modes are proved here. Every pipeline test's phones go through the gateway's edge (``FieldUser``,
+``Device.edge_phone``): the last tests below. The direct mode (``Device.replicate``/``sync_live`` with a
+CouchDB URL and password) is what the few deliberate bypasses of the edge use; its tests replicate with a
+plain server database on purpose, since that is the mode they prove."""
 
 from __future__ import annotations
 
@@ -15,8 +20,11 @@ from dataclasses import dataclass
 import httpx
 import pytest
 
+from tests.support import docs
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser
 from tests.support.device import Device, DeviceError
+from tests.support.gateway import GatewayProcess
 
 pytestmark = pytest.mark.integration
 
@@ -223,3 +231,47 @@ async def test_one_process_hosts_independent_phones_and_reports_conflicts(couch:
         assert (await device.info("anna"))["doc_count"] == 0
         await device.destroy("ben")
         assert (await device.info("ben"))["doc_count"] == 0
+
+
+async def test_a_field_users_phone_enrols_once_and_syncs_through_the_edge_holding_no_password(
+    gateway: GatewayProcess,
+) -> None:
+    name, password = f"harness-{uuid.uuid4().hex[:8]}", "harness-secret-1"
+    async with gateway.api_client() as api:
+        created = await api.post("/api/users", json={"name": name, "password": password})
+        assert created.status_code == 201, created.text
+        user = FieldUser(gateway, name, password)
+        move = docs.inventory_movement("harness-phone", quantity=1)
+        async with Device() as phone:
+            await phone.put("phone", move)
+            pushed = await user.replicate(phone, "phone", "push")
+            client = await user.enrol(phone, "phone")
+            again = await user.replicate(phone, "phone", "pull")  # the same enrolled phone, no second enrolment
+            session = await phone.edge_session(client)
+            handle = await user.sync_live(phone, "phone")
+            receipt = await phone.wait_for("phone", f"receipt:{move['_id']}", timeout=30, status="projected")
+            # a server-side change (written as admin) comes back through the same live sync
+            async with gateway.couch_admin() as couch:
+                current = (await couch.get(f"/{user.db}/{move['_id']}")).json()
+                moved = await couch.put(f"/{user.db}/{move['_id']}", json={**current, "notes": "office"})
+                assert moved.status_code == 201, moved.text
+            await phone.wait_for("phone", move["_id"], timeout=20, notes="office")
+            status = await phone.sync_stop(handle)
+        devices = (await api.get("/api/devices", params={"user": name})).json()
+    assert pushed["docs_written"] == 1 and again["ok"] is True
+    assert receipt["erp_ref"].startswith("IM-")
+    assert session["state"] == "active" and password not in json.dumps(session)
+    assert status["state"] == "stopped" and status["last_error"] is None
+    assert [d["name"] for d in devices["devices"]] == [f"phone of {name}"]  # enrolled once
+
+
+async def test_an_enrolment_with_a_wrong_password_fails_with_the_edges_code(gateway: GatewayProcess) -> None:
+    name = f"harness-{uuid.uuid4().hex[:8]}"
+    async with gateway.api_client() as api:
+        created = await api.post("/api/users", json={"name": name, "password": "right-secret-1"})
+        assert created.status_code == 201, created.text
+    async with Device() as phone:
+        with pytest.raises(DeviceError) as caught:
+            await FieldUser(gateway, name, "wrong-password").replicate(phone, "phone", "push")
+    assert caught.value.status == 401 and "invalid_credentials" in str(caught.value)
+    assert "wrong-password" not in str(caught.value)

@@ -8,8 +8,8 @@ import sqlite3
 import httpx
 import pytest
 
-from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
+from tests.support.crew import FieldUser
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess
 from tests.support.waiting import wait_until
@@ -21,7 +21,7 @@ async def test_transient_erp_failure_retries_and_the_device_sees_accepted_then_p
     gateway: GatewayProcess, api: httpx.AsyncClient
 ) -> None:
     assert (await api.post("/api/users", json={"name": "ivan", "password": "ivan-secret-1"})).status_code == 201
-    url = f"{gateway.couch.url}/{user_db_name('ivan')}"
+    ivan = FieldUser(gateway, "ivan", "ivan-secret-1")
     moves = [docs.inventory_movement("ivan-phone", quantity=q) for q in (1, 2, 3)]
     lock = sqlite3.connect(gateway.staging_path, timeout=30, isolation_level=None)
     try:
@@ -29,7 +29,7 @@ async def test_transient_erp_failure_retries_and_the_device_sees_accepted_then_p
         async with Device() as phone:
             for move in moves:
                 await phone.put("ivan", move)
-            live = await phone.sync_live("ivan", url, "ivan", "ivan-secret-1")
+            live = await ivan.sync_live(phone, "ivan")
             for move in moves:
                 receipt = await phone.wait_for("ivan", f"receipt:{move['_id']}", timeout=30, status="accepted")
                 assert receipt["erp_ref"] is None

@@ -17,6 +17,7 @@ from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import free_port
 from tests.support import docs
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser
 from tests.support.device import Device
 from tests.support.gateway import SCRIPT, GatewayProcess, running_gateway
 from tests.support.waiting import wait_until
@@ -73,12 +74,13 @@ async def provision(gw: GatewayProcess, name: str, password: str, role: str = "f
 
 
 async def push_and_wait(gw: GatewayProcess, name: str, password: str, items: list[dict[str, object]]) -> None:
-    """A real PouchDB device writes ``items`` offline, replicates as the user, and waits for every receipt."""
+    """A real PouchDB device writes ``items`` offline, pushes them through the edge as the user, and waits for
+    every receipt."""
     db = user_db_name(name)
     async with Device() as phone:
         for doc in items:
             await phone.put("local", doc)
-        await phone.replicate("local", f"{gw.couch.url}/{db}", name, password, direction="push")
+        await FieldUser(gw, name, password).replicate(phone, "local", "push")
     async with gw.couch_admin() as couch:
 
         async def receipts() -> dict[str, str]:

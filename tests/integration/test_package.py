@@ -112,6 +112,8 @@ def installed_gateway(installed: Path, couch_server: CouchServer, tmp_path: Path
         SYNC_SYSTEM_DB_PREFIX="pkg_",
         SYNC_CONNECTOR_OPTIONS=json.dumps({"url": f"sqlite:///{tmp_path / 'staging.db'}"}),
         SYNC_FEED_READ_TIMEOUT_S="10",
+        # this gateway runs no edge and the test writes to CouchDB directly: the sweep finds that write
+        SYNC_INGEST_SWEEP_INTERVAL_S="1",
         SYNC_LOG_FORMAT="json",
     )
     log_path = tmp_path / "gateway.log"

@@ -18,6 +18,7 @@ from erp_connectors.staging import masters
 from sync_gateway.couch.naming import user_db_name
 from sync_gateway.resources import DEFAULT_PROFILES_DIR
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser
 from tests.support.device import Device, DeviceError
 from tests.support.gateway import SCRIPT, GatewayProcess, running_gateway, staging_engine
 from tests.support.waiting import wait_until
@@ -169,8 +170,8 @@ async def test_devices_carry_exactly_their_profile_and_follow_erp_changes(
 
     async with Device() as phone:
         # --- a fresh phone pulls exactly its profile, fields stripped
-        anna_url, ben_url = f"{gw.couch.url}/{anna_db}", f"{gw.couch.url}/{ben_db}"
-        await phone.replicate("anna", anna_url, "anna", "anna-secret-1", direction="pull")
+        anna, ben = FieldUser(gw, "anna", "anna-secret-1"), FieldUser(gw, "ben", "ben-secret-1")
+        await anna.replicate(phone, "anna", "pull")
         assert await device_ids(phone, "anna") == anna_expected
         order = await phone.get("anna", "work_order:WO-1")
         assert order["assignee"] == "anna" and order["customer"] == "C1" and order["erp_version"]
@@ -193,8 +194,8 @@ async def test_devices_carry_exactly_their_profile_and_follow_erp_changes(
         assert profile["profiles"] == ["field_technician"] and profile["entities"]["work_order"]["direction"] == "both"
         assert (await phone.get("anna", "config:rules:pricing"))["language"] == "jsonlogic"
 
-        anna_sync = await phone.sync_live("anna", anna_url, "anna", "anna-secret-1")
-        ben_sync = await phone.sync_live("ben", ben_url, "ben", "ben-secret-1")
+        anna_sync = await anna.sync_live(phone, "anna")
+        ben_sync = await ben.sync_live(phone, "ben")
         await phone.wait_for("ben", "work_order:WO-3", timeout=20)
 
         # --- an ERP change to one of anna's work orders arrives on her phone
@@ -227,9 +228,11 @@ async def test_devices_carry_exactly_their_profile_and_follow_erp_changes(
         for handle in (anna_sync, ben_sync):
             assert (await phone.sync_stop(handle))["last_error"] is None
 
-        # --- one user's credentials cannot read another user's database
+        # --- one user's credentials cannot read another user's database on CouchDB itself (directly, on
+        # purpose: this is the database's own `_security`, the wall behind the edge; through the edge a device
+        # can only ever address its own database, see test_edge_isolation.py)
         with pytest.raises(DeviceError) as refused:
-            await phone.replicate("spy", ben_url, "anna", "anna-secret-1", direction="pull")
+            await phone.replicate("spy", ben.url, "anna", "anna-secret-1", direction="pull")
         assert refused.value.status in (401, 403)
         assert await device_ids(phone, "spy") == set()
         async with httpx.AsyncClient(auth=("anna", "anna-secret-1"), timeout=10) as anna_http:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser
 from tests.support.gateway import GatewayProcess, running_gateway
 from tests.support.waiting import wait_until
 
@@ -40,9 +40,9 @@ async def test_sigkill_mid_flight_loses_nothing_and_duplicates_nothing(crashy_ga
         docs.inventory_movement("gus-phone", quantity=i + 1) if i % 2 else docs.sales_order("gus-phone")
         for i in range(TOTAL)
     ]
-    async with httpx.AsyncClient(base_url=gw.couch.url, auth=("gus", "gus-secret-1"), timeout=30) as device:
+    async with FieldUser(gw, "gus", "gus-secret-1").edge_http() as device:  # through the edge
         for start in range(0, TOTAL, 50):
-            response = await device.post(f"/{db}/_bulk_docs", json={"docs": transactions[start : start + 50]})
+            response = await device.post("/_bulk_docs", json={"docs": transactions[start : start + 50]})
             assert response.status_code == 201
 
     def staged() -> int:

@@ -165,7 +165,7 @@ async def test_reviewer_resolves_field_by_field_in_the_browser_and_both_phones_c
             "status": "submitted",
         }
         for phone in ("phone1", "phone2"):
-            await device.replicate(phone, tech.url, tech.name, tech.password, "pull")
+            await tech.replicate(device, phone, "pull")
             local = await device.get(phone, doc_id, conflicts=True)
             assert local["_rev"] == resolved["resolution"]["rev"], phone
             assert {k: local.get(k) for k in expected} == expected, phone

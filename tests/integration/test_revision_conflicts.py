@@ -9,6 +9,7 @@ import pytest
 
 from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
+from tests.support.crew import FieldUser
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess
 
@@ -19,13 +20,13 @@ async def test_disjoint_offline_edits_on_two_devices_merge_and_converge(
     gateway: GatewayProcess, api: httpx.AsyncClient
 ) -> None:
     assert (await api.post("/api/users", json={"name": "hana", "password": "hana-secret-1"})).status_code == 201
-    url = f"{gateway.couch.url}/{user_db_name('hana')}"
+    hana = FieldUser(gateway, "hana", "hana-secret-1")
     report = {**docs.service_report("hana-phone", technician="hana"), "status": "draft"}
     async with Device() as devices:
         # the draft was synced to both the phone and the tablet while online
         await devices.put("phone", report)
-        await devices.replicate("phone", url, "hana", "hana-secret-1", direction="push")
-        await devices.replicate("tablet", url, "hana", "hana-secret-1", direction="pull")
+        await hana.replicate(devices, "phone", "push")
+        await hana.replicate(devices, "tablet", "pull")
         on_phone = await devices.get("phone", report["_id"])
         on_tablet = await devices.get("tablet", report["_id"])
 
@@ -34,8 +35,8 @@ async def test_disjoint_offline_edits_on_two_devices_merge_and_converge(
         await devices.put("tablet", {**on_tablet, "summary": "Pump serviced, pressure OK"})
 
         # back online: the server sees two leaves of one report; the handler merges them, devices converge
-        phone_sync = await devices.sync_live("phone", url, "hana", "hana-secret-1")
-        tablet_sync = await devices.sync_live("tablet", url, "hana", "hana-secret-1")
+        phone_sync = await hana.sync_live(devices, "phone")
+        tablet_sync = await hana.sync_live(devices, "tablet")
         merged = {"findings": "Bearing worn, replaced", "summary": "Pump serviced, pressure OK"}
         phone_doc = await devices.wait_for("phone", report["_id"], timeout=40, predicate=merged)
         tablet_doc = await devices.wait_for("tablet", report["_id"], timeout=40, predicate=merged)

@@ -124,7 +124,7 @@ async def converge_and_submit(
     """Live-sync both phones until each holds the winner (fields given by ``winner``), submit it from phone 2,
     and wait until phone 1 holds the projected receipt and the submitted revision. Returns each phone's
     document (with ``_conflicts`` and inline attachments) and the receipt."""
-    syncs = [await device.sync_live(p, driver.url, driver.name, driver.password) for p in ("phone1", "phone2")]
+    syncs = [await driver.sync_live(device, p) for p in ("phone1", "phone2")]
     try:
         on_two = await device.wait_for("phone2", doc_id, timeout=30, predicate=winner)
         await device.wait_for("phone1", doc_id, timeout=30, _rev=on_two["_rev"])

@@ -20,6 +20,7 @@ from erp_connectors.staging import masters
 from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser
 from tests.support.device import Device
 from tests.support.gateway import GatewayProcess, running_gateway, staging_engine
 from tests.support.waiting import wait_until
@@ -104,16 +105,16 @@ async def delivered(gw: GatewayProcess, names: tuple[str, ...], doc_id: str) -> 
 
 async def crew_on_phones(
     gw: GatewayProcess, admin: httpx.AsyncClient, phones: Device, names: tuple[str, ...], doc_id: str
-) -> dict[str, str]:
-    """Create the crew members, wait until ``doc_id`` reached their databases, pull them onto their phones;
-    return each member's database URL."""
+) -> dict[str, FieldUser]:
+    """Create the crew members, wait until ``doc_id`` reached their databases, pull them onto their phones
+    through the edge; return each member (whose phone is the local database named like them)."""
     for name in names:
         await crew_member(admin, name)
     await delivered(gw, names, doc_id)
-    urls = {name: f"{gw.couch.url}/{user_db_name(name)}" for name in names}
+    crew = {name: FieldUser(gw, name, f"{name}-secret-1") for name in names}
     for name in names:
-        await phones.replicate(name, urls[name], name, f"{name}-secret-1", direction="pull")
-    return urls
+        await crew[name].replicate(phones, name, "pull")
+    return crew
 
 
 def hlc_now(device: str) -> str:
@@ -131,7 +132,7 @@ async def test_crew_edits_of_one_work_order_settle_and_converge(
         [{"key": "WO-7", "name": "Boiler service", "territory": "north", "status": "open", "notes": "Gate code 4711"}],
     )
     async with Device() as phones:
-        urls = await crew_on_phones(gw, admin, phones, ("lena", "milo"), "work_order:WO-7")
+        crew = await crew_on_phones(gw, admin, phones, ("lena", "milo"), "work_order:WO-7")
         v1 = (await phones.get("lena", "work_order:WO-7"))["erp_version"]
         assert (await phones.get("milo", "work_order:WO-7"))["erp_version"] == v1
 
@@ -144,13 +145,13 @@ async def test_crew_edits_of_one_work_order_settle_and_converge(
         v2 = await wait_until(lambda: mirrored_version(gw), lambda v: v != v1, timeout=20, what="ERP change mirrored")
 
         # lena syncs first: her base is stale, but the ERP changed another field, so her edit goes through
-        lena_sync = await phones.sync_live("lena", urls["lena"], "lena", "lena-secret-1")
+        lena_sync = await crew["lena"].sync_live(phones, "lena")
         receipt_a = await phones.wait_for("lena", f"receipt:{mine_a['_id']}", timeout=30, status="projected")
         started = await phones.wait_for("lena", "work_order:WO-7", timeout=30, status="in_progress")
         assert started["scheduled_for"] == "2026-12-01T08:00:00Z" and started["erp_version"] > v2
 
         # milo's on_hold contradicts the accepted in_progress: a stale-base conflict for a reviewer
-        milo_sync = await phones.sync_live("milo", urls["milo"], "milo", "milo-secret-1")
+        milo_sync = await crew["milo"].sync_live(phones, "milo")
         waiting = await phones.wait_for("milo", f"receipt:{mine_b['_id']}", timeout=30, status="in_review")
         assert [r["code"] for r in waiting["reasons"]] == ["stale_base"]
         assert "status" in waiting["reasons"][0]["message"]
@@ -230,7 +231,7 @@ async def test_customer_corrections_are_settled_by_the_configured_handler(
     )
     masters.write(erp, "work_order", [{"key": "WO-8", "name": "Cooling unit", "territory": "north", "customer": "C-9"}])
     async with Device() as phones:
-        urls = await crew_on_phones(gw, admin, phones, ("cleo", "dan"), "customer:C-9")
+        crew = await crew_on_phones(gw, admin, phones, ("cleo", "dan"), "customer:C-9")
         v1 = (await phones.get("cleo", "customer:C-9"))["erp_version"]
 
         # offline, both correct the phone number; dan first. Then the office updates the e-mail in the ERP.
@@ -254,13 +255,13 @@ async def test_customer_corrections_are_settled_by_the_configured_handler(
         )
 
         # cleo's correction does not touch the e-mail: it passes and reaches the ERP
-        cleo_sync = await phones.sync_live("cleo", urls["cleo"], "cleo", "cleo-secret-1")
+        cleo_sync = await crew["cleo"].sync_live(phones, "cleo")
         await phones.wait_for("cleo", f"receipt:{cleos['_id']}", timeout=30, status="projected")
         corrected = await phones.wait_for("cleo", "customer:C-9", timeout=30, phone="+47 222 22 222")
         assert corrected["email"] == "service@dairy.example"
 
         # dan's older correction loses to the ERP's newer phone number: superseded, no reviewer involved
-        dan_sync = await phones.sync_live("dan", urls["dan"], "dan", "dan-secret-1")
+        dan_sync = await crew["dan"].sync_live(phones, "dan")
         superseded = await phones.wait_for("dan", f"receipt:{dans['_id']}", timeout=30, status="superseded")
         on_dan = await phones.wait_for("dan", "customer:C-9", timeout=30, _rev=corrected["_rev"])
         await phones.sync_stop(cleo_sync)

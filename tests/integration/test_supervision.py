@@ -21,6 +21,7 @@ from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import PROJECT_ROOT
 from tests.support import docs
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser
 from tests.support.gateway import GatewayProcess, running_gateway
 from tests.support.waiting import wait_until
 
@@ -136,8 +137,8 @@ async def test_sigterm_stops_every_role_within_the_grace_and_loses_nothing(stopp
     for name in users:
         batch = [docs.inventory_movement(f"{name}-phone", quantity=1) for _ in range(TOTAL // len(users))]
         written[name] = [d["_id"] for d in batch]
-        async with httpx.AsyncClient(base_url=gw.couch.url, auth=(name, f"{name}-secret-1"), timeout=30) as device:
-            response = await device.post(f"/{user_db_name(name)}/_bulk_docs", json={"docs": batch})
+        async with FieldUser(gw, name, f"{name}-secret-1").edge_http() as device:  # through the edge
+            response = await device.post("/_bulk_docs", json={"docs": batch})
             assert response.status_code == 201
 
     def staged() -> int:

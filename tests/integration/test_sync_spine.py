@@ -15,6 +15,7 @@ import pytest
 
 from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
+from tests.support.crew import FieldUser
 from tests.support.device import Device, DeviceError
 from tests.support.gateway import GatewayProcess
 
@@ -54,7 +55,6 @@ async def test_two_offline_devices_sync_all_transaction_types_exactly_once(
 ) -> None:
     await provision_via_api(api, "anna.tech", "anna-secret-1")
     provision_via_cli(gateway, "ben.driver", "ben-secret-22")
-    anna_db, ben_db = user_db_name("anna.tech"), user_db_name("ben.driver")
     signature = docs.signature_png(seed=3)
 
     async with Device() as phone:
@@ -80,8 +80,8 @@ async def test_two_offline_devices_sync_all_transaction_types_exactly_once(
             await phone.put("ben", doc)
 
         # --- the network returns
-        anna_sync = await phone.sync_live("anna", f"{gateway.couch.url}/{anna_db}", "anna.tech", "anna-secret-1")
-        ben_sync = await phone.sync_live("ben", f"{gateway.couch.url}/{ben_db}", "ben.driver", "ben-secret-22")
+        anna_sync = await FieldUser(gateway, "anna.tech", "anna-secret-1").sync_live(phone, "anna")
+        ben_sync = await FieldUser(gateway, "ben.driver", "ben-secret-22").sync_live(phone, "ben")
         anna_all = [*anna_docs, delivery]
         receipts: dict[str, dict[str, Any]] = {}
         for local_db, items in (("anna", anna_all), ("ben", ben_docs)):
@@ -182,24 +182,32 @@ async def test_user_databases_are_private_and_server_documents_read_only(
 ) -> None:
     await provision_via_api(api, "carl", "carl-secret-1")
     await provision_via_api(api, "dora", "dora-secret-1")
-    carl_url = f"{gateway.couch.url}/{user_db_name('carl')}"
+    carl = FieldUser(gateway, "carl", "carl-secret-1")
+    # on CouchDB itself (directly, on purpose: the database's own `_security` behind the edge)
     async with httpx.AsyncClient(auth=("dora", "dora-secret-1")) as dora:
-        response = await dora.get(f"{carl_url}/_all_docs")
+        response = await dora.get(f"{carl.url}/_all_docs")
         assert response.status_code in (401, 403)
     async with Device() as phone:
         await phone.put("carl", {"_id": "receipt:forged", "status": "projected"})
         await phone.put("carl", {"_id": "product:PUMP-100", "list_price": "0.01"})
         good = docs.inventory_movement("carl-phone")
         await phone.put("carl", good)
-        result = await phone.replicate("carl", carl_url, "carl", "carl-secret-1", direction="push")
+        result = await carl.replicate(phone, "carl", "push", check=False)
         assert result["docs_written"] == 1
-        assert len(result["errors"]) == 2
-        live = await phone.sync_live("carl", carl_url, "carl", "carl-secret-1")
+        assert len(result["errors"]) == 2  # the edge refuses both server-owned documents, each on its own
+        assert sorted(e["message"].split(" is ")[0] for e in result["errors"]) == [
+            "document 'product:PUMP-100'",
+            "document 'receipt:forged'",
+        ]
+        assert all(e["name"] == "forbidden" and "server-owned" in e["message"] for e in result["errors"])
+        live = await carl.sync_live(phone, "carl")
         receipt = await phone.wait_for("carl", f"receipt:{good['_id']}", timeout=30, status="projected")
         await phone.sync_stop(live)
         assert receipt["erp_ref"].startswith("IM-")
-        with pytest.raises(DeviceError):
-            await phone.replicate("carl", carl_url, "carl", "wrong-password", direction="push")
+        with pytest.raises(DeviceError) as refused:
+            # a phone not enrolled yet cannot enrol with a wrong password
+            await FieldUser(gateway, "carl", "wrong-password").replicate(phone, "carl", "push", phone="new-phone")
+        assert refused.value.status == 401
     async with gateway.couch_admin() as couch:
         ids = [r["id"] for r in (await couch.get(f"/{user_db_name('carl')}/_all_docs")).json()["rows"]]
     assert "receipt:forged" not in ids and "product:PUMP-100" not in ids

@@ -2,6 +2,11 @@
 
 One :class:`Device` is one Node process holding any number of named in-memory PouchDB databases, so a
 single process can play several phones. Requests travel as JSON lines and may run concurrently.
+
+Devices replicate through the gateway's edge with the device client (``clients/js``): ``edge_phone`` enrols a
+phone once, ``edge_replicate`` / ``edge_sync_live`` sync through it; ``tests/support/crew.py``'s ``FieldUser``
+wraps that for a provisioned user. ``replicate`` / ``sync_live`` talk to a CouchDB URL directly: only for
+tests of the harness itself and for writes that bypass the edge on purpose (each such call says why).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ Direction = Literal["push", "pull", "both"]
 
 _EXIT_GRACE_S = 5.0
 _STREAM_LIMIT = 64 * 1024 * 1024  # one response line can carry inline attachments
+_EDGE_HANDLE = "edge-sync-"  # device.js names live syncs through the edge so
 
 
 class DeviceError(Exception):
@@ -58,6 +64,7 @@ class Device:
         self._ids = itertools.count(1)
         self._write_lock = asyncio.Lock()
         self._exit_error: DeviceError | None = None
+        self._edge_clients: dict[tuple[str, str, str], str] = {}  # (edge url, user, phone) -> enrolled client
 
     @property
     def pid(self) -> int | None:
@@ -184,7 +191,7 @@ class Device:
         direction: Direction = "both",
         timeout: float = 30.0,
     ) -> dict[str, Any]:
-        """One-shot replication with the remote database ``url`` as ``user``.
+        """One-shot replication with the remote database ``url`` as ``user``, bypassing the edge.
 
         Returns the summary ``{ok, docs_read, docs_written, doc_write_failures, errors, ...}`` (for
         ``both`` also ``push`` and ``pull``); per-document rejections (403 from a validate function)
@@ -204,17 +211,23 @@ class Device:
         return result
 
     async def sync_live(self, db: str, url: str, user: str | None, password: str | None) -> str:
-        """Start a live, retrying two-way sync; returns the handle for sync_status / sync_stop."""
+        """Start a live, retrying two-way sync with ``url`` directly (bypassing the edge); returns the handle
+        for sync_status / sync_stop."""
         handle: str = await self._call("sync_live", db=db, remote_url=url, username=user, password=password)
         return handle
 
     async def sync_status(self, handle: str) -> dict[str, Any]:
-        """``{state, last_error, docs_read, docs_written}`` of a live sync."""
+        """``{state, last_error, docs_read, docs_written}`` of a live sync (direct or through the edge)."""
+        if handle.startswith(_EDGE_HANDLE):
+            return await self.edge_sync_status(handle)
         result: dict[str, Any] = await self._call("sync_status", handle=handle)
         return result
 
     async def sync_stop(self, handle: str) -> dict[str, Any]:
-        """Cancel a live sync and wait until it has stopped; returns its final status."""
+        """Cancel a live sync (direct or through the edge) and wait until it has stopped; returns its final
+        status."""
+        if handle.startswith(_EDGE_HANDLE):
+            return await self.edge_sync_stop(handle)
         result: dict[str, Any] = await self._call("sync_stop", handle=handle)
         return result
 
@@ -270,6 +283,35 @@ class Device:
             platform=platform,
         )
         return result
+
+    async def edge_phone(
+        self,
+        phone: str,
+        edge_url: str,
+        user: str,
+        password: str | None = None,
+        *,
+        code: str | None = None,
+        platform: str = "node",
+    ) -> str:
+        """The edge client of the phone ``phone`` of ``user`` on the edge at ``edge_url``, enrolled (by
+        password, or by the one-time ``code``) on first use; returns the client name for edge_replicate and
+        edge_sync_live. One enrolled phone may replicate any number of local databases."""
+        key = (edge_url, user, phone)
+        client = self._edge_clients.get(key)
+        if client is None:
+            client = f"{user}/{phone}/{len(self._edge_clients) + 1}"
+            await self.edge_enrol(
+                client,
+                edge_url,
+                user=None if code else user,
+                password=None if code else password,
+                code=code,
+                device_name=f"{phone} of {user}",
+                platform=platform,
+            )
+            self._edge_clients[key] = client
+        return client
 
     async def edge_session(self, client: str) -> dict[str, Any]:
         """The client's tokens and state (``active``, ``revoked``, ``wipe_required``, ``wiped``)."""

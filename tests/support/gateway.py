@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import sqlite3
@@ -12,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Engine, create_engine
@@ -50,6 +52,9 @@ class GatewayProcess:
             "SYNC_CONNECTOR_OPTIONS": f'{{"url": "sqlite:///{self.staging_path}"}}',
             "SYNC_FEED_READ_TIMEOUT_S": "10",
             "SYNC_RETRY_MAX_DELAY_S": "2",
+            # devices go through the edge, which wakes ingest; the few writes that bypass it on purpose (admin
+            # tools, hostile HTTP clients) are found by the sweep, quick here (default 300 s)
+            "SYNC_INGEST_SWEEP_INTERVAL_S": "2",
             "SYNC_LOG_FORMAT": "json",
             **(extra_env or {}),
         }
@@ -98,6 +103,11 @@ class GatewayProcess:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def couch_connections(self) -> int:
+        """Established TCP connections this gateway process holds to its CouchDB (read from ``/proc``)."""
+        assert self.process is not None
+        return tcp_connections(self.process.pid, urlsplit(self.couch.url).port or 5984)
+
     def api_client(self) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=30.0)
 
@@ -129,6 +139,28 @@ class GatewayProcess:
                 if "no such table" in str(exc):
                     return []
                 raise
+
+
+def tcp_connections(pid: int, remote_port: int) -> int:
+    """Established TCP connections of process ``pid`` to ``remote_port`` (Linux: ``/proc/<pid>/fd`` sockets
+    matched against ``/proc/net/tcp`` and ``tcp6``)."""
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    for fd in fd_dir.iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                inodes.add(target[len("socket:[") : -1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as lines:
+            next(lines)
+            for line in lines:
+                fields = line.split()
+                remote, state, inode = fields[2], fields[3], fields[9]
+                if state == "01" and int(remote.rsplit(":", 1)[1], 16) == remote_port and inode in inodes:
+                    count += 1
+    return count
 
 
 @contextmanager

@@ -13,7 +13,8 @@ import pytest
 from sync_gateway.couch.naming import user_db_name
 from tests.integration.hostile.corpus import CASES, Case, good_transactions
 from tests.support import docs
-from tests.support.device import Device, DeviceError
+from tests.support.crew import FieldUser
+from tests.support.device import Device
 from tests.support.gateway import GatewayProcess
 from tests.support.waiting import wait_until
 
@@ -99,32 +100,35 @@ async def test_the_hostile_corpus_is_rejected_or_refused_and_good_work_goes_on(
     device_goods, http_goods = goods[: len(goods) // 2], goods[len(goods) // 2 :]
     good_ids = [d["_id"] for d in goods]
 
-    # device cases, interleaved with good ones, replicated from a real PouchDB; text the server may refuse as
-    # a whole request is pushed alone from a database of its own, so its refusal cannot hold back the rest
+    # device cases, interleaved with good ones, replicated from a real PouchDB through the edge; text the server
+    # may refuse as a whole request is pushed alone from a database of its own, so its refusal cannot hold back
+    # the rest (the edge refuses such a document itself, alone, with its code)
     refused_by_server: set[str] = set()
-    remote = f"{gateway.couch.url}/{db}"
+    hostile = FieldUser(gateway, USER, PASSWORD)
     device_bad = [body for case, _, body in built if case.via == "device" and not _unencodable(body)]
     assert all(isinstance(b, dict) for b in device_bad)
     async with Device() as phone:
         local = await phone.bulk("phone", _interleave(device_bad, list(device_goods)))
         assert all(r.get("ok") for r in local), [r for r in local if not r.get("ok")]
-        pushed = await phone.replicate("phone", remote, USER, PASSWORD, direction="push")
+        pushed = await hostile.replicate(phone, "phone", "push", check=False)
+        # what the database's validate_doc_update would refuse, the edge refuses first, per document
+        assert all(e["name"] == "forbidden" and "server-owned" in e["message"] for e in pushed["errors"]), pushed
         alone = [(doc_id, body) for case, doc_id, body in built if case.via == "device" and _unencodable(body)]
         for n, (doc_id, body) in enumerate(alone):
             await phone.bulk(f"phone-{n}", [body])
-            try:
-                one = await phone.replicate(f"phone-{n}", remote, USER, PASSWORD, direction="push")
-            except DeviceError as exc:  # CouchDB 3: the write is refused, nothing of it is stored
-                assert exc.status == 400, exc
-                refused_by_server.add(doc_id)
-            else:
-                assert one["docs_written"] + one["doc_write_failures"] == 1, one
-                if one["doc_write_failures"]:
-                    refused_by_server.add(doc_id)
+            one = await hostile.replicate(phone, f"phone-{n}", "push", phone="phone", check=False)
+            # the edge refuses it alone with its code before any server sees it (on every server: CouchDB 3
+            # would refuse the whole request, pouchdb-server would store it for ingest to reject)
+            assert (one["docs_written"], one["doc_write_failures"]) == (0, 1), one
+            [refusal] = one["errors"]
+            assert refusal["name"] == "forbidden" and "not valid Unicode" in refusal["message"], one
+            refused_by_server.add(doc_id)
     assert pushed["doc_write_failures"] == sum(1 for c, _, _ in built if c.via == "device" and c.refused), pushed
 
-    # http cases with the user's own credentials: the writable ones in one bulk request with good ones, each
-    # refused one alone (so its refusal is matched to it whatever the order of results)
+    # http cases with the user's own credentials, straight to CouchDB on purpose: they are what a client that
+    # bypasses the edge (another replicator, a leaked CouchDB password) could write, and prove the database's
+    # own `validate_doc_update` and the gateway's ingest behind the edge. The writable ones go in one bulk
+    # request with good ones, each refused one alone (so its refusal is matched to it whatever the order)
     async with httpx.AsyncClient(base_url=gateway.couch.url, auth=(USER, PASSWORD), timeout=60) as user_http:
 
         def refusable(case: Case, body: dict[str, Any] | str) -> bool:
@@ -190,8 +194,9 @@ async def test_the_hostile_corpus_is_rejected_or_refused_and_good_work_goes_on(
     kinds = {e["doc_id"]: e["kind"] for e in events.json()["events"]}
     assert {kinds.get(i) for _, i in answered} == {"transaction.rejected"}
     late = good_transactions()[0]
-    async with httpx.AsyncClient(base_url=gateway.couch.url, auth=(USER, PASSWORD)) as user_http:
-        assert (await user_http.put(f"/{db}/{late['_id']}", json=late)).status_code == 201
+    async with Device() as phone:
+        await phone.put("late", late)
+        assert (await hostile.replicate(phone, "late", "push"))["docs_written"] == 1
     await wait_until(
         lambda: _receipts(gateway, db, [late["_id"]]),
         lambda r: r.get(late["_id"], {}).get("status") == "projected",

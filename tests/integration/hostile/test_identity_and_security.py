@@ -13,6 +13,7 @@ from sync_gateway.couch.naming import user_db_name
 from sync_gateway.dbsecurity import ADMINS_ONLY
 from tests.support import docs
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser
 from tests.support.gateway import GatewayProcess, running_gateway
 from tests.support.waiting import wait_until
 
@@ -41,8 +42,8 @@ async def test_the_same_transaction_id_from_two_users_is_two_transactions(
     outcomes = {}
     for user, quantity in (("dup-ann", 1), ("dup-bob", 2)):
         db = await _provision(api, user)
-        async with httpx.AsyncClient(base_url=gateway.couch.url, auth=(user, f"{user}-secret-1")) as device:
-            response = await device.put(f"/{db}/{shared['_id']}", json={**shared, "quantity": quantity})
+        async with FieldUser(gateway, user, f"{user}-secret-1").edge_http() as device:  # through the edge
+            response = await device.put(f"/{shared['_id']}", json={**shared, "quantity": quantity})
             assert response.status_code == 201
         outcomes[user] = await wait_until(
             lambda db=db: _receipt(gateway, db, shared["_id"]),

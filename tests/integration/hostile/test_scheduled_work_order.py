@@ -12,6 +12,7 @@ from erp_connectors.staging import masters
 from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
 from tests.support.couch import CouchServer
+from tests.support.crew import FieldUser
 from tests.support.gateway import GatewayProcess, running_gateway, staging_engine
 from tests.support.waiting import wait_until
 
@@ -60,8 +61,8 @@ async def test_a_technician_starts_a_scheduled_work_order(gateway: GatewayProces
         "base_erp_version": str(order["erp_version"]),
         "changes": {"status": "in_progress", "notes": "on site"},
     }
-    async with httpx.AsyncClient(base_url=gateway.couch.url, auth=("sched-tech", "sched-secret-1")) as phone:
-        assert (await phone.put(f"/{db}/{start['_id']}", json=start)).status_code == 201
+    async with FieldUser(gateway, "sched-tech", "sched-secret-1").edge_http() as phone:  # through the edge
+        assert (await phone.put(f"/{start['_id']}", json=start)).status_code == 201
     async with gateway.couch_admin() as couch:
 
         async def receipt() -> dict[str, object]:

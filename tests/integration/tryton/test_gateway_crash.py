@@ -4,13 +4,13 @@ resulting stock levels flow back into the mirror."""
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from erp_connectors.tryton.client import TrytonClient
 from erp_connectors.tryton.mapping import reference_of
 from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
+from tests.support.crew import FieldUser
 from tests.support.gateway import GatewayProcess
 from tests.support.waiting import wait_until
 
@@ -38,8 +38,8 @@ async def test_gateway_killed_mid_batch_projects_each_movement_once(
         for i in range(COUNT)
     ]
     refs = [reference_of("vera", m["_id"]) for m in moves]
-    async with httpx.AsyncClient(base_url=gw.couch.url, auth=("vera", "vera-secret-1")) as device:
-        response = await device.post(f"/{user_db_name('vera')}/_bulk_docs", json={"docs": moves})
+    async with FieldUser(gw, "vera", "vera-secret-1").edge_http() as device:  # through the edge
+        response = await device.post("/_bulk_docs", json={"docs": moves})
         assert response.status_code == 201
 
     async def shipments(states: list[str] | None = None) -> int:
@@ -88,8 +88,8 @@ async def test_master_data_and_resulting_stock_reach_the_mirror(tryton_gateway: 
             "to_location": "VAN-01",
             "reason": "transfer",
         }
-        async with httpx.AsyncClient(base_url=gw.couch.url, auth=("walt", "walt-secret-1")) as device:
-            assert (await device.put(f"/{user_db_name('walt')}/{move['_id']}", json=move)).status_code == 201
+        async with FieldUser(gw, "walt", "walt-secret-1").edge_http() as device:  # through the edge
+            assert (await device.put(f"/{move['_id']}", json=move)).status_code == 201
 
         expected = float(before.get("quantity", 0.0)) + 3.0  # type: ignore[arg-type]
         after = await wait_until(

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import httpx
 import pytest
 
 from erp_connectors.tryton.client import TrytonClient
 from erp_connectors.tryton.mapping import reference_of
 from sync_gateway.couch.naming import user_db_name
 from tests.support import docs
+from tests.support.crew import FieldUser
 from tests.support.gateway import GatewayProcess
 from tests.support.waiting import wait_until
 
@@ -31,8 +31,8 @@ async def test_refused_order_is_dead_lettered_then_retried_by_an_admin(
     async with gw.api_client() as api, gw.couch_admin() as couch:
         assert (await api.post("/api/users", json={"name": "yann", "password": "yann-secret-1"})).status_code == 201
         db = user_db_name("yann")
-        async with httpx.AsyncClient(base_url=gw.couch.url, auth=("yann", "yann-secret-1")) as device:
-            assert (await device.post(f"/{db}/_bulk_docs", json={"docs": [good, bad]})).status_code == 201
+        async with FieldUser(gw, "yann", "yann-secret-1").edge_http() as device:  # through the edge
+            assert (await device.post("/_bulk_docs", json={"docs": [good, bad]})).status_code == 201
 
         async def receipt(doc_id: str) -> dict[str, object]:
             response = await couch.get(f"/{db}/receipt:{doc_id}")
