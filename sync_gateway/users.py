@@ -46,8 +46,13 @@ class UserRegistry:
         *,
         roles: list[str] | None = None,
         attributes: Mapping[str, Any] | None = None,
+        couch_login: bool = True,
     ) -> dict[str, Any]:
-        """Create or repair everything a user needs; returns the registry record."""
+        """Create or repair everything a user needs; returns the registry record.
+
+        ``couch_login=False`` provisions the user without a CouchDB account (no password, nothing in
+        ``_users``): its devices enrol at the edge with one-time enrolment codes and never log in to CouchDB,
+        which also saves CouchDB's PBKDF2 work per user (about a second of server CPU each)."""
         if not valid_username(name):
             raise InvalidRequest(
                 f"username {name!r} is invalid: use 1-64 letters, digits or ._@+- starting with a letter or digit",
@@ -55,12 +60,15 @@ class UserRegistry:
             )
         _check_roles(roles)
         existing = await self._couch.get_or_none(self.db, USER_PREFIX + name)
-        if existing is None and not password:
+        if not couch_login and password:
+            raise InvalidRequest("a user without a CouchDB login has no password", code="password_not_allowed")
+        if existing is None and not password and couch_login:
             raise InvalidRequest("a new user needs a password", code="password_required")
         if password is not None and len(password) < 8:
             raise InvalidRequest("passwords need at least 8 characters", code="weak_password")
         db = user_db_name(name)
-        await self._couch.upsert_user(name, password, roles or [])
+        if couch_login:
+            await self._couch.upsert_user(name, password, roles or [])
         await self._couch.ensure_db(db)
         await ensure_security(self._couch, db, user_db_security(name))
         design = sync_design_doc()
@@ -79,6 +87,7 @@ class UserRegistry:
             "roles": roles if roles is not None else (existing or {}).get("roles", []),
             "attributes": dict(attributes) if attributes is not None else (existing or {}).get("attributes", {}),
             "disabled": False,
+            "couch_login": couch_login,
             "created_at": (existing or {}).get("created_at", now),
             "updated_at": now,
         }
@@ -102,7 +111,7 @@ class UserRegistry:
                 "attributes": {k: v for k, v in merged.items() if v is not None},
                 "updated_at": datetime.now(UTC).isoformat(),
             }
-            if roles is not None and roles != existing.get("roles"):
+            if roles is not None and roles != existing.get("roles") and existing.get("couch_login", True):
                 await self._couch.upsert_user(name, None, roles)
             try:
                 record["_rev"] = await self._couch.put(self.db, record)

@@ -50,7 +50,11 @@ class NewUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Text = Field(min_length=1, max_length=64, examples=["tech.anna"])
-    password: Text = Field(min_length=8, max_length=256)
+    password: Text | None = Field(default=None, min_length=8, max_length=256)
+    couch_login: bool = Field(
+        default=True,
+        description="false: no CouchDB account and no password; the user's devices enrol with enrolment codes",
+    )
     roles: list[Role] = Field(default_factory=list, max_length=MAX_ROLES, examples=[["field_technician"]])
     attributes: dict[AttributeName, AttributeValue] = Field(
         default_factory=dict, max_length=MAX_ATTRIBUTES, examples=[{"territory": "north", "van": "VAN-01"}]
@@ -65,7 +69,9 @@ async def list_users(gw: GatewayDep) -> dict[str, Any]:
 @router.post("/users", status_code=201, summary="Provision a user: database, CouchDB user, security, rules")
 async def add_user(body: NewUser, gw: GatewayDep, audit: AuditDep) -> dict[str, Any]:
     before = await gw.registry.get_or_none(body.name)
-    record = await gw.registry.provision(body.name, body.password, roles=body.roles, attributes=body.attributes)
+    record = await gw.registry.provision(
+        body.name, body.password, roles=body.roles, attributes=body.attributes, couch_login=body.couch_login
+    )
     await audit.record("user.provisioned", f"user:{body.name}", before=before, after=record)  # never the password
     return record
 
