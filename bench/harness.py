@@ -146,9 +146,13 @@ async def enrol_with_code(api: httpx.AsyncClient, edge_url: str, user: str) -> E
     issued = await api.post("/api/devices/enrolment-codes", json={"user": user, "device_name": f"{user} bench phone"})
     issued.raise_for_status()
     async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.post(
-            f"{edge_url}/sync/_enrol", json={"code": issued.json()["code"], "platform": "bench", "app_version": "1"}
-        )
+        while True:  # the edge allows a burst of enrolments per client address, then one per 2 s
+            response = await http.post(
+                f"{edge_url}/sync/_enrol", json={"code": issued.json()["code"], "platform": "bench", "app_version": "1"}
+            )
+            if response.status_code != 429:
+                break
+            await asyncio.sleep(float(response.headers.get("Retry-After", "1")))
         response.raise_for_status()
         body: Mapping[str, Any] = response.json()
     return EdgeDevice(user, str(body["device_id"]), str(body["access_token"]), edge_url)
