@@ -56,19 +56,25 @@ def _processes() -> Iterable[tuple[int, int, str, float]]:
 
 
 def cpu_by_name(pid: int | None) -> dict[str, float]:
-    """CPU seconds so far of process ``pid`` and its live children, by command name: CouchDB's ``beam.smp``
+    """CPU seconds so far of process ``pid`` and its live descendants, by command name: CouchDB's ``beam.smp``
     and the ``couchjs`` processes that run ``validate_doc_update`` functions."""
     if pid is None:
         return {}
+    table = list(_processes())
+    family, grew = {pid}, True
+    while grew:  # descendants: OTP starts couchjs through its erl_child_setup helper, a grandchild of beam
+        before = len(family)
+        family |= {proc for proc, parent, _, _ in table if parent in family}
+        grew = len(family) > before
     found: dict[str, float] = {}
-    for proc, parent, name, seconds in _processes():
-        if proc == pid or parent == pid:
+    for proc, _, name, seconds in table:
+        if proc in family:
             found[name] = found.get(name, 0.0) + seconds
     return found
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of process ``pid`` and its live children so far."""
+    """User + system CPU time of process ``pid`` and its live descendants so far."""
     return sum(cpu_by_name(pid).values())
 
 
