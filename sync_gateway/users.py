@@ -69,14 +69,13 @@ class UserRegistry:
         db = user_db_name(name)
         if couch_login:
             await self._couch.upsert_user(name, password, roles or [])
+        else:  # a login the user had before is removed: from now on only the edge lets its devices in
+            account = await self._couch.get_or_none("_users", f"org.couchdb.user:{name}")
+            if account is not None:
+                await self._couch.delete("_users", account["_id"], account["_rev"])
         await self._couch.ensure_db(db)
         await ensure_security(self._couch, db, user_db_security(name))
-        design = sync_design_doc()
-        current = await self._couch.get_or_none(db, SYNC_DESIGN_ID)
-        if current is None or current.get("validate_doc_update") != design["validate_doc_update"]:
-            if current:
-                design["_rev"] = current["_rev"]
-            await self._couch.put(db, design)
+        await self._ensure_design(db, wanted=couch_login)
         now = datetime.now(UTC).isoformat()
         record: dict[str, Any] = {
             **(existing or {}),
@@ -94,6 +93,23 @@ class UserRegistry:
         record["_rev"] = await self._couch.put(self.db, record)
         log.info("user.provisioned", user=name, created=existing is None, roles=record["roles"])
         return _public(record)
+
+    async def _ensure_design(self, db: str, *, wanted: bool) -> None:
+        """``_design/sync`` (the database refusing writes of server-owned documents) where a user can write to
+        CouchDB directly, i.e. has a CouchDB login. Without one, every device write passes the edge, which
+        refuses the same documents one by one; the database-level check is then left out because CouchDB runs it
+        in its JavaScript process on every write (gateway writes included), its largest cost per transaction
+        (``bench/pipeline_bench.py --no-vdu``)."""
+        current = await self._couch.get_or_none(db, SYNC_DESIGN_ID)
+        if not wanted:
+            if current is not None:
+                await self._couch.delete(db, SYNC_DESIGN_ID, current["_rev"])
+            return
+        design = sync_design_doc()
+        if current is None or current.get("validate_doc_update") != design["validate_doc_update"]:
+            if current:
+                design["_rev"] = current["_rev"]
+            await self._couch.put(db, design)
 
     async def update(
         self, name: str, *, roles: list[str] | None = None, attributes: Mapping[str, Any] | None = None
