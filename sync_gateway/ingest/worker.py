@@ -116,8 +116,10 @@ class IngestWorker:
             self._supervisor.start("ingest:dispatch", wakeups.dispatch)
             self._supervisor.start("ingest:db_updates", lambda: wakeups.watch_db_updates(self._wake_all))
 
-        async def users_changed(_rows: list[dict[str, Any]]) -> None:
-            await self._sync_users()
+        async def users_changed(rows: list[dict[str, Any]]) -> None:
+            # the registry also holds devices, codes and their activity stamps: only user records matter here
+            if any(str(row.get("id", "")).startswith("user:") for row in rows):
+                await self._sync_users()
 
         watch = Follower(
             self._couch,
