@@ -27,6 +27,7 @@ that entity is read then); a related row of a document a limit left out of this 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -226,14 +227,13 @@ class Distributor:
         for (user, entity), extra in result.over_limit.items():
             log.warning("distribute.limit_reached", user=user, entity=entity, left_out=extra)
         failed = await self._apply(result.changes)
-        for user in users:
-            if user in failed:
-                continue
-            state = self._target(user)
-            try:
-                await self._couch.put_local(self.index.users[user].db, STATE_DOC, {"state": state})
-            except DocumentNotFound:
-                continue
+
+        async def record(user: str) -> None:
+            async with self._sem:
+                with contextlib.suppress(DocumentNotFound):  # the user's database was deleted meanwhile
+                    await self._couch.put_local(self.index.users[user].db, STATE_DOC, {"state": self._target(user)})
+
+        await asyncio.gather(*(record(user) for user in users if user not in failed))
         self.stats["reconciled_users"] += len(users) - len(failed)
         log.info("distribute.users_reconciled", users=len(users), seconds=round(time.perf_counter() - started, 3))
         return failed
