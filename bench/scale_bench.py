@@ -5,7 +5,7 @@ Users are provisioned with the gateway's own provisioning, without CouchDB login
 user; their devices enrol with enrolment codes), each with the field technician role, so the distributor
 gives every database its ``config:`` documents. The bench measures at two sizes in the same run, a tenth of
 ``--users`` first and then all of them (``--users`` / SYNC_BENCH_SCALE_USERS, default 10,000 on CouchDB
-(``COUCH_URL``) and 1,000 on the bench's own pouchdb-server, which keeps every database open), with
+(``COUCH_URL``) and 500 on the bench's own pouchdb-server, which keeps every database open), with
 ``--active`` (50) enrolled devices writing through the edge:
 
   * idle CPU of the gateway and of the server over ``--idle-seconds``, and the TCP connections the gateway
@@ -245,7 +245,7 @@ async def main() -> None:
     configure_logging("WARNING", "console")
     with tempfile.TemporaryDirectory() as tmp:
         server, couch_pid, server_name = server_under_test(Path(tmp))
-        total = args.users or (10_000 if is_couchdb(server_name) else 1_000)
+        total = args.users or (10_000 if is_couchdb(server_name) else 500)
         sizes = [max(args.active, total // 10), total]
         gw = TimedGateway(server, Path(tmp), extra_env={**BENCH_ENV, "SYNC_PULL_INTERVAL_S": "30"})
         results: list[Figures] = []
