@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from sync_gateway.api.auth import AuditDep, require_admin
 from sync_gateway.api.status import user_sync_status
@@ -59,6 +68,12 @@ class NewUser(BaseModel):
     attributes: dict[AttributeName, AttributeValue] = Field(
         default_factory=dict, max_length=MAX_ATTRIBUTES, examples=[{"territory": "north", "van": "VAN-01"}]
     )
+
+    @model_validator(mode="after")
+    def _password_with_login(self) -> NewUser:
+        if self.couch_login and self.password is None:
+            raise ValueError("password is required unless couch_login is false")
+        return self
 
 
 @router.get("/users", summary="List provisioned users")
