@@ -267,10 +267,10 @@ async def main() -> None:
                 figures = await measure(gw, server, couch_pid, devices, size, args)
                 figures.provision_s, figures.backfill_s = spent, backfill
                 results.append(figures)
+                report(server_name, args, results)  # so far: a run stopped midway keeps what it measured
         finally:
             gw.stop()
             server.stop()
-    report(server_name, args, results)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
