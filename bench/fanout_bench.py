@@ -33,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
+from sync_gateway.couch.naming import user_db_name
 from sync_gateway.devserver import PROJECT_ROOT, PouchServer
 from sync_gateway.distribute.distributor import Distributor
+from sync_gateway.distribute.reconcile import load_holdings
 from sync_gateway.logging import configure_logging
 from sync_gateway.profiles import load_profile_text
 from sync_gateway.profiles.model import ProfileSet
@@ -242,7 +244,8 @@ async def run_bench(args: argparse.Namespace, server: PouchServer, rnd: random.R
     t0 = time.perf_counter()
     since = await distributor.start()
     backfill = time.perf_counter() - t0
-    held = sum(len(h) for h in distributor.held.values())
+    holdings = await gather_limited([load_holdings(couch, user_db_name(n)) for n in names])
+    held = sum(len(h) for h in holdings)
     print(
         f"distributor backfill: {held} documents into {n_users} user databases in {backfill:.1f} s "
         f"({held / backfill:.0f} docs/s)"
@@ -269,7 +272,7 @@ async def run_bench(args: argparse.Namespace, server: PouchServer, rnd: random.R
         f"distributor: {n_updates} updates → {delta['written']} copies written, {delta['evicted']} evicted, "
         f"in {dist_seconds:.2f} s ({delta['pages']} pages)"
     )
-    problems = await verify(couch, distributor, updates)
+    problems = await verify(couch, distributor, updates, {d["_id"]: d for d in mirror})
     print(
         f"  verified: every matching user database holds each update, no old assignee keeps a reassigned "
         f"order: {'OK' if not problems else f'{problems} problems'}"
@@ -291,7 +294,7 @@ async def run_bench(args: argparse.Namespace, server: PouchServer, rnd: random.R
     # ---------------------------------------------------------------- alternative: one filtered replication per user
     jobs = []
     for i, name in enumerate(names):
-        held_customers = sorted(d for d in distributor.held.get(name, {}) if d.startswith("customer:"))
+        held_customers = sorted(d for d in holdings[i] if d.startswith("customer:"))
         selector = {
             "$or": [
                 {"type": "work_order", "assignee": name},
@@ -332,11 +335,14 @@ async def wait_caught_up(couch: CouchClient, distributor: Distributor, timeout: 
         await asyncio.sleep(0.01)
 
 
-async def verify(couch: CouchClient, distributor: Distributor, updates: list[dict[str, Any]]) -> int:
+async def verify(
+    couch: CouchClient, distributor: Distributor, updates: list[dict[str, Any]], before: dict[str, dict[str, Any]]
+) -> int:
+    """Every user the new version selects holds it, every user only the old version selected lost it."""
     problems = 0
     expected: dict[str, set[str]] = {}
     for doc in updates:
-        users = set(distributor.index.match(doc)) | {u for u in distributor.holders(doc["_id"])}
+        users = set(distributor.index.match(doc)) | set(distributor.index.match(before[doc["_id"]]))
         for user in users:
             expected.setdefault(user, set()).add(doc["_id"])
     by_id = {d["_id"]: d for d in updates}
@@ -355,7 +361,7 @@ async def verify(couch: CouchClient, distributor: Distributor, updates: list[dic
         return bad
 
     results = await gather_limited([check(u, ids) for u, ids in expected.items()])
-    problems += sum(results)
+    problems += int(sum(results))
     return problems
 
 

@@ -1,13 +1,18 @@
 """Pipeline benchmark: N users x M transactions through ingest → event log → staging → receipts.
 
-Prints, measured in the same run on the same server (pouchdb-server, or with ``COUCH_URL=http://admin:pw@host:port``
-a CouchDB 3 that the bench wipes first; ``SYNC_BENCH_COUCH_PID`` names its process for the CPU figure):
-  * raw ``_bulk_docs`` write throughput (docs/s), the ceiling any pipeline on this server has;
-  * pipeline throughput (transactions/s from the first device write to the last row in the staging ERP);
-  * their ratio (goal >= 0.25);
-  * device-write → ``projected`` receipt latency p50/p95/p99 at half the measured maximum rate (goal p95 < 1 s);
-  * CPU time per transaction of the gateway and of pouchdb-server at that rate, which says where the time goes
-    (pouchdb-server runs on one thread: at 1000 / its ms per transaction it is saturated).
+Devices write once directly to CouchDB (the old path, with each user's CouchDB password) and once through the
+gateway's edge (enrolled with an enrolment code, access token), each with its own users, in the same run on
+the same server: pouchdb-server, or with ``COUCH_URL=http://admin:pw@host:port`` a CouchDB 3 that the bench
+wipes first (``SYNC_BENCH_COUCH_PID`` names its process for the CPU figures). Prints per path:
+  * raw ``_bulk_docs`` write throughput (docs/s) into a database without ``validate_doc_update``, the ceiling;
+  * pipeline throughput (transactions/s from the first device write to the last row in the staging ERP),
+    and their ratio (goal >= 0.25), with the server's CPU per transaction split by process (CouchDB:
+    ``beam.smp`` and the ``couchjs`` processes running ``_design/sync``'s ``validate_doc_update``);
+  * device-write → ``projected`` receipt latency p50/p95/p99 at half the one-write-at-a-time maximum
+    (goal p95 < 1 s) and the gateway's and the server's CPU per transaction at that rate.
+``--no-vdu`` (or SYNC_BENCH_NO_VDU=1) adds a third pass: the edge path with ``_design/sync`` removed from those
+users' databases, which says what the database-level validation costs.
+Sizes: ``--users`` / SYNC_BENCH_USERS, ``--per-user`` / SYNC_BENCH_PER_USER, ``--latency-seconds``.
 """
 
 from __future__ import annotations
@@ -15,12 +20,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
 import signal
-import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,16 +33,32 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.harness import (
+    BENCH_ENV,
+    cpu_by_name,
+    enrol_with_code,
+    gather_limited,
+    is_couchdb,
+    pct,
+    server_under_test,
+)
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.naming import user_db_name
-from sync_gateway.devserver import PouchServer
+from sync_gateway.users import SYNC_DESIGN_ID, sync_design_doc
 from tests.support import docs
-from tests.support.couch import CouchServer, ExternalCouch
+from tests.support.couch import CouchServer
 from tests.support.gateway import GatewayProcess
+
+#: a device's HTTP client for its own database, and the path prefix of that database
+Opener = Callable[[str], tuple[httpx.AsyncClient, str]]
 
 
 def transaction(user: str, i: int) -> dict[str, Any]:
     return docs.inventory_movement(f"{user}-phone", quantity=i % 7 + 1) if i % 2 else docs.sales_order(f"{user}-phone")
+
+
+def password(user: str) -> str:
+    return f"{user}-pw-123"
 
 
 async def raw_bulk_rate(couch: CouchServer, total: int, chunk: int = 100) -> float:
@@ -58,25 +79,29 @@ def staged(gw: GatewayProcess) -> int:
     return int(rows[0][0]) if rows else 0
 
 
-async def pipeline_rate(gw: GatewayProcess, users: list[str], per_user: int, chunk: int = 50) -> float:
+async def until_staged(gw: GatewayProcess, count: int) -> None:
+    while staged(gw) < count:
+        await asyncio.sleep(0.02)
+
+
+async def pipeline_rate(gw: GatewayProcess, users: list[str], open_db: Opener, per_user: int, chunk: int = 50) -> float:
     before = staged(gw)
     total = len(users) * per_user
 
     async def write(user: str) -> None:
-        async with httpx.AsyncClient(base_url=gw.couch.url, auth=(user, f"{user}-pw-123"), timeout=60) as device:
+        device, prefix = open_db(user)
+        async with device:
             batch = [transaction(user, i) for i in range(per_user)]
             for s in range(0, per_user, chunk):
-                response = await device.post(f"/{user_db_name(user)}/_bulk_docs", json={"docs": batch[s : s + chunk]})
-                response.raise_for_status()
+                (await device.post(f"{prefix}/_bulk_docs", json={"docs": batch[s : s + chunk]})).raise_for_status()
 
     started = time.perf_counter()
     await asyncio.gather(*(write(u) for u in users))
-    while staged(gw) - before < total:
-        await asyncio.sleep(0.02)
+    await until_staged(gw, before + total)
     return total / (time.perf_counter() - started)
 
 
-async def single_write_rate(gw: GatewayProcess, users: list[str], seconds: float) -> float:
+async def single_write_rate(gw: GatewayProcess, users: list[str], open_db: Opener, seconds: float) -> float:
     """Closed loop: every user writes one transaction at a time (as a live-syncing device does) for ``seconds``;
     returns the rate at which they reach the staging ERP."""
     before = staged(gw)
@@ -85,23 +110,26 @@ async def single_write_rate(gw: GatewayProcess, users: list[str], seconds: float
 
     async def write(user: str) -> None:
         nonlocal count
-        async with httpx.AsyncClient(base_url=gw.couch.url, auth=(user, f"{user}-pw-123"), timeout=60) as device:
+        device, prefix = open_db(user)
+        async with device:
             i = 0
             while time.perf_counter() < deadline:
                 doc = transaction(user, i)
-                (await device.put(f"/{user_db_name(user)}/{doc['_id']}", json=doc)).raise_for_status()
+                (await device.put(f"{prefix}/{doc['_id']}", json=doc)).raise_for_status()
                 count += 1
                 i += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(write(u) for u in users))
-    while staged(gw) - before < count:
-        await asyncio.sleep(0.02)
+    await until_staged(gw, before + count)
     return count / (time.perf_counter() - started)
 
 
-async def latency_at(gw: GatewayProcess, users: list[str], rate: float, seconds: float) -> list[float]:
-    """Write at ``rate`` transactions/s spread over users; return each write → projected receipt latency."""
+async def latency_at(
+    couch: CouchServer, users: list[str], open_db: Opener, rate: float, seconds: float, timeout: float = 60.0
+) -> list[float]:
+    """Write at ``rate`` transactions/s spread over users; return each write → projected receipt latency
+    (receipts watched as admin on CouchDB, the same for both paths)."""
     written: dict[str, float] = {}
     projected: dict[str, float] = {}
 
@@ -118,22 +146,23 @@ async def latency_at(gw: GatewayProcess, users: list[str], rate: float, seconds:
             since = batch.last_seq
 
     async def write(user: str, interval: float, count: int) -> None:
-        async with httpx.AsyncClient(base_url=gw.couch.url, auth=(user, f"{user}-pw-123"), timeout=60) as device:
+        device, prefix = open_db(user)
+        async with device:
             next_at = time.perf_counter()
             for i in range(count):
                 doc = transaction(user, i)
                 await asyncio.sleep(max(0.0, next_at - time.perf_counter()))
                 written[doc["_id"]] = time.perf_counter()
-                (await device.put(f"/{user_db_name(user)}/{doc['_id']}", json=doc)).raise_for_status()
+                (await device.put(f"{prefix}/{doc['_id']}", json=doc)).raise_for_status()
                 next_at += interval
 
     per_user_rate = rate / len(users)
     count = max(1, int(per_user_rate * seconds))
-    async with CouchClient(gw.couch.url, gw.couch.admin_user, gw.couch.admin_password) as client:
+    async with CouchClient(couch.url, couch.admin_user, couch.admin_password) as client:
         watchers = [asyncio.create_task(watch(client, u)) for u in users]
         await asyncio.sleep(0.5)  # let every watcher open its feed before the first write
         await asyncio.gather(*(write(u, 1.0 / per_user_rate, count) for u in users))
-        deadline = time.perf_counter() + 60
+        deadline = time.perf_counter() + timeout
         while len(projected.keys() & written.keys()) < len(written) and time.perf_counter() < deadline:
             await asyncio.sleep(0.05)
         for task in watchers:
@@ -142,90 +171,145 @@ async def latency_at(gw: GatewayProcess, users: list[str], rate: float, seconds:
     return [projected[t] - written[t] for t in written if t in projected]
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` and its live children so far (Linux /proc): CouchDB runs its
-    ``validate_doc_update`` functions in child JavaScript processes."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            _, rest = stat.read_text().rsplit(")", 1)
-        except OSError:
-            continue
-        fields = rest.split()
-        if int(stat.parent.name) == pid or int(fields[1]) == pid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+@dataclass
+class PassResult:
+    name: str
+    rate: float = 0.0
+    bulk_cpu: dict[str, float] = field(default_factory=dict)  # server CPU ms per transaction, by process
+    bulk_gw_ms: float = 0.0
+    single: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    gw_cpu_ms: float = 0.0
+    server_cpu: dict[str, float] = field(default_factory=dict)
 
 
-def server_under_test(tmp: Path) -> tuple[CouchServer, int | None, str]:
-    """pouchdb-server of the bench's own, or the CouchDB named by COUCH_URL (wiped first)."""
-    url = os.environ.get("COUCH_URL") or os.environ.get("SYNC_TEST_COUCH_URL")
-    if not url:
-        server = PouchServer(tmp / "couch", "admin", secrets.token_urlsafe(12)).start()
-        assert server.process is not None
-        return server, server.process.pid, "pouchdb-server"
-    external = ExternalCouch(url).start()
-    external.wipe()
-    version = httpx.get(f"{external.url}/", timeout=10).json().get("version", "?")
-    pid = os.environ.get("SYNC_BENCH_COUCH_PID")
-    return external, int(pid) if pid else None, f"CouchDB {version}"
+def _per_tx(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
+    # a process that exited meanwhile (CouchDB recycles couchjs processes) takes its CPU time along: such a
+    # name's figure is a lower bound, and the total with it
+    return {k: (after.get(k, 0.0) - before.get(k, 0.0)) * 1000 / max(1, count) for k in after}
 
 
-def pct(values: list[float], p: float) -> float:
-    return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if len(values) > 1 else values[0]
+async def measure(
+    name: str, gw: GatewayProcess, couch_pid: int | None, users: list[str], open_db: Opener, args: argparse.Namespace
+) -> PassResult:
+    assert gw.process is not None
+    result = PassResult(name)
+    before, gw_bulk = cpu_by_name(couch_pid), sum(cpu_by_name(gw.process.pid).values())
+    result.rate = await pipeline_rate(gw, users, open_db, args.per_user)
+    result.bulk_cpu = _per_tx(before, cpu_by_name(couch_pid), len(users) * args.per_user)
+    result.bulk_gw_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_bulk) * 1000 / (len(users) * args.per_user)
+    result.single = await single_write_rate(gw, users, open_db, args.latency_seconds)
+    gw_before, before = sum(cpu_by_name(gw.process.pid).values()), cpu_by_name(couch_pid)
+    result.latencies = await latency_at(gw.couch, users, open_db, result.single / 2, args.latency_seconds)
+    n = max(1, len(result.latencies))
+    result.gw_cpu_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_before) * 1000 / n
+    result.server_cpu = _per_tx(before, cpu_by_name(couch_pid), n)
+    return result
+
+
+def _cpu_text(per_process: dict[str, float]) -> str:
+    if not per_process:
+        return "n/a (SYNC_BENCH_COUCH_PID: the server's process)"
+    parts = ", ".join(f"{k} {v:.1f}" for k, v in sorted(per_process.items(), key=lambda kv: -kv[1]) if v >= 0.05)
+    return f"{sum(per_process.values()):.1f} ms ({parts})"
+
+
+def report(server_name: str, args: argparse.Namespace, raw: float, results: list[PassResult]) -> None:
+    total = args.users * args.per_user
+    print(f"pipeline benchmark on {server_name}: {args.users} users x {args.per_user} transactions = {total} per path")
+    print(f"  raw _bulk_docs write throughput (no validate_doc_update): {raw:8.1f} docs/s")
+    for r in results:
+        print(f"  --- {r.name}")
+        print(
+            f"    pipeline throughput : {r.rate:8.1f} tx/s (device write -> staging row), "
+            f"ratio / raw {r.rate / raw:6.3f}"
+        )
+        print(f"    CPU per tx in that run: gateway {r.bulk_gw_ms:5.1f} ms, server {_cpu_text(r.bulk_cpu)}")
+        print(f"    one write at a time per device: {r.single:6.1f} tx/s")
+        print(
+            f"    latency at {r.single / 2:6.1f} tx/s, {len(r.latencies)} tx, write -> projected: "
+            f"p50 {pct(r.latencies, 50) * 1000:6.0f} ms  p95 {pct(r.latencies, 95) * 1000:6.0f} ms  "
+            f"p99 {pct(r.latencies, 99) * 1000:6.0f} ms"
+        )
+        print(f"    CPU per tx at that rate: gateway {r.gw_cpu_ms:5.1f} ms, server {_cpu_text(r.server_cpu)}")
+    base = results[0]
+    for r in results[1:]:
+        print(
+            f"  same run, {r.name} / {base.name}: throughput {r.rate / base.rate:5.2f}x, "
+            f"server CPU per tx {sum(r.bulk_cpu.values()) / max(1e-9, sum(base.bulk_cpu.values())):5.2f}x"
+            if base.bulk_cpu
+            else f"  same run, {r.name} / {base.name}: throughput {r.rate / base.rate:5.2f}x"
+        )
+    print("  goals: ratio >= 0.25, p95 < 1000 ms (timings are noisy when other work shares the machine)")
+
+
+async def provision(api: httpx.AsyncClient, users: list[str], *, login: bool) -> None:
+    async def one(user: str) -> None:
+        body: dict[str, Any] = {"name": user, "password": password(user)} if login else {"name": user}
+        if not login:
+            body["couch_login"] = False
+        (await api.post("/api/users", json=body)).raise_for_status()
+
+    await gather_limited([one(u) for u in users], limit=8)
+
+
+async def set_vdu(couch: CouchServer, users: list[str], *, present: bool) -> None:
+    """Install or remove ``_design/sync`` (the database-level ``validate_doc_update``) in the users' databases,
+    whatever provisioning did, so each pass measures what it says."""
+    async with CouchClient(couch.url, couch.admin_user, couch.admin_password) as client:
+
+        async def one(user: str) -> None:
+            db = user_db_name(user)
+            design = await client.get_or_none(db, SYNC_DESIGN_ID)
+            if present and design is None:
+                await client.put(db, sync_design_doc())
+            elif not present and design is not None:
+                await client.bulk_docs(db, [{"_id": SYNC_DESIGN_ID, "_rev": design["_rev"], "_deleted": True}])
+
+        await gather_limited([one(u) for u in users])
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--users", type=int, default=20)
-    parser.add_argument("--per-user", type=int, default=100)
+    parser.add_argument("--users", type=int, default=int(os.environ.get("SYNC_BENCH_USERS", 20)))
+    parser.add_argument("--per-user", type=int, default=int(os.environ.get("SYNC_BENCH_PER_USER", 100)))
     parser.add_argument("--latency-seconds", type=float, default=15.0)
+    parser.add_argument("--no-vdu", action="store_true", default=os.environ.get("SYNC_BENCH_NO_VDU") == "1")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         couch, couch_pid, server_name = server_under_test(Path(tmp))
-        gw = GatewayProcess(couch, Path(tmp), extra_env={"SYNC_LOG_LEVEL": "WARNING"})
+        gw = GatewayProcess(couch, Path(tmp), extra_env=BENCH_ENV)
         try:
             gw.start()
-            users = [f"bench{i:03d}" for i in range(args.users)]
+            direct = [f"direct{i:03d}" for i in range(args.users)]
+            edge = [f"edge{i:03d}" for i in range(args.users)]
+            nvdu = [f"novdu{i:03d}" for i in range(args.users)] if args.no_vdu else []
             async with gw.api_client() as api:
-                for user in users:
-                    (await api.post("/api/users", json={"name": user, "password": f"{user}-pw-123"})).raise_for_status()
-            total = args.users * args.per_user
-            raw = await raw_bulk_rate(couch, total)
-            rate = await pipeline_rate(gw, users, args.per_user)
-            single = await single_write_rate(gw, users, args.latency_seconds)
-            assert gw.process is not None
-            gw_pid = gw.process.pid
-            before = (cpu_seconds(gw_pid), cpu_seconds(couch_pid) if couch_pid else 0.0)
-            latencies = await latency_at(gw, users, single / 2, args.latency_seconds)
-            gw_cpu = cpu_seconds(gw_pid) - before[0]
-            couch_cpu = cpu_seconds(couch_pid) - before[1] if couch_pid else None
+                await provision(api, direct, login=True)
+                await provision(api, edge + nvdu, login=False)
+                devices = {u: await enrol_with_code(api, gw.edge_url, u) for u in edge + nvdu}
+            await set_vdu(couch, direct + edge, present=True)
+            await set_vdu(couch, nvdu, present=False)
+            raw = await raw_bulk_rate(couch, args.users * args.per_user)
+
+            def open_direct(user: str) -> tuple[httpx.AsyncClient, str]:
+                client = httpx.AsyncClient(base_url=couch.url, auth=(user, password(user)), timeout=60)
+                return client, f"/{user_db_name(user)}"
+
+            def open_edge(user: str) -> tuple[httpx.AsyncClient, str]:
+                return devices[user].client(), ""
+
+            passes: list[tuple[str, list[str], Opener]] = [
+                ("direct to the server (validate_doc_update)", direct, open_direct),
+                ("through the edge, with validate_doc_update", edge, open_edge),
+            ]
+            if nvdu:
+                passes.append(("through the edge, no validate_doc_update", nvdu, open_edge))
+            results = [await measure(name, gw, couch_pid, users, opener, args) for name, users, opener in passes]
         finally:
             gw.stop()
             couch.stop()
-    print(f"pipeline benchmark on {server_name}: {args.users} users x {args.per_user} transactions = {total}")
-    print(f"  raw _bulk_docs write throughput : {raw:8.1f} docs/s")
-    print(f"  pipeline throughput             : {rate:8.1f} transactions/s (device write -> staging row)")
-    print(f"  ratio pipeline / raw bulk       : {rate / raw:8.3f}   (goal >= 0.25)")
-    print(f"  pipeline throughput, one write at a time per device: {single:6.1f} transactions/s")
-    print(
-        f"  latency at {single / 2:6.1f} tx/s (half that maximum), {len(latencies)} transactions, "
-        "write -> projected receipt:"
-    )
-    print(
-        f"    p50 {pct(latencies, 50) * 1000:7.0f} ms   p95 {pct(latencies, 95) * 1000:7.0f} ms   "
-        f"p99 {pct(latencies, 99) * 1000:7.0f} ms   (goal p95 < 1000 ms)"
-    )
-    per_tx = 1000 / max(1, len(latencies))
-    if couch_cpu is None:
-        print(
-            f"  CPU per transaction at that rate: gateway {gw_cpu * per_tx:5.1f} ms (SYNC_BENCH_COUCH_PID: the server)"
-        )
-    else:
-        print(
-            f"  CPU per transaction at that rate: gateway {gw_cpu * per_tx:5.1f} ms, "
-            f"{server_name} {couch_cpu * per_tx:5.1f} ms (with its JavaScript processes)"
-        )
+    report(server_name if not is_couchdb(server_name) else f"{server_name} (wake-ups)", args, raw, results)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

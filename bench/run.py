@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["pipeline_bench.py", "tryton_bench.py", "fanout_bench.py"]
+BENCHMARKS = ["pipeline_bench.py", "tryton_bench.py", "fanout_bench.py", "edge_pull_bench.py", "scale_bench.py"]
 
 
 def main() -> int:

@@ -113,7 +113,7 @@ async def _connectors_check(settings: Settings, name: str) -> int:
 async def _profiles(settings: Settings, args: argparse.Namespace) -> int:
     from sync_gateway.distribute.plan import format_report, plan
     from sync_gateway.profiles import load_profiles
-    from sync_gateway.rules import config_documents
+    from sync_gateway.runtime import distributed_config
 
     profiles = load_profiles(args.files or [settings.profiles_path()])
     if args.profiles_command == "check":
@@ -126,8 +126,9 @@ async def _profiles(settings: Settings, args: argparse.Namespace) -> int:
             couch,
             registry_db=settings.db("registry"),
             mirror_db=settings.db("mirror"),
+            ledger_db=settings.db("distributed"),
             profiles=profiles,
-            config_docs=config_documents(),
+            config_docs=distributed_config(settings),
         )
     finally:
         await couch.close()

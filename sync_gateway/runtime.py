@@ -178,11 +178,9 @@ class Gateway:
                 worker_checkpoints,
                 registry_db=s.db("registry"),
                 mirror_db=s.db("mirror"),
+                ledger_db=s.db("distributed"),
                 profiles=load_profiles([s.profiles_path()]),
-                config_docs=[
-                    *config_documents(),
-                    device_policy_document(s.device_lock_after_days, s.device_wipe_after_days),
-                ],
+                config_docs=distributed_config(s),
                 batch_size=s.distribute_batch_size,
                 read_timeout=s.feed_read_timeout_s,
                 max_delay=s.retry_max_delay_s,
@@ -383,6 +381,13 @@ class Gateway:
     def workers_alive(self) -> dict[str, bool]:
         """Per role loop, whether it runs (see :meth:`ProcessView.workers_alive`)."""
         return self.process_view().workers_alive()
+
+
+def distributed_config(settings: Settings) -> list[dict[str, Any]]:
+    """The server-owned ``config:`` documents every user database carries (the distributor writes them, the
+    dry run ``profiles plan`` counts them): the business rules and the device policy."""
+    policy = device_policy_document(settings.device_lock_after_days, settings.device_wipe_after_days)
+    return [*config_documents(), policy]
 
 
 @contextlib.contextmanager

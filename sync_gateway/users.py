@@ -47,8 +47,13 @@ class UserRegistry:
         *,
         roles: list[str] | None = None,
         attributes: Mapping[str, Any] | None = None,
+        couch_login: bool = True,
     ) -> dict[str, Any]:
-        """Create or repair everything a user needs; returns the registry record."""
+        """Create or repair everything a user needs; returns the registry record.
+
+        ``couch_login=False`` provisions the user without a CouchDB account (no password, nothing in
+        ``_users``): its devices enrol at the edge with one-time enrolment codes and never log in to CouchDB,
+        which also saves CouchDB's PBKDF2 work per user (about a second of server CPU each)."""
         if not valid_username(name):
             raise InvalidRequest(
                 f"username {name!r} is invalid: use 1-64 letters, digits or ._@+- starting with a letter or digit",
@@ -56,20 +61,22 @@ class UserRegistry:
             )
         _check_roles(roles)
         existing = await self._couch.get_or_none(self.db, USER_PREFIX + name)
-        if existing is None and not password:
+        if not couch_login and password:
+            raise InvalidRequest("a user without a CouchDB login has no password", code="password_not_allowed")
+        if existing is None and not password and couch_login:
             raise InvalidRequest("a new user needs a password", code="password_required")
         if password is not None and len(password) < 8:
             raise InvalidRequest("passwords need at least 8 characters", code="weak_password")
         db = user_db_name(name)
-        await self._couch.upsert_user(name, password, roles or [])
+        if couch_login:
+            await self._couch.upsert_user(name, password, roles or [])
+        else:  # a login the user had before is removed: from now on only the edge lets its devices in
+            account = await self._couch.get_or_none("_users", f"org.couchdb.user:{name}")
+            if account is not None:
+                await self._couch.delete("_users", account["_id"], account["_rev"])
         await self._couch.ensure_db(db)
         await ensure_security(self._couch, db, user_db_security(name))
-        design = sync_design_doc()
-        current = await self._couch.get_or_none(db, SYNC_DESIGN_ID)
-        if current is None or current.get("validate_doc_update") != design["validate_doc_update"]:
-            if current:
-                design["_rev"] = current["_rev"]
-            await self._couch.put(db, design)
+        await self._ensure_design(db, wanted=couch_login)
         now = datetime.now(UTC).isoformat()
         record: dict[str, Any] = {
             **(existing or {}),
@@ -80,12 +87,30 @@ class UserRegistry:
             "roles": roles if roles is not None else (existing or {}).get("roles", []),
             "attributes": dict(attributes) if attributes is not None else (existing or {}).get("attributes", {}),
             "disabled": False,
+            "couch_login": couch_login,
             "created_at": (existing or {}).get("created_at", now),
             "updated_at": now,
         }
         record["_rev"] = await self._couch.put(self.db, record)
         log.info("user.provisioned", user=name, created=existing is None, roles=record["roles"])
         return strip_metadata(record)
+
+    async def _ensure_design(self, db: str, *, wanted: bool) -> None:
+        """``_design/sync`` (the database refusing writes of server-owned documents) where a user can write to
+        CouchDB directly, i.e. has a CouchDB login. Without one, every device write passes the edge, which
+        refuses the same documents one by one; the database-level check is then left out because CouchDB runs it
+        in its JavaScript process on every write (gateway writes included), its largest cost per transaction
+        (``bench/pipeline_bench.py --no-vdu``)."""
+        current = await self._couch.get_or_none(db, SYNC_DESIGN_ID)
+        if not wanted:
+            if current is not None:
+                await self._couch.delete(db, SYNC_DESIGN_ID, current["_rev"])
+            return
+        design = sync_design_doc()
+        if current is None or current.get("validate_doc_update") != design["validate_doc_update"]:
+            if current:
+                design["_rev"] = current["_rev"]
+            await self._couch.put(db, design)
 
     async def update(
         self, name: str, *, roles: list[str] | None = None, attributes: Mapping[str, Any] | None = None
@@ -103,7 +128,7 @@ class UserRegistry:
                 "attributes": {k: v for k, v in merged.items() if v is not None},
                 "updated_at": datetime.now(UTC).isoformat(),
             }
-            if roles is not None and roles != existing.get("roles"):
+            if roles is not None and roles != existing.get("roles") and existing.get("couch_login", True):
                 await self._couch.upsert_user(name, None, roles)
             try:
                 record["_rev"] = await self._couch.put(self.db, record)

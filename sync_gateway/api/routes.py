@@ -5,7 +5,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictInt, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StringConstraints,
+    model_validator,
+)
 
 from sync_gateway.api.auth import AuditDep, require_admin
 from sync_gateway.api.services import ServicesDep
@@ -43,11 +52,21 @@ class NewUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Text = Field(min_length=1, max_length=64, examples=["tech.anna"])
-    password: Text = Field(min_length=8, max_length=256)
+    password: Text | None = Field(default=None, min_length=8, max_length=256)
+    couch_login: bool = Field(
+        default=True,
+        description="false: no CouchDB account and no password; the user's devices enrol with enrolment codes",
+    )
     roles: list[Role] = Field(default_factory=list, max_length=MAX_ROLES, examples=[["field_technician"]])
     attributes: dict[AttributeName, AttributeValue] = Field(
         default_factory=dict, max_length=MAX_ATTRIBUTES, examples=[{"territory": "north", "van": "VAN-01"}]
     )
+
+    @model_validator(mode="after")
+    def _password_with_login(self) -> NewUser:
+        if self.couch_login and self.password is None:
+            raise ValueError("password is required unless couch_login is false")
+        return self
 
 
 @router.get("/users", summary="List provisioned users")
@@ -58,7 +77,9 @@ async def list_users(gw: ServicesDep) -> dict[str, Any]:
 @router.post("/users", status_code=201, summary="Provision a user: database, CouchDB user, security, rules")
 async def add_user(body: NewUser, gw: ServicesDep, audit: AuditDep) -> dict[str, Any]:
     before = await gw.registry.get_or_none(body.name)
-    record = await gw.registry.provision(body.name, body.password, roles=body.roles, attributes=body.attributes)
+    record = await gw.registry.provision(
+        body.name, body.password, roles=body.roles, attributes=body.attributes, couch_login=body.couch_login
+    )
     await audit.record("user.provisioned", f"user:{body.name}", before=before, after=record)  # never the password
     return record
 

@@ -7,46 +7,44 @@ any more (reassignment, attribute or profile change, deletion in the ERP) gets a
 replication carries to the device. Related rows (the customer of my work order) follow the rows that
 reference them, in the same page.
 
-A second follower reads ``sync_registry``: a new user, or a change of roles or attributes, re-evaluates that
-user against the whole mirror (backfill). The ``config:`` documents (business rules, the user's profile
-summary) are written in the same pass and skipped when their content is unchanged.
+Who holds a document is not remembered per user: it is whom the document's previous version, kept in the
+ledger (:mod:`sync_gateway.distribute.ledger`), was selected for. So start-up reads no user database and
+memory does not grow with the users' holdings; a page reads, per user database it touches, the current
+revisions of just the documents it is about to write (one ``_all_docs`` with keys), and skips copies whose
+content is unchanged.
 
-What each user database holds is read from the database itself at start-up (every server-owned document
-but receipts and design documents), so the bookkeeping survives any crash; ``_local/sync-distributor`` in
-each user database records the state (user, profiles, rules) its contents were last reconciled with, so a
-restart re-evaluates only users whose profiles, attributes or rules changed meanwhile. The mirror position is
-a checkpoint in ``sync_checkpoints``; replaying a page is a no-op because unchanged copies are not rewritten.
+A second follower reads ``sync_registry``: a new user, or a change of roles or attributes, reconciles that
+user against the ledger (:mod:`sync_gateway.distribute.reconcile`, the same computation ``profiles plan``
+reports). ``_local/sync-distributor`` in each user database records the state (user, profiles, rules) its
+contents were reconciled with; when the profiles or rules change, every user whose state differs is
+reconciled at start-up, a chunk of users at a time. The mirror position is a checkpoint in
+``sync_checkpoints``; replaying a page is a no-op because unchanged copies are not rewritten.
+
+A row limit is enforced when a page adds a document of a limited entity to a user (the database's count of
+that entity is read then); a related row of a document a limit left out of this page may still be written.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 
 from sync_gateway import metrics
-from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient, Seq
 from sync_gateway.couch.follower import Follower
+from sync_gateway.distribute.ledger import Ledger
 from sync_gateway.distribute.mirror import is_master_id
+from sync_gateway.distribute.reconcile import CHUNK_USERS, Change, Held, held_from_doc, reconcile
 from sync_gateway.errors import CouchError, DocumentNotFound
-from sync_gateway.jsontext import canonical as canonical_json
-from sync_gateway.profiles import (
-    Evaluation,
-    Planned,
-    ProfileIndex,
-    ProfileSet,
-    UserContext,
-    content_digest,
-    planned_copy,
-    profile_config_doc,
-)
+from sync_gateway.profiles import Planned, ProfileIndex, ProfileSet, UserContext, content_digest
 from sync_gateway.profiles.model import EntityRule
 from sync_gateway.quarantine import Quarantine
 
@@ -55,48 +53,18 @@ log = structlog.get_logger(__name__)
 STATE_DOC = "sync-distributor"
 MIRROR_CHECKPOINT = "distribute:mirror"
 REGISTRY_CHECKPOINT = "distribute:registry"
-_NOT_MANAGED = {*TRANSACTION_TYPES, "receipt"}
 _BULK_CHUNK = 500
 
 
-def is_managed(doc_id: str) -> bool:
-    """Server-owned documents the distributor maintains: master data and ``config:*``."""
-    return not doc_id.startswith("_") and doc_id.split(":", 1)[0] not in _NOT_MANAGED
+@dataclass
+class _Page:
+    """What one page of mirror changes means before any user database is read."""
 
-
-@dataclass(frozen=True)
-class Held:
-    """One document a user database holds: its revision, content digest and the rows it references."""
-
-    rev: str
-    digest: str
-    entity: str
-    refs: tuple[str, ...] = ()
-    size: int = 0
-
-
-async def load_holdings(
-    couch: CouchClient, db: str, index: ProfileIndex, user: str, page: int = 2000
-) -> tuple[dict[str, Held], dict[str, Any] | None]:
-    """Managed documents of one user database, and its ``_local/sync-distributor`` state."""
-    held: dict[str, Held] = {}
-    startkey: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": page}
-        if startkey is not None:
-            params.update(startkey=startkey, skip=1)
-        rows = await couch.all_docs(db, include_docs=True, **params)
-        for row in rows:
-            doc = row.get("doc")
-            if doc and is_managed(str(row["id"])):
-                entity = "config" if row["id"].startswith("config:") else str(doc.get("type", row["id"].split(":")[0]))
-                refs = index.references(user, doc) if entity != "config" else ()
-                size = len(canonical_json({k: v for k, v in doc.items() if k != "_rev"}).encode(errors="surrogatepass"))
-                held[str(row["id"])] = Held(str(doc["_rev"]), content_digest(doc), entity, refs, size)
-        if len(rows) < page:
-            break
-        startkey = str(rows[-1]["id"])
-    return held, await couch.get_local(db, STATE_DOC)
+    changed: dict[str, dict[str, Any] | None]
+    previous: dict[str, dict[str, Any]]  # last distributed version of changed ids (and of sources/targets)
+    direct: dict[str, dict[str, Planned | None]]  # user -> changed id -> copy it should hold (None: none)
+    targets: dict[str, set[str]]  # user -> referenced ids whose related copy may change for that user
+    sources_after: dict[str, set[str]]  # referenced id -> ids referencing it after this page
 
 
 class Distributor:
@@ -108,6 +76,7 @@ class Distributor:
         registry_db: str,
         mirror_db: str,
         profiles: ProfileSet,
+        ledger_db: str | None = None,
         config_docs: Sequence[Mapping[str, Any]] = (),
         batch_size: int = 500,
         read_timeout: float = 60.0,
@@ -120,15 +89,12 @@ class Distributor:
         self._checkpoints = checkpoints
         self.registry_db = registry_db
         self.mirror_db = mirror_db
+        self.profiles = profiles
         self.index = ProfileIndex(profiles)
+        self.ledger = Ledger(couch, ledger_db or f"{mirror_db}_distributed", profiles)
         self._config = [dict(doc) for doc in config_docs]
         self._config_digest = content_digest({"config": self._config})
-        self.held: dict[str, dict[str, Held]] = {}
-        self._holders: dict[str, set[str]] = {}  # doc id -> users holding it
-        self._refs: dict[str, Counter[str]] = {}  # user -> referenced id -> number of held docs referencing it
-        self._ref_users: dict[str, set[str]] = {}  # referenced id -> users referencing it
-        self._counts: dict[str, Counter[str]] = {}  # user -> entity -> documents held
-        self._reconciled: dict[str, str] = {}  # user -> state digest its database was reconciled with
+        self._concurrency = concurrency
         self._lock = asyncio.Lock()
         self._sem = asyncio.Semaphore(concurrency)
         self.stats: Counter[str] = Counter()
@@ -169,42 +135,43 @@ class Distributor:
             group.create_task(self.registry_follower.run(), name="distribute-registry")
 
     async def start(self) -> Seq:
-        """Load users and what their databases hold, reconcile the stale ones; returns the mirror position."""
+        """Load the users (the profile index) and the ledger; reconcile every user only when the profiles or
+        rules changed or the ledger is new. Reads no user database otherwise. Returns the mirror position."""
+        started = time.perf_counter()
         await self._couch.ensure_db(self.mirror_db)
         since = await self._checkpoints.load(MIRROR_CHECKPOINT)
-        if since is None:  # first start: a full backfill below, then the feed from here on
+        if since is None:  # first start: everything up to here is in the ledger copy below
             since = (await self._couch.db_info(self.mirror_db)).get("update_seq")
         rows = await self._couch.all_docs(self.registry_db, include_docs=True, startkey="user:", endkey="user:\ufff0")
-        users = [UserContext.from_record(row["doc"]) for row in rows if row.get("doc")]
-        for user in users:
-            self.index.set_user(user)
-        await asyncio.gather(*(self._load_user(user) for user in users))
-        stale = [u.name for u in users if self._reconciled.get(u.name) != self._target(u.name)]
-        log.info("distribute.started", users=len(users), stale=len(stale))
-        await self.reconcile(stale)
+        for row in rows:
+            if row.get("doc") and "db" in row["doc"]:
+                self.index.set_user(UserContext.from_record(row["doc"]))
+        created = await self.ledger.open(self.mirror_db)
+        state = self.global_state()
+        reconciling = created or self.ledger.state != state
+        if reconciling:  # profiles or rules changed (or a new ledger): every user's target changed
+            await self.reconcile(self.index.users, force=created)
+            await self.ledger.set_state(state)
+        log.info(
+            "distribute.started",
+            users=len(self.index.users),
+            reconciled=reconciling,
+            seconds=round(time.perf_counter() - started, 3),
+        )
         self.ready.set()
         return since
+
+    def global_state(self) -> str:
+        """Changes when anything every user's contents depend on changes: the profiles and the rules."""
+        return content_digest({"profiles": [p.digest for p in self.profiles.profiles], "config": self._config_digest})
 
     def _target(self, user: str) -> str:
         return self.index.state_digest(user, [self._config_digest])
 
-    async def _load_user(self, user: UserContext) -> None:
-        async with self._sem:
-            try:
-                held, state = await load_holdings(self._couch, user.db, self.index, user.name)
-            except DocumentNotFound:
-                held, state = {}, None
-        self._drop_held(user.name)
-        self.held[user.name] = {}
-        for doc_id, h in held.items():
-            self._set_held(user.name, doc_id, h)
-        if state is not None:
-            self._reconciled[user.name] = str(state.get("state"))
-
     # ------------------------------------------------------------------------------------------ registry
 
     async def on_registry(self, rows: list[dict[str, Any]]) -> None:
-        """New users and changed roles/attributes: re-evaluate exactly those users."""
+        """New users and changed roles/attributes: reconcile exactly those users."""
         async with self._lock:
             changed: list[str] = []
             for row in rows:
@@ -213,61 +180,63 @@ class Distributor:
                     continue
                 name, doc = doc_id[len("user:") :], row.get("doc")
                 if row.get("deleted") or not doc or doc.get("_deleted") or "db" not in doc:
-                    self._drop_held(name)
                     self.index.remove_user(name)
                     continue
-                user = UserContext.from_record(doc)
-                self.index.set_user(user)
-                if name not in self.held:
-                    await self._load_user(user)
-                if self._reconciled.get(name) != self._target(name):
-                    changed.append(name)
-            await self.reconcile(changed, locked=True)
+                self.index.set_user(UserContext.from_record(doc))
+                changed.append(name)
+            await self._reconcile_users(sorted(set(changed)), force=False)
 
     # ------------------------------------------------------------------------------------------ backfill
 
-    async def reconcile(self, names: Iterable[str], *, locked: bool = False) -> None:
-        """Make each user's database hold exactly what its profiles select now (backfill, re-evaluation)."""
-        users = sorted({n for n in names if n in self.index.users})
-        if not users:
-            return
-        if not locked:
-            async with self._lock:
-                await self._reconcile(users)
-        else:
-            await self._reconcile(users)
+    async def reconcile(self, names: Iterable[str], *, force: bool = False) -> None:
+        """Make each user's database hold exactly what its profiles select now (backfill, re-evaluation);
+        users whose recorded state is current are skipped unless ``force``."""
+        async with self._lock:
+            await self._reconcile_users(sorted({n for n in names if n in self.index.users}), force=force)
 
-    async def _reconcile(self, users: list[str]) -> None:
-        started = time.perf_counter()
-        evaluation = Evaluation(self.index, users)
-        async for docs in scan_mirror(self._couch, self.mirror_db):
-            for doc in docs:
-                evaluation.add_direct(doc)
-        wanted = sorted(evaluation.wanted_references())
-        for start in range(0, len(wanted), 1000):
-            for doc in (await self._couch.docs_by_id(self.mirror_db, wanted[start : start + 1000])).values():
-                evaluation.add_related(doc)
-        desired = evaluation.result()
-        for (user, entity), extra in evaluation.over_limit.items():
-            log.warning("distribute.limit_reached", user=user, entity=entity, left_out=extra)
-        ops: dict[str, dict[str, Planned | None]] = {}
-        for user in users:
-            want = {**desired.get(user, {}), **self.config_for(user)}
-            ops[user] = {doc_id: want.get(doc_id) for doc_id in {*want, *self.held.get(user, {})}}
-        failed = await self._apply(ops)
-        for user in users:
-            if user in failed:
-                continue
-            state = self._target(user)
-            await self._couch.put_local(self.index.users[user].db, STATE_DOC, {"state": state})
-            self._reconciled[user] = state
-        self.stats["reconciled_users"] += len(users) - len(failed)
-        log.info("distribute.users_reconciled", users=len(users), seconds=round(time.perf_counter() - started, 3))
+    async def _reconcile_users(self, users: list[str], *, force: bool) -> None:
+        failed: set[str] = set()
+        for start in range(0, len(users), CHUNK_USERS):
+            chunk = [u for u in users[start : start + CHUNK_USERS] if u in self.index.users]
+            if not force:
+                chunk = await self._stale(chunk)
+            if chunk:
+                failed |= await self._reconcile_chunk(chunk)
         if failed:
             raise CouchError(f"reconciling failed for {len(failed)} user databases, e.g. {sorted(failed)[0]}")
 
-    def config_for(self, user: str) -> dict[str, Planned]:
-        return config_planned(self.index, user, self._config)
+    async def _stale(self, users: list[str]) -> list[str]:
+        """The users whose database was reconciled with another state than their target (or never)."""
+
+        async def state(user: str) -> str | None:
+            async with self._sem:
+                try:
+                    doc = await self._couch.get_local(self.index.users[user].db, STATE_DOC)
+                except DocumentNotFound:
+                    return None
+            return str(doc.get("state")) if doc else None
+
+        states = await asyncio.gather(*(state(u) for u in users))
+        return [u for u, s in zip(users, states, strict=True) if s != self._target(u)]
+
+    async def _reconcile_chunk(self, users: list[str]) -> set[str]:
+        started = time.perf_counter()
+        result = await reconcile(
+            self._couch, self.ledger.db, self.index, users, self._config, concurrency=self._concurrency
+        )
+        for (user, entity), extra in result.over_limit.items():
+            log.warning("distribute.limit_reached", user=user, entity=entity, left_out=extra)
+        failed = await self._apply(result.changes)
+
+        async def record(user: str) -> None:
+            async with self._sem:
+                with contextlib.suppress(DocumentNotFound):  # the user's database was deleted meanwhile
+                    await self._couch.put_local(self.index.users[user].db, STATE_DOC, {"state": self._target(user)})
+
+        await asyncio.gather(*(record(user) for user in users if user not in failed))
+        self.stats["reconciled_users"] += len(users) - len(failed)
+        log.info("distribute.users_reconciled", users=len(users), seconds=round(time.perf_counter() - started, 3))
+        return failed
 
     # ------------------------------------------------------------------------------------------ changes
 
@@ -278,110 +247,153 @@ class Distributor:
             changed: dict[str, dict[str, Any] | None] = {}
             for row in rows:
                 doc_id = str(row.get("id", ""))
-                if not is_master_id(doc_id):
-                    continue
-                doc = row.get("doc")
-                changed[doc_id] = None if row.get("deleted") or not doc or doc.get("_deleted") else doc
-            ops: dict[str, dict[str, Planned | None]] = {}
-            delta: dict[str, Counter[str]] = {}
-            adds: dict[str, Counter[str]] = {}
-            touched: set[tuple[str, str]] = set()
-            for doc_id, doc in changed.items():
-                direct = self.index.match(doc) if doc is not None else {}
-                candidates = set(direct) | self._holders.get(doc_id, set()) | self._ref_users.get(doc_id, set())
-                for user in candidates:
-                    planned = self._decide(user, doc_id, doc, direct.get(user), delta, adds)
-                    ops.setdefault(user, {})[doc_id] = planned
-                    held = self.held.get(user, {}).get(doc_id)
-                    user_delta = delta.setdefault(user, Counter())
-                    for target in held.refs if held else ():
-                        user_delta[target] -= 1
-                        touched.add((user, target))
-                    for target in planned.refs if planned else ():
-                        user_delta[target] += 1
-                        touched.add((user, target))
-            if touched:
-                missing = sorted({t for _, t in touched if t not in changed})
-                fetched = await self._couch.docs_by_id(self.mirror_db, missing) if missing else {}
-                for user, target in sorted(touched):
-                    doc = changed[target] if target in changed else fetched.get(target)
-                    direct_rule = self.index.direct_rule(user, doc) if doc is not None else None
-                    ops.setdefault(user, {})[target] = self._decide(user, target, doc, direct_rule, delta, adds)
-            failed = await self._apply(ops)
+                if is_master_id(doc_id):
+                    doc = row.get("doc")
+                    changed[doc_id] = None if row.get("deleted") or not doc or doc.get("_deleted") else doc
             self.stats["mirror_changes"] += len(rows)
             self.stats["pages"] += 1
+            if not changed:
+                return
+            page = await self._plan_page(changed)
+            users = sorted(set(page.direct) | set(page.targets))
+            results = await asyncio.gather(*(self._deliver(user, page) for user in users))
+            failed = {user for user, ok in zip(users, results, strict=True) if not ok}
+            if failed:
+                raise CouchError(f"delivery failed for {len(failed)} user databases, e.g. {sorted(failed)[0]}")
+            await self.ledger.record(changed, {k: v for k, v in page.previous.items() if k in changed})
             log.info(
                 "distribute.page_delivered",
                 changes=len(rows),
-                user_dbs=len(ops),
+                user_dbs=len(users),
                 seconds=round(time.perf_counter() - started, 3),
             )
-            if failed:
-                raise CouchError(f"delivery failed for {len(failed)} user databases, e.g. {sorted(failed)[0]}")
 
-    def _decide(
-        self,
-        user: str,
-        doc_id: str,
-        doc: Mapping[str, Any] | None,
-        rule: EntityRule | None,
-        delta: dict[str, Counter[str]],
-        adds: dict[str, Counter[str]],
-    ) -> Planned | None:
-        """What ``user`` should hold of ``doc`` now: a stripped copy, or nothing."""
-        if doc is None or user not in self.index.users:
-            return None
-        if rule is None:
-            references = self._refs.get(user, Counter())[doc_id] + delta.get(user, Counter())[doc_id]
-            if references > 0:
-                rule = self.index.related_rule(user, doc)
-        if rule is None:
-            return None
-        if doc_id not in self.held.get(user, {}):
-            limit = self.index.limit(user, rule.entity)
-            pending = adds.setdefault(user, Counter())
-            if limit is not None and self._counts.get(user, Counter())[rule.entity] + pending[rule.entity] >= limit:
-                self.stats["over_limit"] += 1
-                log.warning("distribute.limit_reached", user=user, entity=rule.entity, doc_id=doc_id)
-                return None
-            pending[rule.entity] += 1
-        return planned_copy(self.index, user, rule, doc)
+    async def _plan_page(self, changed: dict[str, dict[str, Any] | None]) -> _Page:
+        ledger = self.ledger
+        previous = await ledger.previous(changed)
+        direct: dict[str, dict[str, Planned | None]] = {}
+        for doc_id, doc in changed.items():
+            now = self.index.match(doc) if doc is not None else {}
+            before = self.index.match(previous[doc_id]) if doc_id in previous else {}
+            copies: dict[int, Planned] = {}  # one projection per rule, however many users it selects
+            for user in now.keys() | before.keys():
+                rule = now.get(user)
+                if rule is None or doc is None:
+                    direct.setdefault(user, {})[doc_id] = None
+                    continue
+                if id(rule) not in copies:
+                    copies[id(rule)] = _copy(rule, doc)
+                direct.setdefault(user, {})[doc_id] = copies[id(rule)]
+        touched: set[str] = set()  # referenced ids whose holders may change
+        for doc_id, doc in changed.items():
+            touched |= ledger.targets(previous.get(doc_id)) | ledger.targets(doc)
+            if doc_id in ledger.sources:
+                touched.add(doc_id)
+        sources_after: dict[str, set[str]] = {}
+        for target in touched:
+            after = {s for s in ledger.sources.get(target, ()) if s not in changed}
+            after |= {s for s, doc in changed.items() if target in ledger.targets(doc)}
+            sources_after[target] = after
+        missing = {s for t in touched for s in (*ledger.sources.get(t, ()), *sources_after[t])} | touched
+        previous.update(await ledger.previous(missing - changed.keys() - previous.keys()))
+        targets: dict[str, set[str]] = {}
+        for target in touched:
+            for source in ledger.sources.get(target, set()) | sources_after[target]:
+                versions = [previous.get(source)] + ([changed[source]] if source in changed else [])
+                for version in versions:
+                    for user in self.index.match(version) if version is not None else {}:
+                        targets.setdefault(user, set()).add(target)
+        return _Page(changed, previous, direct, targets, sources_after)
 
-    # ------------------------------------------------------------------------------------------ writing
+    def _target_doc(self, page: _Page, doc_id: str) -> dict[str, Any] | None:
+        """The version of ``doc_id`` that counts after this page."""
+        if doc_id in page.changed:
+            return page.changed[doc_id]
+        return page.previous.get(doc_id)
 
-    async def _apply(self, ops: Mapping[str, Mapping[str, Planned | None]]) -> set[str]:
-        """Write every user's changes concurrently, one bulk request per database; returns failed users."""
-        results = await asyncio.gather(*(self._write_user(user, user_ops) for user, user_ops in ops.items()))
-        return {user for user, ok in zip(ops, results, strict=True) if not ok}
-
-    async def _write_user(self, user: str, ops: Mapping[str, Planned | None]) -> bool:
+    async def _deliver(self, user: str, page: _Page) -> bool:
+        """One user database's part of a page: read the current copies, decide, write."""
         context = self.index.users.get(user)
         if context is None:
             return True
-        held = self.held.setdefault(user, {})
+        wanted: dict[str, Planned | None] = dict(page.direct.get(user, {}))
+        ids = sorted(set(wanted) | page.targets.get(user, set()))
+        try:
+            async with self._sem:
+                rows = await self._couch.all_docs(context.db, keys=ids, include_docs=True)
+        except DocumentNotFound:
+            log.warning("distribute.user_db_missing", user_db=context.db)
+            return True
+        held = {str(r["id"]): held_from_doc(r["doc"]) for r in rows if r.get("doc") and not r.get("error")}
+        await self._enforce_limits(user, context.db, wanted, held)
+        for target in sorted(page.targets.get(user, set())):
+            doc = self._target_doc(page, target)
+            if doc is None:
+                wanted.setdefault(target, None)
+                continue
+            if wanted.get(target) is not None or self.index.direct_rule(user, doc) is not None:
+                continue  # held as a row of its own: the direct decision stands
+            referenced = any(self._holds_after(user, page, wanted, s) for s in page.sources_after.get(target, ()))
+            rule = self.index.related_rule(user, doc) if referenced else None
+            wanted[target] = _copy(rule, doc) if rule is not None else None
+        changes: dict[str, Change] = {doc_id: (planned, held.get(doc_id)) for doc_id, planned in wanted.items()}
+        return await self._write_user(user, changes)
+
+    def _holds_after(self, user: str, page: _Page, wanted: Mapping[str, Planned | None], source: str) -> bool:
+        if source in page.changed:
+            return wanted.get(source) is not None
+        doc = page.previous.get(source)
+        return doc is not None and self.index.direct_rule(user, doc) is not None
+
+    async def _enforce_limits(
+        self, user: str, db: str, wanted: dict[str, Planned | None], held: Mapping[str, Held]
+    ) -> None:
+        """Leave out additions past an entity's row limit (first come, first kept)."""
+        adds: dict[str, list[str]] = {}
+        for doc_id, planned in wanted.items():
+            if planned is not None and doc_id not in held and self.index.limit(user, planned.entity) is not None:
+                adds.setdefault(planned.entity, []).append(doc_id)
+        for entity, doc_ids in adds.items():
+            limit = self.index.limit(user, entity)
+            assert limit is not None
+            async with self._sem:
+                rows = await self._couch.all_docs(db, startkey=f"{entity}:", endkey=f"{entity}:\ufff0", limit=limit + 1)
+            count = len(rows)  # the additions are not held, so not among these rows
+            for doc_id in sorted(doc_ids):
+                if count >= limit:
+                    wanted[doc_id] = None
+                    self.stats["over_limit"] += 1
+                    log.warning("distribute.limit_reached", user=user, entity=entity, doc_id=doc_id)
+                else:
+                    count += 1
+
+    # ------------------------------------------------------------------------------------------ writing
+
+    async def _apply(self, changes: Mapping[str, Mapping[str, Change]]) -> set[str]:
+        """Write every user's changes concurrently, one bulk request per database; returns failed users."""
+        results = await asyncio.gather(*(self._write_user(user, ops) for user, ops in changes.items()))
+        return {user for user, ok in zip(changes, results, strict=True) if not ok}
+
+    async def _write_user(self, user: str, changes: Mapping[str, Change]) -> bool:
+        context = self.index.users.get(user)
+        if context is None:
+            return True
         docs: list[dict[str, Any]] = []
-        planned_by_id: dict[str, Planned | None] = {}
-        for doc_id, planned in ops.items():
-            current = held.get(doc_id)
+        for doc_id, (planned, current) in changes.items():
             if planned is None:
                 if current is not None:
                     docs.append({"_id": doc_id, "_rev": current.rev, "_deleted": True})
-                    planned_by_id[doc_id] = None
-            elif current is not None and current.digest == planned.digest:
-                if current.refs != planned.refs:
-                    self._set_held(user, doc_id, replace(current, refs=planned.refs))
-            else:
+            elif current is None or current.digest != planned.digest:
                 body = dict(planned.doc)
                 if current is not None:
                     body["_rev"] = current.rev
                 docs.append(body)
-                planned_by_id[doc_id] = planned
         if not docs:
             return True
         try:
             async with self._sem:
                 for start in range(0, len(docs), _BULK_CHUNK):
-                    await self._bulk(user, context.db, docs[start : start + _BULK_CHUNK], planned_by_id)
+                    await self._bulk(context.db, docs[start : start + _BULK_CHUNK])
         except DocumentNotFound:
             log.warning("distribute.user_db_missing", user_db=context.db)
             return True
@@ -390,9 +402,7 @@ class Distributor:
             return False
         return True
 
-    async def _bulk(
-        self, user: str, db: str, docs: list[dict[str, Any]], planned_by_id: Mapping[str, Planned | None]
-    ) -> None:
+    async def _bulk(self, db: str, docs: list[dict[str, Any]]) -> None:
         results = await self._couch.bulk_docs(db, docs)
         conflicts = [doc for doc in docs if results.get(doc["_id"]) is not None and results[doc["_id"]].conflict]
         if conflicts:  # our view of the database was stale (e.g. a write whose answer was lost): use its revs
@@ -415,74 +425,17 @@ class Distributor:
             result = results.get(doc["_id"])
             if result is None or not result.ok:
                 continue
-            planned = planned_by_id[doc["_id"]]
-            if planned is None:
-                self._set_held(user, doc["_id"], None)
+            if doc.get("_deleted"):
                 self.stats["evicted"] += 1
                 metrics.DISTRIBUTED.labels("eviction").inc()
             else:
-                self._set_held(
-                    user, doc["_id"], Held(str(result.rev), planned.digest, planned.entity, planned.refs, planned.size)
-                )
                 self.stats["written"] += 1
                 metrics.DISTRIBUTED.labels("copy").inc()
         if failed:
             raise CouchError(f"{len(failed)} writes into {db} failed, e.g. {failed[0]}: {results[failed[0]].error}")
 
-    # ------------------------------------------------------------------------------------------ bookkeeping
 
-    def _set_held(self, user: str, doc_id: str, held: Held | None) -> None:
-        docs = self.held.setdefault(user, {})
-        refs = self._refs.setdefault(user, Counter())
-        counts = self._counts.setdefault(user, Counter())
-        old = docs.pop(doc_id, None)
-        if old is not None:
-            counts[old.entity] -= 1
-            for target in old.refs:
-                refs[target] -= 1
-                if refs[target] <= 0:
-                    del refs[target]
-                    self._ref_users.get(target, set()).discard(user)
-            self._holders.get(doc_id, set()).discard(user)
-        if held is not None:
-            docs[doc_id] = held
-            counts[held.entity] += 1
-            for target in held.refs:
-                refs[target] += 1
-                self._ref_users.setdefault(target, set()).add(user)
-            self._holders.setdefault(doc_id, set()).add(user)
-
-    def _drop_held(self, user: str) -> None:
-        for doc_id in list(self.held.get(user, {})):
-            self._set_held(user, doc_id, None)
-        self.held.pop(user, None)
-        self._refs.pop(user, None)
-        self._counts.pop(user, None)
-        self._reconciled.pop(user, None)
-
-    def holders(self, doc_id: str) -> set[str]:
-        return set(self._holders.get(doc_id, set()))
-
-
-def config_planned(index: ProfileIndex, user: str, config_docs: Sequence[Mapping[str, Any]]) -> dict[str, Planned]:
-    """The ``config:`` documents a user's database carries: the rules and its profile summary."""
-    if index.users[user].disabled:
-        return {}
-    docs = [*config_docs, profile_config_doc(index.profiles_of(user))]
-    return {str(d["_id"]): Planned("config", dict(d), content_digest(d)) for d in docs}
-
-
-async def scan_mirror(couch: CouchClient, db: str, page: int = 1000) -> AsyncIterator[list[dict[str, Any]]]:
-    """Every live mirror document, a page at a time, in id order."""
-    startkey: str | None = None
-    while True:
-        params: dict[str, Any] = {"limit": page}
-        if startkey is not None:
-            params.update(startkey=startkey, skip=1)
-        rows = await couch.all_docs(db, include_docs=True, **params)
-        docs = [row["doc"] for row in rows if row.get("doc") and is_master_id(str(row["id"]))]
-        if docs:
-            yield docs
-        if len(rows) < page:
-            return
-        startkey = str(rows[-1]["id"])
+def _copy(rule: EntityRule, doc: Mapping[str, Any]) -> Planned:
+    """The stripped copy ``rule`` ships of ``doc`` (the same for every user the rule selects it for)."""
+    projected = rule.project(doc)
+    return Planned(rule.entity, projected, content_digest(projected))

@@ -1,21 +1,20 @@
 """Dry run of a profile change: per user and entity, what the distributor would add, change and evict.
 
-``plan`` reads the registry, the mirror and every user database and evaluates the given profiles exactly
-as the distributor would (same evaluation, same projections, same ``config:`` documents), then compares
-with what each database holds. It only reads: nothing is written anywhere.
+``plan`` evaluates the given profiles with the distributor's own reconciliation
+(:func:`sync_gateway.distribute.reconcile.reconcile`: same evaluation, projections, ``config:`` documents
+and source, the ledger of what was distributed, else the mirror) and only counts what applying it would
+write. It only reads: nothing is written anywhere.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sync_gateway.couch.client import CouchClient
-from sync_gateway.distribute.distributor import Held, config_planned, load_holdings, scan_mirror
-from sync_gateway.errors import DocumentNotFound
-from sync_gateway.profiles import Evaluation, Planned, ProfileIndex, ProfileSet, UserContext
+from sync_gateway.distribute.reconcile import CHUNK_USERS, Change, reconcile
+from sync_gateway.profiles import ProfileIndex, ProfileSet, UserContext
 
 
 @dataclass
@@ -65,10 +64,9 @@ class PlanReport:
         }
 
 
-def diff(report: PlanReport, user: str, want: Mapping[str, Planned], held: Mapping[str, Held]) -> None:
-    """Add one user's differences between ``want`` and ``held`` to ``report``."""
-    for doc_id in {*want, *held}:
-        planned, current = want.get(doc_id), held.get(doc_id)
+def diff(report: PlanReport, user: str, changes: Mapping[str, Change]) -> None:
+    """Add one user's reconciliation (what it should hold next to what it holds) to ``report``."""
+    for planned, current in changes.values():
         entity = planned.entity if planned is not None else current.entity if current is not None else "?"
         delta = report.deltas.setdefault((user, entity), Delta())
         if planned is None and current is not None:
@@ -91,38 +89,26 @@ async def plan(
     registry_db: str,
     mirror_db: str,
     profiles: ProfileSet,
+    ledger_db: str | None = None,
     config_docs: Sequence[Mapping[str, Any]] = (),
     concurrency: int = 16,
 ) -> PlanReport:
     index = ProfileIndex(profiles)
     rows = await couch.all_docs(registry_db, include_docs=True, startkey="user:", endkey="user:\ufff0")
-    users = [UserContext.from_record(row["doc"]) for row in rows if row.get("doc")]
-    for user in users:
-        index.set_user(user)
-    sem = asyncio.Semaphore(concurrency)
-
-    async def holdings(user: UserContext) -> dict[str, Held]:
-        async with sem:
-            try:
-                return (await load_holdings(couch, user.db, index, user.name))[0]
-            except DocumentNotFound:
-                return {}
-
-    held = dict(zip([u.name for u in users], await asyncio.gather(*map(holdings, users)), strict=True))
-    evaluation = Evaluation(index, [u.name for u in users])
-    if await couch.db_exists(mirror_db):
-        async for docs in scan_mirror(couch, mirror_db):
-            for doc in docs:
-                evaluation.add_direct(doc)
-        wanted = sorted(evaluation.wanted_references())
-        for start in range(0, len(wanted), 1000):
-            for doc in (await couch.docs_by_id(mirror_db, wanted[start : start + 1000])).values():
-                evaluation.add_related(doc)
-    desired = evaluation.result()
-    report = PlanReport(over_limit=dict(evaluation.over_limit), users=len(users))
-    for user in users:
-        want = {**desired.get(user.name, {}), **config_planned(index, user.name, config_docs)}
-        diff(report, user.name, want, held[user.name])
+    for row in rows:
+        if row.get("doc") and "db" in row["doc"]:
+            index.set_user(UserContext.from_record(row["doc"]))
+    users = sorted(index.users)
+    report = PlanReport(users=len(users))
+    ledger_db = ledger_db or f"{mirror_db}_distributed"
+    source = ledger_db if await couch.db_exists(ledger_db) else mirror_db
+    for start in range(0, len(users), CHUNK_USERS):
+        result = await reconcile(
+            couch, source, index, users[start : start + CHUNK_USERS], config_docs, concurrency=concurrency
+        )
+        report.over_limit.update(result.over_limit)
+        for user, changes in result.changes.items():
+            diff(report, user, changes)
     return report
 
 

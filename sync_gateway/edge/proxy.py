@@ -30,6 +30,7 @@ _REQUEST_HEADERS = ("content-type", "accept", "if-match", "if-none-match")
 _RESPONSE_HEADERS = ("content-type", "etag", "cache-control", "content-length")
 _FEEDS = ("longpoll", "continuous")
 _CHANGES_FILTERS = ("", "_doc_ids")
+_RESPONSE_CHUNK = 64 * 1024  # bytes per piece of a (non-feed) response sent to the device
 
 
 class CouchPassThrough:
@@ -110,7 +111,7 @@ class CouchPassThrough:
                 self._feed(upstream, device), status_code=upstream.status_code, headers=out_headers
             )
         return StreamingResponse(
-            upstream.aiter_raw(),
+            upstream.aiter_raw(_RESPONSE_CHUNK),  # CouchDB sends a chunk per row: pass them on in bigger pieces
             status_code=upstream.status_code,
             headers=out_headers,
             background=BackgroundTask(upstream.aclose),

@@ -122,8 +122,10 @@ class IngestWorker:
         if self.wakeups is not None:
             self._start_wakeups(self.wakeups)
 
-        async def users_changed(_rows: list[dict[str, Any]]) -> None:
-            await self._sync_users()
+        async def users_changed(rows: list[dict[str, Any]]) -> None:
+            # the registry also holds devices, codes and their activity stamps: only user records matter here
+            if any(str(row.get("id", "")).startswith("user:") for row in rows):
+                await self._sync_users()
 
         watch = Follower(
             self._couch,

@@ -1,0 +1,307 @@
+"""Scale benchmark: many provisioned users, few active, devices through the edge; idle cost, start-up, latency,
+and the time back to work after a SIGKILL.
+
+Users are provisioned with the gateway's own provisioning, without CouchDB logins (``couch_login: false``: no PBKDF2 per
+user; their devices enrol with enrolment codes), each with the field technician role, so the distributor
+gives every database its ``config:`` documents. The bench measures at two sizes in the same run, a tenth of
+``--users`` first and then all of them (``--users`` / SYNC_BENCH_SCALE_USERS, default 10,000 on CouchDB
+(``COUCH_URL``) and 500 on the bench's own pouchdb-server, which keeps every database open), with
+``--active`` (50) enrolled devices writing through the edge:
+
+  * idle CPU of the gateway and of the server over ``--idle-seconds``, and the TCP connections the gateway
+    holds to the server while idle (goals: near zero, and not growing with the users);
+  * start-up: SIGTERM, start again, seconds until ``/ready`` and until the first transaction written through
+    the edge after the start is projected (goal: independent of the users);
+  * write → ``projected`` receipt latency p50/p95 for the active users at ``--rate`` transactions/s (goal p95 < 1 s);
+  * SIGKILL of the gateway: seconds until a transaction written after the kill is projected (goal < 5 s).
+Figures of both sizes are printed side by side with their ratio (same run, same machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.harness import (
+    BENCH_ENV,
+    EdgeDevice,
+    connections_to,
+    cpu_seconds,
+    enrol_with_code,
+    gather_limited,
+    is_couchdb,
+    pct,
+    server_under_test,
+)
+from sync_gateway.couch.client import CouchClient
+from sync_gateway.couch.naming import user_db_name
+from sync_gateway.dbsecurity import ensure_security
+from sync_gateway.logging import configure_logging
+from sync_gateway.users import UserRegistry
+from tests.support import docs
+from tests.support.couch import CouchServer
+from tests.support.gateway import GatewayProcess
+
+
+@dataclass
+class Figures:
+    users: int
+    provision_s: float = 0.0
+    backfill_s: float = 0.0
+    idle_gw_pct: float = 0.0
+    idle_server_pct: float = 0.0
+    connections: int = 0
+    ready_s: float = 0.0
+    first_projected_s: float = 0.0
+    p50_ms: float = 0.0
+    p95_ms: float = 0.0
+    latency_n: int = 0
+    kill_projected_s: float = 0.0
+
+
+def name(i: int) -> str:
+    return f"tech{i:05d}"
+
+
+async def provision(server: CouchServer, registry_db: str, first: int, last: int) -> None:
+    """Provision users ``first`` … ``last - 1`` with the gateway's own provisioning (``UserRegistry``), straight
+    against the server while the gateway is stopped: the admin API does the same per user plus an audit record,
+    which at 10,000 users is most of an hour on a shared machine."""
+    async with CouchClient(server.url, server.admin_user, server.admin_password) as couch:
+        await couch.ensure_db(registry_db)
+        await ensure_security(couch, registry_db)
+        registry = UserRegistry(couch, registry_db)
+
+        async def one(i: int) -> None:
+            await registry.provision(
+                name(i), None, roles=["field_technician"], attributes={"van": f"V{i}"}, couch_login=False
+            )
+
+        await gather_limited([one(i) for i in range(first, last)], limit=48)
+
+
+async def settle(gw: GatewayProcess, timeout: float, quiet_pct: float = 3.0) -> float:
+    """Wait until the gateway's CPU over 2 s stays below ``quiet_pct`` (backfill and drains done)."""
+    assert gw.process is not None
+    started = time.monotonic()
+    quiet = 0
+    while time.monotonic() - started < timeout and quiet < 2:
+        before = cpu_seconds(gw.process.pid)
+        await asyncio.sleep(2.0)
+        quiet = quiet + 1 if (cpu_seconds(gw.process.pid) - before) / 2.0 * 100 < quiet_pct else 0
+    return time.monotonic() - started
+
+
+async def idle(gw: GatewayProcess, couch_pid: int | None, seconds: float) -> tuple[float, float]:
+    assert gw.process is not None
+    g0, s0, w0 = cpu_seconds(gw.process.pid), cpu_seconds(couch_pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    wall = time.monotonic() - w0
+    return (cpu_seconds(gw.process.pid) - g0) / wall * 100, (cpu_seconds(couch_pid) - s0) / wall * 100
+
+
+async def projected(couch: CouchClient, user: str, tx_id: str) -> bool:
+    receipt = await couch.get_or_none(user_db_name(user), f"receipt:{tx_id}")
+    return receipt is not None and receipt.get("status") == "projected"
+
+
+async def write_until_accepted(device: EdgeDevice, deadline: float) -> str:
+    """Keep trying to write one transaction through the edge (the gateway may still be starting)."""
+    doc = docs.inventory_movement(f"{device.user}-phone", quantity=1)
+    while time.monotonic() < deadline:
+        try:
+            async with device.client(timeout=5.0) as edge:
+                response = await edge.put(f"/{doc['_id']}", json=doc)
+            if response.status_code in (201, 202):
+                return str(doc["_id"])
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the edge accepted no write")
+
+
+async def until_projected(couch: CouchClient, user: str, tx_id: str, deadline: float) -> float:
+    while time.monotonic() < deadline:
+        if await projected(couch, user, tx_id):
+            return time.monotonic()
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{tx_id} not projected")
+
+
+async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, seconds: float) -> list[float]:
+    """Write at ``rate`` tx/s spread over the devices, through the edge (open loop); seconds from each write to
+    its ``projected`` receipt, seen on one longpoll ``_changes`` feed per active database (polling documents
+    would load the server more than the writes do)."""
+    per_device = rate / len(devices)
+    count = max(1, int(per_device * seconds))
+    written: dict[str, float] = {}
+    seen: dict[str, float] = {}
+
+    async def watch(device: EdgeDevice) -> None:
+        db = user_db_name(device.user)
+        since = (await couch.db_info(db))["update_seq"]
+        while True:
+            batch = await couch.changes(db, since=since, feed="longpoll", timeout=5.0)
+            now = time.monotonic()
+            for row in batch.results:
+                doc = row.get("doc") or {}
+                if doc.get("type") == "receipt" and doc.get("status") == "projected":
+                    seen.setdefault(str(doc.get("transaction_id")), now)
+            since = batch.last_seq
+
+    async def write(device: EdgeDevice, offset: float) -> None:
+        async with device.client() as edge:
+            next_at = time.monotonic() + offset
+            for _ in range(count):
+                await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+                next_at += 1 / per_device
+                doc = docs.inventory_movement(f"{device.user}-phone", quantity=1)
+                written[doc["_id"]] = time.monotonic()
+                (await edge.put(f"/{doc['_id']}", json=doc)).raise_for_status()
+
+    watchers = [asyncio.create_task(watch(d)) for d in devices]
+    await asyncio.sleep(1.0)  # every feed open before the first write
+    await asyncio.gather(*(write(d, i / len(devices) / per_device) for i, d in enumerate(devices)))
+    deadline = time.monotonic() + 60
+    while len(seen.keys() & written.keys()) < len(written) and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    for task in watchers:
+        task.cancel()
+    await asyncio.gather(*watchers, return_exceptions=True)
+    return [seen[t] - written[t] for t in written if t in seen]
+
+
+class TimedGateway(GatewayProcess):
+    """Remembers when the last start reached ``/ready``."""
+
+    def start(self, timeout: float = 30.0) -> None:
+        super().start(timeout)
+        self.ready_at = time.monotonic()
+
+
+async def restart_figures(gw: TimedGateway, couch: CouchClient, device: EdgeDevice, kill: bool) -> tuple[float, float]:
+    """Stop (SIGTERM, or SIGKILL) and start the gateway; seconds from the stop to ``/ready`` and to the first
+    transaction written after the stop being projected."""
+    if kill:
+        gw.kill()
+    else:
+        gw.stop()
+    stopped = time.monotonic()
+    starting = asyncio.create_task(asyncio.to_thread(gw.start, 600.0))
+    tx_id = await write_until_accepted(device, stopped + 600)
+    done = await until_projected(couch, device.user, tx_id, stopped + 600)
+    await starting
+    return gw.ready_at - stopped, done - stopped
+
+
+async def measure(
+    gw: TimedGateway,
+    server: CouchServer,
+    couch_pid: int | None,
+    devices: list[EdgeDevice],
+    users: int,
+    args: argparse.Namespace,
+) -> Figures:
+    figures = Figures(users)
+    await settle(gw, timeout=args.settle_timeout)
+    assert gw.process is not None
+    figures.connections = connections_to(gw.process.pid, server.url)
+    figures.idle_gw_pct, figures.idle_server_pct = await idle(gw, couch_pid, args.idle_seconds)
+    async with CouchClient(server.url, server.admin_user, server.admin_password) as couch:
+        values = await latencies(couch, devices, args.rate, args.latency_seconds)
+        figures.latency_n = len(values)
+        figures.p50_ms, figures.p95_ms = pct(values, 50) * 1000, pct(values, 95) * 1000
+        figures.ready_s, figures.first_projected_s = await restart_figures(gw, couch, devices[0], kill=False)
+        await settle(gw, timeout=args.settle_timeout)
+        _, figures.kill_projected_s = await restart_figures(gw, couch, devices[1 % len(devices)], kill=True)
+    return figures
+
+
+def report(server_name: str, args: argparse.Namespace, results: list[Figures]) -> None:
+    print(f"scale benchmark on {server_name}: {args.active} active devices through the edge, {args.rate} tx/s")
+    rows = [
+        ("provisioning the added users (no login)", "provision_s", "s", ".1f"),
+        ("first start after that, until idle", "backfill_s", "s", ".1f"),
+        ("gateway idle CPU", "idle_gw_pct", "% core", ".2f"),
+        ("server idle CPU", "idle_server_pct", "% core", ".2f"),
+        ("connections gateway -> server, idle", "connections", "", "d"),
+        ("restart (SIGTERM) -> /ready", "ready_s", "s", ".2f"),
+        ("restart -> first new tx projected", "first_projected_s", "s", ".2f"),
+        ("write -> projected p50", "p50_ms", "ms", ".0f"),
+        ("write -> projected p95 (goal < 1000)", "p95_ms", "ms", ".0f"),
+        ("SIGKILL -> first new tx projected (goal < 5)", "kill_projected_s", "s", ".2f"),
+    ]
+    head = "".join(f"{f'{r.users} users':>14}" for r in results)
+    print(f"  {'':<46}{head}{'ratio':>10}")
+    for label, attr, unit, fmt in rows:
+        values = [getattr(r, attr) for r in results]
+        cells = "".join(f"{format(v, fmt):>14}" for v in values)
+        ratio = values[-1] / values[0] if values[0] else float("nan")
+        print(f"  {label + (f' ({unit})' if unit else ''):<46}{cells}{ratio:>10.2f}")
+    print(
+        f"  latency samples (of {args.rate * args.latency_seconds:.0f} written): "
+        f"{', '.join(str(r.latency_n) for r in results)}; the provisioning and first-start rows"
+    )
+    print(
+        "  of the larger size count only the users added for it. Timings are noisy when other work shares the machine."
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=int(os.environ.get("SYNC_BENCH_SCALE_USERS", 0)))
+    parser.add_argument("--active", type=int, default=int(os.environ.get("SYNC_BENCH_ACTIVE", 50)))
+    parser.add_argument("--rate", type=float, default=10.0, help="transactions/s of all active devices together")
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--idle-seconds", type=float, default=30.0)
+    parser.add_argument("--settle-timeout", type=float, default=600.0)
+    args = parser.parse_args()
+    configure_logging("WARNING", "console")
+    with tempfile.TemporaryDirectory() as tmp:
+        server, couch_pid, server_name = server_under_test(Path(tmp))
+        total = args.users or (10_000 if is_couchdb(server_name) else 500)
+        sizes = [max(args.active, total // 10), total]
+        gw = TimedGateway(server, Path(tmp), extra_env={**BENCH_ENV, "SYNC_PULL_INTERVAL_S": "30"})
+        results: list[Figures] = []
+        try:
+            provisioned = 0
+            devices: list[EdgeDevice] = []
+            for size in sizes:
+                gw.stop()
+                started = time.monotonic()
+                await provision(server, f"{gw.prefix}registry", provisioned, size)
+                provisioned, spent = size, time.monotonic() - started
+                started = time.monotonic()
+                gw.start(timeout=1800)  # the first start after adding users backfills them (config docs, drains)
+                backfill = time.monotonic() - started + await settle(gw, timeout=args.settle_timeout)
+                if not devices:
+                    async with gw.api_client() as api:
+                        devices = [await enrol_with_code(api, gw.edge_url, name(i)) for i in range(args.active)]
+                print(f"  {size} users: provisioned in {spent:.0f} s, backfilled in {backfill:.0f} s", flush=True)
+                figures = await measure(gw, server, couch_pid, devices, size, args)
+                figures.provision_s, figures.backfill_s = spent, backfill
+                results.append(figures)
+                report(server_name, args, results)  # so far: a run stopped midway keeps what it measured
+        finally:
+            gw.stop()
+            server.stop()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _interrupt)
+    asyncio.run(main())
