@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from sync_gateway.couch.client import CouchClient
 from sync_gateway.devserver import PouchServer
 from tests.support.couch import CouchServer, ExternalCouch
 
@@ -171,3 +172,20 @@ BENCH_ENV = {
     "SYNC_EDGE_RATE_PER_S": "100000",
     "SYNC_EDGE_RATE_BURST": "100000",
 }
+
+
+async def watch_projected(
+    couch: CouchClient, db: str, seen: dict[str, float], clock: Callable[[], float], timeout: float = 5.0
+) -> None:
+    """Follow ``db``'s longpoll ``_changes`` from now on and note in ``seen`` when each transaction's
+    ``projected`` receipt first appears (one feed per active database: polling would load the server more
+    than the writes do). Runs until cancelled."""
+    since = (await couch.db_info(db))["update_seq"]
+    while True:
+        batch = await couch.changes(db, since=since, feed="longpoll", timeout=timeout)
+        now = clock()
+        for row in batch.results:
+            doc = row.get("doc") or {}
+            if doc.get("type") == "receipt" and doc.get("status") == "projected":
+                seen.setdefault(str(doc.get("transaction_id")), now)
+        since = batch.last_seq

@@ -41,6 +41,7 @@ from bench.harness import (
     is_couchdb,
     pct,
     server_under_test,
+    watch_projected,
 )
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.naming import user_db_name
@@ -133,18 +134,6 @@ async def latency_at(
     written: dict[str, float] = {}
     projected: dict[str, float] = {}
 
-    async def watch(client: CouchClient, user: str) -> None:
-        db = user_db_name(user)
-        since = (await client.db_info(db))["update_seq"]
-        while True:
-            batch = await client.changes(db, since=since, feed="longpoll", timeout=2.0)
-            now = time.perf_counter()
-            for row in batch.results:
-                doc = row.get("doc") or {}
-                if doc.get("type") == "receipt" and doc.get("status") == "projected":
-                    projected.setdefault(doc["transaction_id"], now)
-            since = batch.last_seq
-
     async def write(user: str, interval: float, count: int) -> None:
         device, prefix = open_db(user)
         async with device:
@@ -159,7 +148,10 @@ async def latency_at(
     per_user_rate = rate / len(users)
     count = max(1, int(per_user_rate * seconds))
     async with CouchClient(couch.url, couch.admin_user, couch.admin_password) as client:
-        watchers = [asyncio.create_task(watch(client, u)) for u in users]
+        watchers = [
+            asyncio.create_task(watch_projected(client, user_db_name(u), projected, time.perf_counter, 2.0))
+            for u in users
+        ]
         await asyncio.sleep(0.5)  # let every watcher open its feed before the first write
         await asyncio.gather(*(write(u, 1.0 / per_user_rate, count) for u in users))
         deadline = time.perf_counter() + timeout

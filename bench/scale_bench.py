@@ -43,6 +43,7 @@ from bench.harness import (
     is_couchdb,
     pct,
     server_under_test,
+    watch_projected,
 )
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.naming import user_db_name
@@ -148,18 +149,6 @@ async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, 
     written: dict[str, float] = {}
     seen: dict[str, float] = {}
 
-    async def watch(device: EdgeDevice) -> None:
-        db = user_db_name(device.user)
-        since = (await couch.db_info(db))["update_seq"]
-        while True:
-            batch = await couch.changes(db, since=since, feed="longpoll", timeout=5.0)
-            now = time.monotonic()
-            for row in batch.results:
-                doc = row.get("doc") or {}
-                if doc.get("type") == "receipt" and doc.get("status") == "projected":
-                    seen.setdefault(str(doc.get("transaction_id")), now)
-            since = batch.last_seq
-
     async def write(device: EdgeDevice, offset: float) -> None:
         async with device.client() as edge:
             next_at = time.monotonic() + offset
@@ -170,7 +159,9 @@ async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, 
                 written[doc["_id"]] = time.monotonic()
                 (await edge.put(f"/{doc['_id']}", json=doc)).raise_for_status()
 
-    watchers = [asyncio.create_task(watch(d)) for d in devices]
+    watchers = [
+        asyncio.create_task(watch_projected(couch, user_db_name(d.user), seen, time.monotonic)) for d in devices
+    ]
     await asyncio.sleep(1.0)  # every feed open before the first write
     await asyncio.gather(*(write(d, i / len(devices) / per_device) for i, d in enumerate(devices)))
     deadline = time.monotonic() + 60

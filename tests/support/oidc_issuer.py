@@ -14,12 +14,14 @@ import secrets
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tests.support.loopback import LoopbackHttp
 
 
 @dataclass
@@ -50,18 +52,15 @@ class OidcIssuer:
         self._other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         self._codes: dict[str, _Code] = {}
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="oidc-issuer", daemon=True)
+        self._http = LoopbackHttp(_handler(self), "oidc-issuer")
+        self.url = self._http.url
 
     def start(self) -> OidcIssuer:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._http.stop()
 
     def add_person(self, username: str, password: str, **claims: Any) -> None:
         self.people[username] = Person(password, {"preferred_username": username, **claims})

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback import LoopbackHttp
 
 
 @dataclass(frozen=True)
@@ -33,18 +35,15 @@ class WebhookReceiver:
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
         self._seen: dict[str, int] = {}
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="webhook-receiver", daemon=True)
+        self._http = LoopbackHttp(_handler(self), "webhook-receiver")
+        self.url = self._http.url
 
     def start(self) -> WebhookReceiver:
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._http.stop()
 
     def answer(self, path: str, headers: dict[str, str], body: bytes) -> int:
         with self._lock:
