@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from sync_gateway.api.permissions import ROLE_PERMISSIONS, permissions_of
-from sync_gateway.review.facts import acceptance_refusal, facet, order_facts, order_total, stale_facts, stock_facts
+from sync_gateway.review.facts import acceptance_refusal, facet
+from sync_gateway.review.figures import order_facts, order_total, stale_facts, stock_facts
 
 VAN = "VAN-07"
 
