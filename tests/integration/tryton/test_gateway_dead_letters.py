@@ -4,6 +4,7 @@ the batch lands; once the product exists, an admin's retry projects it and the d
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -95,7 +96,14 @@ async def test_refused_order_is_dead_lettered_then_retried_by_an_admin(
             what="the retried order projected",
         )
         assert projected["erp_ref"] and projected["erp_ref"] != done["erp_ref"]
-        resolved = (await api.get(f"/api/dead-letters/{item['id']}")).json()
+
+        async def dead_letter() -> dict[str, Any]:
+            return dict((await api.get(f"/api/dead-letters/{item['id']}")).json())
+
+        # the receipt is written by the retry itself; the item is marked resolved just after it
+        resolved = await wait_until(
+            dead_letter, lambda d: d.get("status") != "retry_requested", timeout=30, what="the dead letter settled"
+        )
         assert resolved["status"] == "resolved"
         assert [h["action"] for h in resolved["history"]] == ["dead_lettered", "retry_requested", "retried"]
     refs = [reference_of("yann", d["_id"]) for d in (good, bad)]
