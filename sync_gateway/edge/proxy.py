@@ -31,6 +31,7 @@ _RESPONSE_HEADERS = ("content-type", "etag", "cache-control", "content-length")
 _FEEDS = ("longpoll", "continuous")
 _CHANGES_FILTERS = ("", "_doc_ids")
 _RESPONSE_CHUNK = 64 * 1024  # bytes per piece of a (non-feed) response sent to the device
+_BUFFERED_RESPONSE = 1024 * 1024  # a (non-feed) response up to this is sent whole, larger ones stream on
 
 
 class CouchPassThrough:
@@ -110,12 +111,7 @@ class CouchPassThrough:
             return StreamingResponse(
                 self._feed(upstream, device), status_code=upstream.status_code, headers=out_headers
             )
-        return StreamingResponse(
-            upstream.aiter_raw(_RESPONSE_CHUNK),  # CouchDB sends a chunk per row: pass them on in bigger pieces
-            status_code=upstream.status_code,
-            headers=out_headers,
-            background=BackgroundTask(upstream.aclose),
-        )
+        return await _relay(upstream, out_headers, device)
 
     async def _feed(self, upstream: httpx.Response, device: Mapping[str, Any]) -> AsyncIterator[bytes]:
         try:
@@ -165,6 +161,37 @@ class CouchPassThrough:
                 raise EdgeRefusal(400, "invalid_request", "Content-Length is not a number")
             if int(declared) > self.max_body_bytes:
                 raise _too_large(self.max_body_bytes)
+
+
+async def _relay(upstream: httpx.Response, headers: dict[str, str], device: Mapping[str, Any]) -> Response:
+    """The upstream response for the device: whole when it ends within ``_BUFFERED_RESPONSE`` bytes (one write,
+    with its length), streamed on in pieces beyond that, so memory stays bounded whatever the response."""
+    # CouchDB sends a chunk per row: pass them on in bigger pieces
+    pieces = upstream.aiter_raw(_RESPONSE_CHUNK)
+    held: list[bytes] = []
+    size = 0
+    try:
+        async for piece in pieces:
+            held.append(piece)
+            size += len(piece)
+            if size > _BUFFERED_RESPONSE:
+                break
+        else:
+            await upstream.aclose()
+            return Response(b"".join(held), status_code=upstream.status_code, headers=headers)
+    except httpx.HTTPError as exc:
+        await upstream.aclose()
+        log.warning("edge.upstream_failed", device=device["device_id"], error=type(exc).__name__)
+        raise EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later") from exc
+
+    async def rest() -> AsyncIterator[bytes]:
+        yield b"".join(held)
+        async for piece in pieces:
+            yield piece
+
+    return StreamingResponse(
+        rest(), status_code=upstream.status_code, headers=headers, background=BackgroundTask(upstream.aclose)
+    )
 
 
 def _too_large(limit: int) -> EdgeRefusal:

@@ -21,6 +21,7 @@ from sync_gateway.edge.errors import EdgeRefusal
 ISSUER = "sync-gateway-edge"
 AUDIENCE = "sync"
 _ALGORITHM = "HS256"
+_MAX_VERIFIED = 10_000  # verified tokens remembered per process (forgotten all at once beyond)
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class AccessTokens:
             raise ValueError("SYNC_EDGE_TOKEN_SECRET must be at least 32 characters (e.g. `openssl rand -hex 32`)")
         self._secret = secret
         self.ttl_s = ttl_s
+        self._verified: dict[str, AccessClaims] = {}  # tokens already verified, until they expire
 
     def issue(self, device_id: str, user: str, *, now: float | None = None) -> tuple[str, int]:
         """A new access token and its expiry (Unix seconds)."""
@@ -55,7 +57,18 @@ class AccessTokens:
         return jwt.encode(claims, self._secret, algorithm=_ALGORITHM), expires
 
     def verify(self, token: str) -> AccessClaims:
-        """The claims of a valid token; ``token_expired`` or ``token_invalid`` otherwise."""
+        """The claims of a valid token; ``token_expired`` or ``token_invalid`` otherwise. A device sends the same
+        token with every request until it expires: its signature is checked once, its expiry every time."""
+        known = self._verified.get(token)
+        if known is not None and time.time() < known.expires_at:
+            return known
+        claims = self._decode(token)
+        if len(self._verified) >= _MAX_VERIFIED:
+            self._verified.clear()
+        self._verified[token] = claims
+        return claims
+
+    def _decode(self, token: str) -> AccessClaims:
         try:
             claims = jwt.decode(
                 token,

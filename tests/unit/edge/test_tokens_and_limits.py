@@ -83,3 +83,41 @@ async def test_closing_a_device_ends_its_feeds_only() -> None:
     assert feeds.close_user("anna") == 1
     await asyncio.wait_for(kept, 2.0)
     assert feeds.count() == 0
+
+
+def test_a_remembered_token_is_still_refused_once_expired(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+    from types import SimpleNamespace
+
+    import jwt.api_jwt
+
+    from sync_gateway.edge import tokens as tokens_module
+
+    tokens = AccessTokens(SECRET, ttl_s=60)
+    token, expires = tokens.issue("dev-abc", "anna")
+    assert tokens.verify(token).device_id == "dev-abc"
+    assert tokens.verify(token).device_id == "dev-abc"  # remembered
+
+    class Later(datetime):
+        @classmethod
+        def now(cls, tz: object = None) -> Later:  # type: ignore[override]
+            return cls.fromtimestamp(expires + 1, UTC)
+
+    monkeypatch.setattr(tokens_module, "time", SimpleNamespace(time=lambda: float(expires + 1)))
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Later)
+    with pytest.raises(EdgeRefusal) as expired:
+        tokens.verify(token)
+    assert expired.value.code == "token_expired"
+
+
+def test_a_tampered_copy_of_a_remembered_token_is_refused() -> None:
+    tokens = AccessTokens(SECRET, ttl_s=60)
+    token, _ = tokens.issue("dev-abc", "anna")
+    tokens.verify(token)
+    head, payload, signature = token.split(".")
+    forged_claims = jwt.encode({"device": "dev-other", "user": "bob", "exp": 2**40}, "x" * 40, algorithm="HS256")
+    other_signature = ("B" if signature[0] == "A" else "A") + signature[1:]
+    for forged in (f"{head}.{payload}.{other_signature}", f"{head}.{forged_claims.split('.')[1]}.{signature}"):
+        with pytest.raises(EdgeRefusal) as invalid:
+            tokens.verify(forged)
+        assert invalid.value.code == "token_invalid"
