@@ -247,6 +247,7 @@ _LOOPS = frozenset(
         "edge:registry-watch",
         "webhooks",
         "devices:offline-check",
+        "devices:event-recovery",
         "edge:wakemarks",
     }
 )

@@ -34,7 +34,7 @@ from sync_gateway.distribute.mirror import MirrorPuller
 from sync_gateway.edge.app import create_edge_app
 from sync_gateway.edge.build import build_edge
 from sync_gateway.edge.devices import DeviceRegistry, device_policy_document
-from sync_gateway.edge.events import DeviceEvents, OfflineCheck
+from sync_gateway.edge.events import DeviceEvents, EventRecovery, OfflineCheck
 from sync_gateway.edge.service import Edge
 from sync_gateway.edge.webhooks import Outbox, WebhookSender, endpoints_from
 from sync_gateway.eventlog.store import EventLog
@@ -79,7 +79,7 @@ class Gateway:
         # device events: the audit trail and the webhook outbox (sent by the sender loop, see _start_loops)
         endpoints = endpoints_from(settings.webhook_urls, settings.webhook_secret.get_secret_value())
         self.outbox = Outbox(self.api_couch, settings.db("outbox"), endpoints)
-        self.device_events = DeviceEvents(self.outbox, self.people.audit)
+        self.device_events = DeviceEvents(self.outbox, self.people.audit, self.devices)
         self.webhooks: WebhookSender | None = None
         self.edge: Edge | None = None  # built in run(), after CouchDB is known to be usable
         self.events = EventLog(self.api_couch, settings.db("events"))
@@ -273,8 +273,12 @@ class Gateway:
 
     def _start_device_event_loops(self) -> None:
         """Processes with the api or edge role deliver the webhook outbox (claims keep several of them from
-        sending one attempt twice); the api role looks for devices offline past the policy."""
+        sending one attempt twice) and, once at start, record the device events a crash left unrecorded; the
+        api role looks for devices offline past the policy."""
         s = self.settings
+        if {"api", "edge"} & set(s.roles):
+            recovery = EventRecovery(DeviceRegistry(self.couch, s.db("registry")), self.device_events)
+            self.supervisor.start("devices:event-recovery", recovery.run_once)
         if self.outbox.endpoints and {"api", "edge"} & set(s.roles):
             self.webhooks = WebhookSender(
                 self.outbox.using(self.couch),

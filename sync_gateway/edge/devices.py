@@ -8,8 +8,9 @@ States: ``active`` → ``revoked`` | ``wipe_pending`` → ``wiped``.
 
 from __future__ import annotations
 
+import builtins
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -116,6 +117,7 @@ class DeviceRegistry:
             "enrolled_with": enrolled_with,
             "refresh_hash": secret_hash(refresh),
             "used_refresh_hashes": [],
+            "events_recorded": [],  # ids of this record's device events already recorded (edge/events.py)
         }
         doc["_rev"] = await self._couch.put(self.db, doc)
         return doc, refresh
@@ -209,6 +211,20 @@ class DeviceRegistry:
 
         await self._change(device_id, change)
 
+    async def note_events(
+        self, device_id: str, ids: Sequence[str], stamped: Callable[[Mapping[str, Any]], Mapping[str, Any]]
+    ) -> None:
+        """Add ``ids`` to the record's recorded events, keeping only ids its stamps still name (``stamped``
+        lists them). A record from before the list existed counts every stamped event as recorded."""
+
+        def change(doc: dict[str, Any]) -> None:
+            current = stamped(doc)
+            done = doc.get("events_recorded")
+            already = set(current) if done is None else set(done)
+            doc["events_recorded"] = sorted(key for key in already | set(ids) if key in current)
+
+        await self._change(device_id, change)
+
     # ------------------------------------------------------------------------------------------ reads
 
     async def get(self, device_id: str) -> dict[str, Any]:
@@ -222,11 +238,15 @@ class DeviceRegistry:
         return await self._get_doc(device_id)
 
     async def list(self, *, user: str | None = None) -> list[dict[str, Any]]:
+        devices = [public_device(doc) for doc in await self.records()]
+        return [d for d in devices if user is None or d["user"] == user]
+
+    async def records(self) -> builtins.list[dict[str, Any]]:
+        """Every device's full record (token hashes included): for the gateway's own checks, never shown."""
         rows = await self._couch.all_docs(
             self.db, include_docs=True, startkey=DEVICE_PREFIX, endkey=DEVICE_PREFIX + "\ufff0"
         )
-        devices = [public_device(row["doc"]) for row in rows if row.get("doc")]
-        return [d for d in devices if user is None or d["user"] == user]
+        return [row["doc"] for row in rows if row.get("doc")]
 
     # ------------------------------------------------------------------------------------------ helpers
 

@@ -9,6 +9,12 @@ An event's id is derived from its kind, its device and the registry stamp of tha
 ``wiped_at``, …), so recording the same change twice gives the same id: the outbox keeps one delivery of it and
 receivers de-duplicate by ``id``. The actor is the admin account (or token), ``device:<id>`` for what the device
 did itself, or ``system``.
+
+A change is written to the registry first and its event afterwards, so a process that dies in between would
+lose the event. Each record therefore lists the ids of its events already recorded (``events_recorded``);
+``EventRecovery`` records what a record's stamps say happened but the list lacks (a start-up pass in every
+process that emits events, and the hourly offline check), once the change is old enough that no live request
+can still be recording it.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import structlog
 from sync_gateway.audit import Actor, AuditLog
 from sync_gateway.edge.devices import DeviceRegistry, public_device
 from sync_gateway.edge.webhooks import Outbox
+from sync_gateway.errors import CouchError
 
 log = structlog.get_logger(__name__)
 
@@ -50,6 +57,8 @@ _STAMP_FIELD: dict[EventKind, str] = {
 }
 SYSTEM = Actor("system", "system", None)
 EVENT_VERSION = 1
+#: a change younger than this may still be recording its event in a live request: recovery leaves it alone
+RECOVERY_AGE_S = 30.0
 
 
 def device_actor(device_id: str, ip: str | None = None) -> Actor:
@@ -63,12 +72,24 @@ def event_id(kind: str, device_id: str, stamp: str) -> str:
     return "evt-" + digest[:32]
 
 
-class DeviceEvents:
-    """Records device events: the outbox first (one delivery per configured endpoint), then the audit trail."""
+def stamped_events(doc: Mapping[str, Any]) -> dict[str, tuple[EventKind, str]]:
+    """The events a device record's stamps say happened: event id → (kind, stamp)."""
+    found: dict[str, tuple[EventKind, str]] = {}
+    for kind, stamp_field in _STAMP_FIELD.items():
+        stamp = doc.get(stamp_field)
+        if stamp:
+            found[event_id(kind, str(doc["device_id"]), str(stamp))] = (kind, str(stamp))
+    return found
 
-    def __init__(self, outbox: Outbox, audit: AuditLog) -> None:
+
+class DeviceEvents:
+    """Records device events: the outbox first (one delivery per configured endpoint), then the audit trail,
+    then the event's id on the device record (``registry``: what ``EventRecovery`` checks)."""
+
+    def __init__(self, outbox: Outbox, audit: AuditLog, registry: DeviceRegistry | None = None) -> None:
         self.outbox = outbox
         self._audit = audit
+        self._registry = registry
 
     async def emit(
         self,
@@ -103,12 +124,61 @@ class DeviceEvents:
             detail={**event["detail"], "event_id": event["id"]},
         )
         log.info("device_event.recorded", event_id=event["id"], kind=kind, device=shown["device_id"])
+        if self._registry is not None and kind in _STAMP_FIELD:
+            try:
+                await self._registry.note_events(str(shown["device_id"]), [event["id"]], stamped_events)
+            except CouchError as exc:  # recorded all the same; recovery will record it once more (same id)
+                log.warning("device_event.note_failed", event_id=event["id"], error=type(exc).__name__)
         return event
+
+
+class EventRecovery:
+    """Records the events of registry changes whose process died before it recorded them."""
+
+    def __init__(self, devices: DeviceRegistry, events: DeviceEvents, *, start_delay_s: float = RECOVERY_AGE_S):
+        self._devices = devices
+        self._events = events
+        self._start_delay = start_delay_s
+
+    async def run_once(self) -> None:
+        """The start-up pass (a finished loop): after the age guard, so in-flight changes settle first."""
+        await asyncio.sleep(self._start_delay)
+        recovered = await self.recover()
+        log.info("device_event.recovery_done", recovered=len(recovered))
+
+    async def recover(self, now: datetime | None = None) -> list[dict[str, Any]]:
+        """One pass over the registry; returns the events recorded now."""
+        now = now or datetime.now(UTC)
+        recorded = []
+        for doc in await self._devices.records():
+            done = doc.get("events_recorded")
+            if done is None:  # a record from before the list existed: its events were recorded then
+                continue
+            for event_key, (kind, stamp) in stamped_events(doc).items():
+                if event_key in done or (now - datetime.fromisoformat(stamp)).total_seconds() < RECOVERY_AGE_S:
+                    continue
+                event = await self._events.emit(kind, doc, SYSTEM, detail=_recovered_detail(kind, doc))
+                log.warning("device_event.recovered", event_id=event["id"], kind=kind, device=doc["device_id"])
+                recorded.append(event)
+        return recorded
+
+
+def _recovered_detail(kind: EventKind, doc: Mapping[str, Any]) -> dict[str, Any]:
+    """What the record still says about a change whose original request is gone."""
+    detail: dict[str, Any] = {"recovered": True}
+    if kind == "device.revoked":
+        detail["reason"] = doc.get("revoked_reason")
+    elif kind in ("device.wipe_ordered", "device.wipe_confirmed"):
+        detail["mode"] = doc.get("wipe_mode")
+    elif kind == "device.enrolled":
+        detail["method"] = doc.get("enrolled_with")
+    return detail
 
 
 class OfflineCheck:
     """Finds devices whose last successful sync is older than the offline policy (``lock_after_days``,
-    ``wipe_after_days``) and records ``device.offline_past_policy`` once per threshold and offline spell."""
+    ``wipe_after_days``) and records ``device.offline_past_policy`` once per threshold and offline spell; each
+    pass also recovers unrecorded change events (``EventRecovery``)."""
 
     def __init__(
         self,
@@ -123,6 +193,7 @@ class OfflineCheck:
         self._events = events
         self._thresholds = (("lock", lock_after_days), ("wipe", wipe_after_days))
         self._interval = interval_s
+        self._recovery = EventRecovery(devices, events)
 
     async def run(self) -> None:
         """The supervised loop: a check now, then every ``interval_s``."""
@@ -131,6 +202,7 @@ class OfflineCheck:
             if found:
                 log.info("device.offline_found", events=len(found))
             await asyncio.sleep(self._interval)
+            await self._recovery.recover()
 
     async def check(self, now: datetime | None = None) -> list[dict[str, Any]]:
         """One pass over the registry; returns the events recorded."""

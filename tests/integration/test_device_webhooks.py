@@ -251,3 +251,42 @@ async def test_events_in_the_outbox_survive_a_gateway_restart(
             what="the delivered event gone from the outbox",
         )
     assert len(events_of(receiver, device["device_id"], "device.revoked")) == 1
+
+
+async def test_a_change_whose_process_died_before_its_event_is_recorded_and_sent_once(
+    hook_gw: GatewayProcess, receiver: WebhookReceiver
+) -> None:
+    async with hook_gw.api_client() as api:
+        await provision(api, "ilse", "ilse-secret-1")
+        device = await enrol_raw(hook_gw, "ilse", "ilse-secret-1", name="Ilse's phone")
+        await arrived(receiver, device["device_id"], "device.enrolled")
+    # what a process leaves when it dies after writing the revocation and before recording its event: the
+    # registry says revoked (a minute ago), the outbox and the audit trail know nothing of it
+    revoked_at = (datetime.now(UTC) - timedelta(minutes=1)).isoformat()
+    async with hook_gw.couch_admin() as couch:
+        path = f"/hook_registry/device:{device['device_id']}"
+        record = (await couch.get(path)).json()
+        record.update(state="revoked", revoked_at=revoked_at, revoked_reason="admin", refresh_hash=None)
+        assert (await couch.put(path, json=record)).status_code == 201
+    event = await arrived(receiver, device["device_id"], "device.revoked")
+    assert event["detail"] == {"recovered": True, "reason": "admin"}
+    assert event["actor"] == {"name": "system", "kind": "system"} and event["occurred_at"] == revoked_at
+    async with hook_gw.api_client() as api:
+        audited = await wait_until(
+            lambda: audit_of(api, device["device_id"]),
+            lambda records: any(r["action"] == "device.revoked" for r in records),
+            timeout=30,
+            what="the recovered event in the audit trail",
+        )
+        assert [r["detail"]["event_id"] for r in audited if r["action"] == "device.revoked"] == [event["id"]]
+        async with hook_gw.couch_admin() as couch:
+            noted = (await couch.get(f"/hook_registry/device:{device['device_id']}")).json()["events_recorded"]
+        assert event["id"] in noted
+        # further passes of the check (every 0.5 s here) find it recorded: nothing is sent twice
+        await wait_until(
+            lambda: api.get("/api/devices/webhooks", params={"state": "pending"}),
+            lambda r: not [d for d in r.json()["deliveries"] if d["event_id"] == event["id"]],
+            timeout=30,
+            what="the recovered event delivered",
+        )
+    assert len([r for r in events_of(receiver, device["device_id"], "device.revoked") if r.path == "/hooks"]) == 1

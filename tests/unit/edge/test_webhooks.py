@@ -17,7 +17,7 @@ import pytest
 from sync_gateway import metrics
 from sync_gateway.audit import Actor, AuditLog
 from sync_gateway.edge.devices import DeviceRegistry
-from sync_gateway.edge.events import DeviceEvents, OfflineCheck, event_id
+from sync_gateway.edge.events import DeviceEvents, EventRecovery, OfflineCheck, event_id
 from sync_gateway.edge.webhooks import Outbox, WebhookSender, endpoints_from, signature
 from sync_gateway.errors import ConfigurationError, NotFound, StateConflict
 from sync_gateway.retry import Backoff
@@ -211,3 +211,57 @@ async def test_the_offline_check_records_each_threshold_once_per_offline_spell()
         ("dev-quiet", "lock"),
     ]
     assert found[-1]["id"] not in {e["id"] for e in again}
+
+
+async def test_events_a_crash_left_unrecorded_are_recovered_once_under_their_own_ids() -> None:
+    couch = Couch()
+    client = couch.client()
+    registry = DeviceRegistry(client, "sync_registry")
+    events = DeviceEvents(outbox(couch), AuditLog(client, "sync_audit"), registry)
+    now = datetime.now(UTC)
+    old, fresh = (now - timedelta(minutes=5)).isoformat(), (now - timedelta(seconds=2)).isoformat()
+    base = {"type": "device", "user": "anna", "enrolled_with": "enrolment_code"}
+    # revoked, then the process died: neither its enrolment's nor its revocation's event was noted
+    await client.put("sync_registry", {**base, "_id": "device:dev-lost", "device_id": "dev-lost", "state": "revoked",
+                                       "enrolled_at": old, "revoked_at": old, "revoked_reason": "admin",
+                                       "events_recorded": []})  # fmt: skip
+    # enrolled seconds ago: its request may still be recording the event
+    await client.put("sync_registry", {**base, "_id": "device:dev-new", "device_id": "dev-new", "state": "active",
+                                       "enrolled_at": fresh, "events_recorded": []})  # fmt: skip
+    # a record from before the list existed: its events were recorded back then
+    await client.put("sync_registry", {**base, "_id": "device:dev-legacy", "device_id": "dev-legacy",
+                                       "state": "revoked", "enrolled_at": old, "revoked_at": old})  # fmt: skip
+    recovery = EventRecovery(registry, events)
+    found = await recovery.recover(now)
+    assert sorted((e["type"], e["device"]["device_id"]) for e in found) == [
+        ("device.enrolled", "dev-lost"),
+        ("device.revoked", "dev-lost"),
+    ]
+    revoked = next(e for e in found if e["type"] == "device.revoked")
+    assert revoked["id"] == event_id("device.revoked", "dev-lost", old)
+    assert revoked["actor"] == {"name": "system", "kind": "system"}
+    assert revoked["detail"] == {"recovered": True, "reason": "admin"}
+    assert sorted(couch.docs["device:dev-lost"]["events_recorded"]) == sorted(e["id"] for e in found)
+    deliveries = {d["event_id"] for k, d in couch.docs.items() if k.startswith("delivery:")}
+    assert deliveries == {e["id"] for e in found}
+    assert await recovery.recover(now) == []  # noted: never twice
+    later = await recovery.recover(now + timedelta(minutes=1))
+    assert [(e["type"], e["device"]["device_id"]) for e in later] == [("device.enrolled", "dev-new")]
+
+
+async def test_recording_an_event_notes_it_on_the_device_record_and_keeps_only_current_ids() -> None:
+    couch = Couch()
+    client = couch.client()
+    registry = DeviceRegistry(client, "sync_registry")
+    events = DeviceEvents(outbox(couch), AuditLog(client, "sync_audit"), registry)
+    await client.put("sync_registry", {"_id": "user:anna", "type": "user", "name": "anna"})
+    device, _refresh = await registry.enrol(
+        "anna", name="van", platform="android", app_version="1", enrolled_with="code"
+    )
+    enrolled = await events.emit("device.enrolled", device, ADMIN)
+    first = await registry.request_wipe(device["device_id"], "push_then_wipe")
+    ordered = await events.emit("device.wipe_ordered", first, ADMIN, detail={"mode": "push_then_wipe"})
+    assert couch.docs[f"device:{device['device_id']}"]["events_recorded"] == sorted([enrolled["id"], ordered["id"]])
+    again = await registry.request_wipe(device["device_id"], "wipe_now")  # a new order: a new stamp, a new id
+    reordered = await events.emit("device.wipe_ordered", again, ADMIN, detail={"mode": "wipe_now"})
+    assert couch.docs[f"device:{device['device_id']}"]["events_recorded"] == sorted([enrolled["id"], reordered["id"]])
