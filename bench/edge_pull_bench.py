@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.harness import BENCH_ENV, server_under_test, wait_for
+from bench.harness import BENCH_ENV, cpu_seconds, server_under_test, wait_for
 from erp_connectors.staging import masters
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.naming import user_db_name
@@ -51,12 +51,23 @@ async def held_products(client: CouchClient, db: str) -> int:
     return len(rows)
 
 
+async def edge_requests(gw: GatewayProcess) -> float:
+    """Device requests the gateway's edge has answered so far (its ``sync_edge_requests_total``)."""
+    async with gw.api_client() as api:
+        text = (await api.get("/metrics")).text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("sync_edge_requests_total{")
+    )
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=int(os.environ.get("SYNC_BENCH_PULL_DOCS", 10_000)))
     parser.add_argument("--rounds", type=int, default=2, help="pulls per path (ABBA order)")
     args = parser.parse_args()
     timings: dict[str, list[float]] = {"direct": [], "edge": []}
+    gateway_cpu: dict[str, list[float]] = {"direct": [], "edge": []}
+    requests: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         couch, _pid, server_name = server_under_test(Path(tmp))
         gw = GatewayProcess(couch, Path(tmp), extra_env={**BENCH_ENV, "SYNC_PULL_INTERVAL_S": "0.5"})
@@ -87,6 +98,8 @@ async def main() -> None:
                 order = (["direct", "edge", "edge", "direct"] * args.rounds)[: 2 * args.rounds]
                 for i, path in enumerate(order):
                     local = f"{path}-{i}"
+                    assert gw.process is not None
+                    cpu0, count0 = cpu_seconds(gw.process.pid), await edge_requests(gw)
                     t0 = time.perf_counter()
                     if path == "direct":
                         result = await phone.replicate(
@@ -95,12 +108,17 @@ async def main() -> None:
                     else:
                         result = await phone.edge_replicate(local, "phone", direction="pull", timeout=1800)
                     seconds = time.perf_counter() - t0
+                    cpu = cpu_seconds(gw.process.pid) - cpu0
+                    gateway_cpu[path].append(cpu)
+                    if path == "edge":
+                        requests.append(await edge_requests(gw) - count0)
                     got = (await phone.info(local))["doc_count"]
                     if got < args.docs:
                         raise RuntimeError(f"{path} pull ended with {got} documents: {result}")
                     timings[path].append(seconds)
                     print(
-                        f"  pull {i + 1} {path:<6}: {got} documents in {seconds:6.2f} s ({got / seconds:7.0f} docs/s)"
+                        f"  pull {i + 1} {path:<6}: {got} documents in {seconds:6.2f} s ({got / seconds:7.0f} docs/s), "
+                        f"gateway CPU {cpu:5.2f} s"
                     )
                     await phone.destroy(local)
         finally:
@@ -110,6 +128,9 @@ async def main() -> None:
     print(f"initial pull on {server_name}: {args.docs} profile documents, real PouchDB device, same run")
     print(f"  direct from the server : {direct:6.2f} s mean of {len(timings['direct'])}")
     print(f"  through the edge       : {edge:6.2f} s mean of {len(timings['edge'])}")
+    print(f"  gateway CPU per edge pull: {statistics.mean(gateway_cpu['edge']):5.2f} s (during direct pulls: "
+          f"{statistics.mean(gateway_cpu['direct']):4.2f} s, its idle work)")
+    print(f"  edge requests per pull   : {statistics.mean(requests):5.0f}")
     print(f"  ratio edge / direct throughput: {direct / edge:5.2f}x   (goal >= 0.8)")
 
 
