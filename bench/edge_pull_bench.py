@@ -64,6 +64,12 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=int(os.environ.get("SYNC_BENCH_PULL_DOCS", 10_000)))
     parser.add_argument("--rounds", type=int, default=2, help="pulls per path (ABBA order)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="PouchDB's documents per pull batch on both paths (default: its 100)",
+    )
     args = parser.parse_args()
     timings: dict[str, list[float]] = {"direct": [], "edge": []}
     gateway_cpu: dict[str, list[float]] = {"direct": [], "edge": []}
@@ -103,10 +109,18 @@ async def main() -> None:
                     t0 = time.perf_counter()
                     if path == "direct":
                         result = await phone.replicate(
-                            local, f"{couch.url}/{db}", USER, PASSWORD, direction="pull", timeout=1800
+                            local,
+                            f"{couch.url}/{db}",
+                            USER,
+                            PASSWORD,
+                            direction="pull",
+                            timeout=1800,
+                            batch_size=args.batch_size,
                         )
                     else:
-                        result = await phone.edge_replicate(local, "phone", direction="pull", timeout=1800)
+                        result = await phone.edge_replicate(
+                            local, "phone", direction="pull", timeout=1800, batch_size=args.batch_size
+                        )
                     seconds = time.perf_counter() - t0
                     cpu = cpu_seconds(gw.process.pid) - cpu0
                     gateway_cpu[path].append(cpu)
@@ -125,11 +139,14 @@ async def main() -> None:
             gw.stop()
             couch.stop()
     direct, edge = statistics.mean(timings["direct"]), statistics.mean(timings["edge"])
-    print(f"initial pull on {server_name}: {args.docs} profile documents, real PouchDB device, same run")
+    batch = f"batch_size {args.batch_size}" if args.batch_size else "PouchDB's default batch_size (100)"
+    print(f"initial pull on {server_name}: {args.docs} profile documents, real PouchDB device, {batch}, same run")
     print(f"  direct from the server : {direct:6.2f} s mean of {len(timings['direct'])}")
     print(f"  through the edge       : {edge:6.2f} s mean of {len(timings['edge'])}")
-    print(f"  gateway CPU per edge pull: {statistics.mean(gateway_cpu['edge']):5.2f} s (during direct pulls: "
-          f"{statistics.mean(gateway_cpu['direct']):4.2f} s, its idle work)")
+    print(
+        f"  gateway CPU per edge pull: {statistics.mean(gateway_cpu['edge']):5.2f} s (during direct pulls: "
+        f"{statistics.mean(gateway_cpu['direct']):4.2f} s, its idle work)"
+    )
     print(f"  edge requests per pull   : {statistics.mean(requests):5.0f}")
     print(f"  ratio edge / direct throughput: {direct / edge:5.2f}x   (goal >= 0.8)")
 

@@ -39,6 +39,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.keep_for = _IDLE_KEEP_S  # idle seconds the server keeps it open (its Keep-Alive: timeout=N, less 1)
         self._parser: httptools.HttpResponseParser | None = None
         self._write_paused = False
         self._drained: asyncio.Future[None] | None = None
@@ -125,6 +126,8 @@ class _Connection(asyncio.Protocol):
         self.status = status
         self.keep_alive = self._parser.should_keep_alive()
         self.headers_done = True
+        if "keep-alive" in self.headers:  # e.g. pouchdb-server (Node) closes idle connections after 5 s
+            self.keep_for = _keep_for(self.headers["keep-alive"])
         if self._head:  # no body follows a HEAD response, whatever its Content-Length says
             self._finish()
 
@@ -148,7 +151,7 @@ class _Connection(asyncio.Protocol):
             not self.closed
             and transport is not None
             and not transport.is_closing()
-            and (now - self.idle_since < _IDLE_KEEP_S)
+            and (now - self.idle_since < self.keep_for)
         )
 
     async def send(
@@ -264,6 +267,14 @@ class _Connection(asyncio.Protocol):
             self._timer = None
 
 
+def _keep_for(keep_alive: str) -> float:
+    for part in keep_alive.split(","):
+        name, _, value = part.strip().partition("=")
+        if name.lower() == "timeout" and value.strip().isdigit():
+            return min(_IDLE_KEEP_S, max(0.0, int(value) - 1.0))
+    return _IDLE_KEEP_S
+
+
 class UpstreamResponse:
     """Status, headers (names in lower case) and the body of one upstream response; ``aclose`` when done
     (the connection goes back to the pool only if the body was read to its end)."""
@@ -362,8 +373,8 @@ class Upstream:
             lines.append("Content-Length: 0\r\n")
         lines.append("\r\n")
         head = "".join(lines).encode("latin-1")
-        replayable = not (body is not None and not isinstance(body, bytes))
-        fresh = False
+        replayable = body is None or isinstance(body, bytes)
+        fresh = not replayable  # a streamed upload cannot be sent twice: never on a connection that may be stale
         while True:
             conn, reused = await self._acquire(fresh)
             try:

@@ -220,3 +220,16 @@ async def test_an_upload_that_fails_midway_closes_its_connection() -> None:
     finally:
         await upstream.aclose()
         server.close()
+
+
+async def test_a_connection_is_not_reused_past_the_servers_keep_alive_timeout() -> None:
+    # pouchdb-server says `Keep-Alive: timeout=5`; one second is kept in hand, so timeout=1 means never reuse
+    server, url, seen = await serve(answering(ok(b"{}", extra=b"Keep-Alive: timeout=1\r\n"), ok(b"{}")))
+    upstream = Upstream(url)
+    try:
+        for _ in range(2):
+            assert await (await upstream.request("GET", "/db")).aread() == b"{}"
+    finally:
+        await upstream.aclose()
+        server.close()
+    assert seen.connections == 2
