@@ -4,8 +4,10 @@ N products (``--docs`` / SYNC_BENCH_PULL_DOCS, default 10,000) go the real way: 
 the distributor, the field technician's user database. Then one real PouchDB device (Node, ``pouchdb-node``)
 pulls that database into a new local database, alternately directly from the server (with the user's password,
 the old path) and through the gateway's edge (enrolled, access token, the device client ``clients/js``), in
-the order direct, edge, edge, direct so drift on a shared machine falls on both. Prints each pull's seconds
-and documents per second and the ratio edge / direct throughput measured in this run (goal >= 0.8).
+the order direct, edge, edge, direct so drift on a shared machine falls on both, after one uncounted warm-up
+pull per path (``--warmup``). Prints each pull's seconds, documents per second and the gateway's CPU, the edge's
+requests per pull, and the ratio edge / direct throughput measured in this run (goal >= 0.8); ``--batch-size``
+sets PouchDB's documents per batch on both paths (its default is 100).
 Runs on its own pouchdb-server, or with ``COUCH_URL`` on that CouchDB (wiped first).
 """
 
@@ -64,6 +66,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--docs", type=int, default=int(os.environ.get("SYNC_BENCH_PULL_DOCS", 10_000)))
     parser.add_argument("--rounds", type=int, default=2, help="pulls per path (ABBA order)")
+    parser.add_argument("--warmup", type=int, default=1, help="uncounted pulls per path before the measured ones")
     parser.add_argument(
         "--batch-size",
         type=int,
@@ -101,8 +104,13 @@ async def main() -> None:
             )
             async with Device(call_timeout=120.0) as phone:
                 await phone.edge_enrol("phone", gw.edge_url, user=USER, password=PASSWORD)
-                order = (["direct", "edge", "edge", "direct"] * args.rounds)[: 2 * args.rounds]
+                # one uncounted pull per path first: the first read of a fresh database is slower on either
+                # path (server caches, the device's code paths), and would otherwise count for whichever came first
+                order = ["direct", "edge"] * args.warmup + (["direct", "edge", "edge", "direct"] * args.rounds)[
+                    : 2 * args.rounds
+                ]
                 for i, path in enumerate(order):
+                    warmup = i < 2 * args.warmup
                     local = f"{path}-{i}"
                     assert gw.process is not None
                     cpu0, count0 = cpu_seconds(gw.process.pid), await edge_requests(gw)
@@ -123,15 +131,18 @@ async def main() -> None:
                         )
                     seconds = time.perf_counter() - t0
                     cpu = cpu_seconds(gw.process.pid) - cpu0
-                    gateway_cpu[path].append(cpu)
-                    if path == "edge":
-                        requests.append(await edge_requests(gw) - count0)
+                    answered = await edge_requests(gw) - count0
                     got = (await phone.info(local))["doc_count"]
                     if got < args.docs:
                         raise RuntimeError(f"{path} pull ended with {got} documents: {result}")
-                    timings[path].append(seconds)
+                    if not warmup:
+                        timings[path].append(seconds)
+                        gateway_cpu[path].append(cpu)
+                        if path == "edge":
+                            requests.append(answered)
+                    label = "warm-up" if warmup else f"pull {i + 1 - 2 * args.warmup}"
                     print(
-                        f"  pull {i + 1} {path:<6}: {got} documents in {seconds:6.2f} s ({got / seconds:7.0f} docs/s), "
+                        f"  {label:<7} {path:<6}: {got} documents in {seconds:6.2f} s ({got / seconds:7.0f} docs/s), "
                         f"gateway CPU {cpu:5.2f} s"
                     )
                     await phone.destroy(local)
@@ -141,14 +152,18 @@ async def main() -> None:
     direct, edge = statistics.mean(timings["direct"]), statistics.mean(timings["edge"])
     batch = f"batch_size {args.batch_size}" if args.batch_size else "PouchDB's default batch_size (100)"
     print(f"initial pull on {server_name}: {args.docs} profile documents, real PouchDB device, {batch}, same run")
-    print(f"  direct from the server : {direct:6.2f} s mean of {len(timings['direct'])}")
-    print(f"  through the edge       : {edge:6.2f} s mean of {len(timings['edge'])}")
+    print(f"  direct from the server : {direct:6.2f} s mean of {len(timings['direct'])} ({_each(timings['direct'])})")
+    print(f"  through the edge       : {edge:6.2f} s mean of {len(timings['edge'])} ({_each(timings['edge'])})")
     print(
         f"  gateway CPU per edge pull: {statistics.mean(gateway_cpu['edge']):5.2f} s (during direct pulls: "
         f"{statistics.mean(gateway_cpu['direct']):4.2f} s, its idle work)"
     )
     print(f"  edge requests per pull   : {statistics.mean(requests):5.0f}")
     print(f"  ratio edge / direct throughput: {direct / edge:5.2f}x   (goal >= 0.8)")
+
+
+def _each(seconds: list[float]) -> str:
+    return ", ".join(f"{s:.2f}" for s in seconds)
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
