@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -53,13 +54,16 @@ async def held_products(client: CouchClient, db: str) -> int:
     return len(rows)
 
 
-async def edge_requests(gw: GatewayProcess) -> float:
-    """Device requests the gateway's edge has answered so far (its ``sync_edge_requests_total``)."""
+async def edge_requests(gw: GatewayProcess) -> Counter[str]:
+    """Device requests the gateway's edge has answered so far, by endpoint kind (``sync_edge_requests_total``)."""
     async with gw.api_client() as api:
         text = (await api.get("/metrics")).text
-    return sum(
-        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("sync_edge_requests_total{")
-    )
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        if line.startswith("sync_edge_requests_total{"):
+            kind = line.split('kind="', 1)[1].split('"', 1)[0]
+            counts[kind] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
 
 
 async def main() -> None:
@@ -76,7 +80,7 @@ async def main() -> None:
     args = parser.parse_args()
     timings: dict[str, list[float]] = {"direct": [], "edge": []}
     gateway_cpu: dict[str, list[float]] = {"direct": [], "edge": []}
-    requests: list[float] = []
+    requests: list[Counter[str]] = []
     with tempfile.TemporaryDirectory() as tmp:
         couch, _pid, server_name = server_under_test(Path(tmp))
         gw = GatewayProcess(couch, Path(tmp), extra_env={**BENCH_ENV, "SYNC_PULL_INTERVAL_S": "0.5"})
@@ -158,7 +162,9 @@ async def main() -> None:
         f"  gateway CPU per edge pull: {statistics.mean(gateway_cpu['edge']):5.2f} s (during direct pulls: "
         f"{statistics.mean(gateway_cpu['direct']):4.2f} s, its idle work)"
     )
-    print(f"  edge requests per pull   : {statistics.mean(requests):5.0f}")
+    kinds = sorted(requests[0], key=lambda kind: -requests[0][kind])
+    per_kind = ", ".join(f"{kind} {requests[0][kind]}" for kind in kinds if requests[0][kind])
+    print(f"  edge requests per pull   : {statistics.mean(r.total() for r in requests):5.0f} ({per_kind})")
     print(f"  ratio edge / direct throughput: {direct / edge:5.2f}x   (goal >= 0.8)")
 
 
