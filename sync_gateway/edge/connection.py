@@ -16,12 +16,10 @@ from typing import cast
 
 import httptools
 
+from sync_gateway.errors import CouchUnavailable
+
 _HIGH_WATER = 256 * 1024  # stop reading from CouchDB while this much is waiting for the device
 _IDLE_KEEP_S = 30.0  # an idle pooled connection older than this is closed rather than reused
-
-
-class UpstreamError(Exception):
-    """CouchDB could not be reached, or broke off, or sent something that is not HTTP/1.1."""
 
 
 class Connection(asyncio.Protocol):
@@ -64,14 +62,14 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         parser = self._parser
         if parser is None:  # bytes nobody asked for: the connection is not in a state to trust
-            self._abort(UpstreamError("unexpected data from the upstream"))
+            self._abort(CouchUnavailable("unexpected data from the upstream"))
             return
         self.received_any = True
         self._last_data = self._loop.time()
         try:
             parser.feed_data(data)
         except httptools.HttpParserError as exc:
-            self._abort(UpstreamError(f"malformed upstream response: {exc}"))
+            self._abort(CouchUnavailable(f"malformed upstream response: {exc}"))
             return
         if self._buffered > _HIGH_WATER and not self._reading_paused and self.transport is not None:
             self._reading_paused = True
@@ -87,7 +85,7 @@ class Connection(asyncio.Protocol):
             if self.headers_done and self._ends_at_close():
                 self._finish()
             else:
-                self.error = UpstreamError("the upstream closed the connection before the response ended")
+                self.error = CouchUnavailable("the upstream closed the connection before the response ended")
         self._parser = None
         self._cancel_timer()
         self._wake()
@@ -252,7 +250,7 @@ class Connection(asyncio.Protocol):
         elif silent < timeout:
             self._timer = self._loop.call_later(timeout - silent, self._check_timeout)
         else:
-            self._abort(UpstreamError(f"no data from the upstream for {timeout:g} s"))
+            self._abort(CouchUnavailable(f"no data from the upstream for {timeout:g} s"))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

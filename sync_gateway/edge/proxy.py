@@ -22,7 +22,8 @@ from sync_gateway.edge.errors import EdgeRefusal
 from sync_gateway.edge.feeds import OpenFeeds, until_closed
 from sync_gateway.edge.multipart import multipart_to_json
 from sync_gateway.edge.routes import Route, device_may_write, refuse_server_owned
-from sync_gateway.edge.upstream import Upstream, UpstreamError, UpstreamResponse
+from sync_gateway.edge.upstream import Upstream, UpstreamResponse
+from sync_gateway.errors import CouchUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -98,7 +99,7 @@ class CouchPassThrough:
                 body=content,
                 feed=feed,
             )
-        except UpstreamError as exc:
+        except CouchUnavailable as exc:
             log.warning("edge.upstream_failed", device=device["device_id"], error=type(exc).__name__)
             raise EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later") from exc
         if upstream.status_code in (401, 403) and route.kind != "doc":
@@ -122,7 +123,7 @@ class CouchPassThrough:
                     yield chunk
                 if closed.is_set():
                     log.info("edge.feed_closed", device=device["device_id"])
-        except UpstreamError:
+        except CouchUnavailable:
             return  # CouchDB went away mid-feed: end it, the device reconnects
         finally:
             await upstream.aclose()
@@ -185,7 +186,7 @@ async def _relay(upstream: UpstreamResponse, headers: dict[str, str], device: Ma
         else:
             await upstream.aclose()
             return Response(b"".join(held), status_code=upstream.status_code, headers=headers)
-    except UpstreamError as exc:
+    except CouchUnavailable as exc:
         await upstream.aclose()
         log.warning("edge.upstream_failed", device=device["device_id"], error=type(exc).__name__)
         raise EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later") from exc
@@ -268,7 +269,7 @@ def _printable(doc_id: str) -> str:
 async def _merge_bulk_results(upstream: UpstreamResponse, refused: list[dict[str, Any]]) -> Response:
     try:
         raw = await upstream.aread()
-    except UpstreamError as exc:
+    except CouchUnavailable as exc:
         raise EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later") from exc
     finally:
         await upstream.aclose()

@@ -5,7 +5,7 @@ Every forwarded device request goes through here, so it does as little per reque
 request head and a small body, chunked transfer decoded in C, the pieces that arrived together handed on as one,
 no per-request task or timer object beyond one ``call_later`` for the read timeout. A connection goes back to
 the pool only when its response was read to the end and both sides keep it alive; anything else closes it.
-Every failure towards CouchDB (refused, reset, malformed, timed out) is an ``UpstreamError``; a request on a
+Every failure towards CouchDB (refused, reset, malformed, timed out) is a ``CouchUnavailable``; a request on a
 reused connection that the server had closed meanwhile is sent once more on a new one when nothing came back.
 """
 
@@ -18,9 +18,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from urllib.parse import quote, unquote, urlsplit
 
-from sync_gateway.edge.connection import Connection, UpstreamError
-
-__all__ = ["Upstream", "UpstreamError", "UpstreamResponse"]
+from sync_gateway.edge.connection import Connection
+from sync_gateway.errors import CouchUnavailable
 
 _QUERY_SAFE = "%/:=&?~+!$,;'@()*[]-._"  # characters a query passes on as they are; anything else is escaped
 
@@ -130,7 +129,7 @@ class Upstream:
             try:
                 await conn.send(head, body, head_only=method == "HEAD", timeout=timeout)
                 await conn.wait_headers()
-            except UpstreamError:
+            except CouchUnavailable:
                 self._discard(conn)
                 if reused and replayable and not conn.received_any:
                     fresh = True  # the server had closed this idle connection: once more on a new one
@@ -168,7 +167,7 @@ class Upstream:
 
     async def _acquire(self, fresh: bool) -> tuple[Connection, bool]:
         if self._closed:
-            raise UpstreamError("the upstream client is closed")
+            raise CouchUnavailable("the upstream client is closed")
         loop = asyncio.get_running_loop()
         now = loop.time()
         while self._idle and not fresh:
@@ -177,7 +176,7 @@ class Upstream:
                 return conn, True
             self._discard(conn)
         if len(self._open) >= self._max_connections:
-            raise UpstreamError(f"all {self._max_connections} upstream connections are in use")
+            raise CouchUnavailable(f"all {self._max_connections} upstream connections are in use")
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
@@ -190,6 +189,6 @@ class Upstream:
                 self._connect_timeout,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise UpstreamError(f"cannot connect to the upstream: {type(exc).__name__}") from exc
+            raise CouchUnavailable(f"cannot connect to the upstream: {type(exc).__name__}") from exc
         self._open.add(conn)
         return conn, False

@@ -8,7 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sync_gateway.edge.upstream import Upstream, UpstreamError
+from sync_gateway.edge.upstream import Upstream
+from sync_gateway.errors import CouchUnavailable
 from tests.support.scripted_http import Seen, answering, chunked, ok, read_request, serve
 
 
@@ -99,7 +100,7 @@ async def test_a_malformed_response_is_an_upstream_error(reply: bytes) -> None:
     server, url, _ = await serve(answering(reply))
     upstream = Upstream(url)
     try:
-        with pytest.raises(UpstreamError):
+        with pytest.raises(CouchUnavailable):
             await upstream.request("GET", "/db")
     finally:
         await upstream.aclose()
@@ -117,7 +118,7 @@ async def test_a_response_broken_off_mid_body_is_an_upstream_error() -> None:
     upstream = Upstream(url)
     try:
         response = await upstream.request("GET", "/db/_all_docs")
-        with pytest.raises(UpstreamError):
+        with pytest.raises(CouchUnavailable):
             await response.aread()
     finally:
         await upstream.aclose()
@@ -132,7 +133,7 @@ async def test_a_server_that_never_answers_times_out() -> None:
     server, url, _ = await serve(silent)
     upstream = Upstream(url, read_timeout=0.2)
     try:
-        with pytest.raises(UpstreamError, match="no data"):
+        with pytest.raises(CouchUnavailable, match="no data"):
             await upstream.request("GET", "/db")
     finally:
         await upstream.aclose()
@@ -144,7 +145,7 @@ async def test_an_unreachable_server_is_an_upstream_error() -> None:
     server.close()
     await server.wait_closed()
     upstream = Upstream(url)
-    with pytest.raises(UpstreamError, match="cannot connect"):
+    with pytest.raises(CouchUnavailable, match="cannot connect"):
         await upstream.request("GET", "/db")
 
 
