@@ -18,11 +18,17 @@ export async function performWipe({ client, PouchDB, local, mode }) {
 }
 
 export class EdgeSync {
-  constructor({ client, PouchDB, local, backOffMs = 2000 }) {
+  /**
+   * @param {number} [options.batchSize]  documents per replication batch (PouchDB's `batch_size`, default 100).
+   *   Each batch costs about five round trips, so a field app's first sync of thousands of master-data documents
+   *   over a mobile network is mostly waiting: 500 makes 10,000 documents ~107 requests instead of ~507.
+   */
+  constructor({ client, PouchDB, local, backOffMs = 2000, batchSize = undefined }) {
     this.client = client;
     this.PouchDB = PouchDB;
     this.local = local;
     this.backOffMs = backOffMs;
+    this.batchSize = batchSize;
     this.status = { state: 'starting', stop_code: null, last_error: null, docs_read: 0, docs_written: 0 };
     this._sync = null;
     this._remote = null;
@@ -40,6 +46,7 @@ export class EdgeSync {
       live: true,
       retry: true,
       back_off_function: (delay) => Math.min(delay === 0 ? 200 : delay * 2, this.backOffMs),
+      ...(this.batchSize ? { batch_size: this.batchSize } : {}),
     });
     this._sync
       .on('change', (info) => {

@@ -5,12 +5,10 @@ stable ``code``; nothing here logs a token, a password or a document body."""
 from __future__ import annotations
 
 import structlog
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route as HttpRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync_gateway import __version__, metrics
 from sync_gateway.edge.devices import refuse_inactive
@@ -22,15 +20,15 @@ from sync_gateway.errors import CouchError
 log = structlog.get_logger(__name__)
 
 WIPE_HEADER = "x-sync-wipe-required"
-_METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "COPY", "OPTIONS"]
 _PUSH_KINDS = ("bulk_docs", "doc")
 _PULL_KINDS = ("changes", "bulk_get", "all_docs", "doc")
 
 
-def create_edge_app(edge: Edge) -> Starlette:
-    """The ASGI app of the edge role, given its composed services."""
+def create_edge_app(edge: Edge) -> ASGIApp:
+    """The ASGI app of the edge role, given its composed services: a plain ASGI callable (every device request
+    is one of two routes, so no router, no middleware stack of its own), inside CORS for configured origins."""
 
-    async def root(_request: Request) -> Response:
+    async def root() -> Response:
         return JSONResponse({"edge": "sync-gateway", "version": __version__, "database_path": "/sync/"})
 
     async def sync(request: Request) -> Response:
@@ -52,24 +50,34 @@ def create_edge_app(edge: Edge) -> Starlette:
         metrics.EDGE_REQUESTS.labels(kind, "ok" if status < 400 else f"upstream_{status // 100}xx").inc()
         return response
 
-    routes = [
-        HttpRoute("/", root, methods=["GET", "HEAD"]),
-        HttpRoute("/{path:path}", sync, methods=_METHODS),
-    ]
-    middleware = []
-    if edge.cors_origins:
-        middleware.append(
-            Middleware(
-                CORSMiddleware,
-                allow_origins=edge.cors_origins,
-                allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
-                allow_headers=["Authorization", "Content-Type", "Accept"],
-                expose_headers=[WIPE_HEADER, "ETag"],
-                allow_credentials=False,
-                max_age=600,
-            )
-        )
-    return Starlette(routes=routes, middleware=middleware)
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # no websockets; lifespan is off (see http_server.quiet_server)
+            if scope["type"] == "websocket":
+                await send({"type": "websocket.close", "code": 1008})
+            return
+        if scope["path"] == "/" and scope["method"] in ("GET", "HEAD"):
+            response = await root()
+        else:
+            try:
+                response = await sync(Request(scope, receive))
+            except Exception:  # a bug, not a device's doing: logged, answered with a stable code
+                log.exception("edge.failed")
+                metrics.EDGE_REQUESTS.labels("unknown", "internal_error").inc()
+                failed = EdgeRefusal(500, "internal_error", "the sync service failed; retry later")
+                response = JSONResponse(failed.body(), status_code=500)
+        await response(scope, receive, send)
+
+    if not edge.cors_origins:
+        return app
+    return CORSMiddleware(
+        app,
+        allow_origins=edge.cors_origins,
+        allow_methods=["GET", "HEAD", "POST", "PUT", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Accept"],
+        expose_headers=[WIPE_HEADER, "ETag"],
+        allow_credentials=False,
+        max_age=600,
+    )
 
 
 def _kind_of(method: str, raw_path: str) -> str:

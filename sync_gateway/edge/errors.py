@@ -31,4 +31,6 @@ class EdgeRefusal(ApiError):
             return {"WWW-Authenticate": 'Bearer realm="sync"'}
         if self.status == 429:
             return {"Retry-After": str(self.extra.get("retry_after_s", 1))}
+        if self.status == 503:
+            return {"Retry-After": "5"}
         return {}

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
-import httpx
 import structlog
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -23,6 +22,8 @@ from sync_gateway.edge.errors import EdgeRefusal
 from sync_gateway.edge.feeds import OpenFeeds, until_closed
 from sync_gateway.edge.multipart import multipart_to_json
 from sync_gateway.edge.routes import Route, device_may_write, refuse_server_owned
+from sync_gateway.edge.upstream import Upstream, UpstreamResponse
+from sync_gateway.errors import CouchUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -30,7 +31,8 @@ _REQUEST_HEADERS = ("content-type", "accept", "if-match", "if-none-match")
 _RESPONSE_HEADERS = ("content-type", "etag", "cache-control", "content-length")
 _FEEDS = ("longpoll", "continuous")
 _CHANGES_FILTERS = ("", "_doc_ids")
-_RESPONSE_CHUNK = 64 * 1024  # bytes per piece of a (non-feed) response sent to the device
+# JSON bodies that only read the device's own database: checked to be JSON, then sent on as they came
+_READ_BODIES = ("bulk_get", "revs_diff", "all_docs")
 _BUFFERED_RESPONSE = 1024 * 1024  # a (non-feed) response up to this is sent whole, larger ones stream on
 
 
@@ -38,17 +40,12 @@ class CouchPassThrough:
     """Forwards allowed requests to ``/<user db>/…`` on CouchDB; devices never see its address or account."""
 
     def __init__(self, url: str, user: str, password: str, *, max_body_bytes: int, feeds: OpenFeeds) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=url.rstrip("/"),
-            auth=httpx.BasicAuth(user, password) if user else None,
-            timeout=httpx.Timeout(60.0, connect=5.0),
-            limits=httpx.Limits(max_connections=4000, max_keepalive_connections=64),
-        )
+        self._upstream = Upstream(url, user, password, max_connections=4000, max_idle=64, read_timeout=60.0)
         self.max_body_bytes = max_body_bytes
         self._feeds = feeds
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._upstream.aclose()
 
     async def forward(
         self, request: Request, route: Route, device: Mapping[str, Any], *, multipart_as_json: bool = False
@@ -68,6 +65,9 @@ class CouchPassThrough:
                 content = multipart_to_json(await self.read_body(request), request.headers["content-type"])
             elif route.kind in ("doc", "local") and media != "application/json":
                 content = self._limited_stream(request)  # attachments, multipart/related: streamed through
+            elif route.kind in _READ_BODIES:
+                content = await self.read_body(request)
+                self.parse_json(content)
             else:
                 body = await self.read_json(request)
                 if route.kind == "bulk_docs":
@@ -81,22 +81,25 @@ class CouchPassThrough:
                     if problem is not None:
                         raise EdgeRefusal(400, *problem)
                 content = json.dumps(body, separators=(",", ":")).encode()
-        headers = {name: request.headers[name] for name in _REQUEST_HEADERS if name in request.headers}
-        headers["accept-encoding"] = "identity"
+        sent = request.headers
+        headers = [(name, sent[name]) for name in _REQUEST_HEADERS if name in sent and name != "content-type"]
         if isinstance(content, bytes):
-            headers["content-type"] = "application/json"  # JSON we parsed and re-encoded (or converted)
+            headers.append(("content-type", "application/json"))  # JSON we checked (or converted)
+        elif "content-type" in sent:
+            headers.append(("content-type", sent["content-type"]))
+        headers.append(("accept-encoding", "identity"))
         feed = route.kind == "changes" and dict(params).get("feed") in _FEEDS
-        upstream_request = self._http.build_request(
-            method,
-            f"/{quote(str(device['db']), safe='')}{route.couch_suffix}",
-            params=httpx.QueryParams(request.url.query),
-            headers=headers,
-            content=content,
-            timeout=httpx.Timeout(None, connect=5.0) if feed else None,
-        )
         try:
-            upstream = await self._http.send(upstream_request, stream=True)
-        except httpx.HTTPError as exc:
+            upstream = await self._upstream.request(
+                method,
+                f"/{quote(str(device['db']), safe='')}{route.couch_suffix}",
+                # re-encoded from what was checked: CouchDB also splits on ';', which the check does not
+                query=urlencode(params, quote_via=quote),
+                headers=headers,
+                body=content,
+                feed=feed,
+            )
+        except CouchUnavailable as exc:
             log.warning("edge.upstream_failed", device=device["device_id"], error=type(exc).__name__)
             raise EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later") from exc
         if upstream.status_code in (401, 403) and route.kind != "doc":
@@ -113,14 +116,14 @@ class CouchPassThrough:
             )
         return await _relay(upstream, out_headers, device)
 
-    async def _feed(self, upstream: httpx.Response, device: Mapping[str, Any]) -> AsyncIterator[bytes]:
+    async def _feed(self, upstream: UpstreamResponse, device: Mapping[str, Any]) -> AsyncIterator[bytes]:
         try:
             with self._feeds.track(str(device["device_id"]), str(device["user"])) as closed:
                 async for chunk in until_closed(upstream.aiter_raw(), closed):
                     yield chunk
                 if closed.is_set():
                     log.info("edge.feed_closed", device=device["device_id"])
-        except httpx.HTTPError:
+        except CouchUnavailable:
             return  # CouchDB went away mid-feed: end it, the device reconnects
         finally:
             await upstream.aclose()
@@ -139,7 +142,11 @@ class CouchPassThrough:
     async def read_json(self, request: Request) -> Any:
         """The body as JSON, at any nesting depth (parts nested too deep to keep are marked, see
         ``unstorable``)."""
-        raw = await self.read_body(request)
+        return self.parse_json(await self.read_body(request))
+
+    @staticmethod
+    def parse_json(raw: bytes) -> Any:
+        """``raw`` as JSON, or the ``invalid_json`` refusal."""
         try:
             return jsontext.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -163,11 +170,11 @@ class CouchPassThrough:
                 raise _too_large(self.max_body_bytes)
 
 
-async def _relay(upstream: httpx.Response, headers: dict[str, str], device: Mapping[str, Any]) -> Response:
+async def _relay(upstream: UpstreamResponse, headers: dict[str, str], device: Mapping[str, Any]) -> Response:
     """The upstream response for the device: whole when it ends within ``_BUFFERED_RESPONSE`` bytes (one write,
-    with its length), streamed on in pieces beyond that, so memory stays bounded whatever the response."""
-    # CouchDB sends a chunk per row: pass them on in bigger pieces
-    pieces = upstream.aiter_raw(_RESPONSE_CHUNK)
+    with its length), streamed on in pieces beyond that, so memory stays bounded whatever the response.
+    CouchDB sends a chunk per row; the upstream client hands on what arrived together as one piece."""
+    pieces = upstream.aiter_raw()
     held: list[bytes] = []
     size = 0
     try:
@@ -179,7 +186,7 @@ async def _relay(upstream: httpx.Response, headers: dict[str, str], device: Mapp
         else:
             await upstream.aclose()
             return Response(b"".join(held), status_code=upstream.status_code, headers=headers)
-    except httpx.HTTPError as exc:
+    except CouchUnavailable as exc:
         await upstream.aclose()
         log.warning("edge.upstream_failed", device=device["device_id"], error=type(exc).__name__)
         raise EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later") from exc
@@ -259,9 +266,11 @@ def _printable(doc_id: str) -> str:
     return doc_id.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-async def _merge_bulk_results(upstream: httpx.Response, refused: list[dict[str, Any]]) -> Response:
+async def _merge_bulk_results(upstream: UpstreamResponse, refused: list[dict[str, Any]]) -> Response:
     try:
         raw = await upstream.aread()
+    except CouchUnavailable as exc:
+        raise EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later") from exc
     finally:
         await upstream.aclose()
     if upstream.status_code >= 400:

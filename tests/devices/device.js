@@ -225,6 +225,7 @@ const ops = {
     const remote = remoteDb(args);
     const direction = args.direction || 'both';
     const opts = { retry: false };
+    if (args.batch_size) opts.batch_size = args.batch_size; // PouchDB's default: 100 per batch
     let rep;
     if (direction === 'push') rep = PouchDB.replicate(local, remote, opts);
     else if (direction === 'pull') rep = PouchDB.replicate(remote, local, opts);
@@ -379,6 +380,7 @@ const ops = {
     const remote = client.remote(PouchDB);
     const direction = args.direction || 'both';
     const opts = { retry: false };
+    if (args.batch_size) opts.batch_size = args.batch_size; // PouchDB's default: 100 per batch
     let rep;
     if (direction === 'push') rep = PouchDB.replicate(local, remote, opts);
     else if (direction === 'pull') rep = PouchDB.replicate(remote, local, opts);

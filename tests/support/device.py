@@ -190,8 +190,10 @@ class Device:
         password: str | None,
         direction: Direction = "both",
         timeout: float = 30.0,
+        batch_size: int | None = None,
     ) -> dict[str, Any]:
-        """One-shot replication with the remote database ``url`` as ``user``, bypassing the edge.
+        """One-shot replication with the remote database ``url`` as ``user``, bypassing the edge
+        (``batch_size``: PouchDB's documents per batch, its default 100 when None).
 
         Returns the summary ``{ok, docs_read, docs_written, doc_write_failures, errors, ...}`` (for
         ``both`` also ``push`` and ``pull``); per-document rejections (403 from a validate function)
@@ -206,6 +208,7 @@ class Device:
             password=password,
             direction=direction,
             timeout_ms=int(timeout * 1000),
+            batch_size=batch_size,
             _timeout=timeout + self.call_timeout,
         )
         return result
@@ -319,7 +322,7 @@ class Device:
         return result
 
     async def edge_replicate(
-        self, db: str, client: str, direction: Direction = "both", timeout: float = 30.0
+        self, db: str, client: str, direction: Direction = "both", timeout: float = 30.0, batch_size: int | None = None
     ) -> dict[str, Any]:
         """One-shot replication through the edge; when the edge asks for a wipe the device performs it and
         the result is ``{wiped: true, mode}``. A refused replication raises DeviceError with the edge's code."""
@@ -329,6 +332,7 @@ class Device:
             client=client,
             direction=direction,
             timeout_ms=int(timeout * 1000),
+            batch_size=batch_size,
             _timeout=timeout + self.call_timeout,
         )
         return result
