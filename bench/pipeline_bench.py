@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +36,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (
     BENCH_ENV,
+    RequestKey,
+    couch_requests,
     cpu_by_name,
     enrol_with_code,
     gather_limited,
     is_couchdb,
     pct,
+    requests_table,
     server_under_test,
     watch_projected,
 )
@@ -173,6 +177,8 @@ class PassResult:
     latencies: list[float] = field(default_factory=list)
     gw_cpu_ms: float = 0.0
     server_cpu: dict[str, float] = field(default_factory=dict)
+    bulk_requests: Counter[RequestKey] = field(default_factory=Counter)  # the gateway's, in the bulk pass
+    latency_requests: Counter[RequestKey] = field(default_factory=Counter)  # ... and in the latency pass
 
 
 def _per_tx(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
@@ -186,17 +192,38 @@ async def measure(
 ) -> PassResult:
     assert gw.process is not None
     result = PassResult(name)
-    before, gw_bulk = cpu_by_name(couch_pid), sum(cpu_by_name(gw.process.pid).values())
-    result.rate = await pipeline_rate(gw, users, open_db, args.per_user)
-    result.bulk_cpu = _per_tx(before, cpu_by_name(couch_pid), len(users) * args.per_user)
-    result.bulk_gw_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_bulk) * 1000 / (len(users) * args.per_user)
-    result.single = await single_write_rate(gw, users, open_db, args.latency_seconds)
-    gw_before, before = sum(cpu_by_name(gw.process.pid).values()), cpu_by_name(couch_pid)
-    result.latencies = await latency_at(gw.couch, users, open_db, result.single / 2, args.latency_seconds)
-    n = max(1, len(result.latencies))
-    result.gw_cpu_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_before) * 1000 / n
-    result.server_cpu = _per_tx(before, cpu_by_name(couch_pid), n)
+    async with gw.api_client() as api:
+        before, gw_bulk = cpu_by_name(couch_pid), sum(cpu_by_name(gw.process.pid).values())
+        requests = await couch_requests(api)
+        result.rate = await pipeline_rate(gw, users, open_db, args.per_user)
+        result.bulk_cpu = _per_tx(before, cpu_by_name(couch_pid), len(users) * args.per_user)
+        result.bulk_gw_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_bulk) * 1000 / (len(users) * args.per_user)
+        await settled(gw)  # the grace-period receipts and checkpoint saves of this pass belong to it
+        result.bulk_requests = await couch_requests(api) - requests
+        result.single = await single_write_rate(gw, users, open_db, args.latency_seconds)
+        gw_before, before = sum(cpu_by_name(gw.process.pid).values()), cpu_by_name(couch_pid)
+        requests = await couch_requests(api)
+        result.latencies = await latency_at(gw.couch, users, open_db, result.single / 2, args.latency_seconds)
+        n = max(1, len(result.latencies))
+        result.gw_cpu_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_before) * 1000 / n
+        result.server_cpu = _per_tx(before, cpu_by_name(couch_pid), n)
+        await settled(gw)
+        result.latency_requests = await couch_requests(api) - requests
     return result
+
+
+async def settled(gw: GatewayProcess, quiet_s: float = 7.0) -> None:
+    """Let delayed work of the last pass finish (accepted receipts after their grace period, checkpoint
+    saves after their interval): the gateway's CouchDB request count is still for ``quiet_s``."""
+    async with gw.api_client() as api:
+        last, still_since = await couch_requests(api), time.perf_counter()
+        while time.perf_counter() - still_since < quiet_s:
+            await asyncio.sleep(0.5)
+            now = await couch_requests(api)
+            busy = {k: v for k, v in (now - last).items() if k[1] != "_db_updates"}
+            if busy:
+                still_since = time.perf_counter()
+            last = now
 
 
 def _cpu_text(per_process: dict[str, float]) -> str:
@@ -224,6 +251,11 @@ def report(server_name: str, args: argparse.Namespace, raw: float, results: list
             f"p99 {pct(r.latencies, 99) * 1000:6.0f} ms"
         )
         print(f"    CPU per tx at that rate: gateway {r.gw_cpu_ms:5.1f} ms, server {_cpu_text(r.server_cpu)}")
+        if args.requests:
+            print("    bulk pass (device requests through the edge are listed as 'device'):")
+            print("\n".join(requests_table(r.bulk_requests, total, indent="      ")))
+            print("    latency pass:")
+            print("\n".join(requests_table(r.latency_requests, max(1, len(r.latencies)), indent="      ")))
     base = results[0]
     for r in results[1:]:
         print(
@@ -267,6 +299,7 @@ async def main() -> None:
     parser.add_argument("--per-user", type=int, default=int(os.environ.get("SYNC_BENCH_PER_USER", 100)))
     parser.add_argument("--latency-seconds", type=float, default=15.0)
     parser.add_argument("--no-vdu", action="store_true", default=os.environ.get("SYNC_BENCH_NO_VDU") == "1")
+    parser.add_argument("--requests", action="store_true", help="print the CouchDB requests per transaction")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         couch, couch_pid, server_name = server_under_test(Path(tmp))
