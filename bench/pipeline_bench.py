@@ -24,8 +24,8 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,9 @@ from tests.support.gateway import GatewayProcess
 
 #: a device's HTTP client for its own database, and the path prefix of that database
 Opener = Callable[[str], tuple[httpx.AsyncClient, str]]
+
+
+IDLE_WINDOW_S = 10.0
 
 
 def transaction(user: str, i: int) -> dict[str, Any]:
@@ -89,9 +92,15 @@ async def until_staged(gw: GatewayProcess, count: int) -> None:
         await asyncio.sleep(0.02)
 
 
-async def pipeline_rate(gw: GatewayProcess, users: list[str], open_db: Opener, per_user: int, chunk: int = 50) -> float:
+async def pipeline_rate(
+    gw: GatewayProcess, users: list[str], open_db: Opener, per_user: int, chunk: int = 50
+) -> tuple[float, dict[str, float]]:
+    """Throughput from the first device write to the last staging row, and when each stage was done
+    (seconds from the start: devices' writes answered, events appended, rows staged)."""
     before = staged(gw)
     total = len(users) * per_user
+    events_before = await event_count(gw)
+    stages: dict[str, float] = {}
 
     async def write(user: str) -> None:
         device, prefix = open_db(user)
@@ -100,10 +109,24 @@ async def pipeline_rate(gw: GatewayProcess, users: list[str], open_db: Opener, p
             for s in range(0, per_user, chunk):
                 (await device.post(f"{prefix}/_bulk_docs", json={"docs": batch[s : s + chunk]})).raise_for_status()
 
+    async def appended() -> None:
+        while await event_count(gw) < events_before + total:
+            await asyncio.sleep(0.02)
+        stages["appended"] = time.perf_counter() - started
+
     started = time.perf_counter()
+    watch = asyncio.create_task(appended())
     await asyncio.gather(*(write(u) for u in users))
+    stages["written"] = time.perf_counter() - started
     await until_staged(gw, before + total)
-    return total / (time.perf_counter() - started)
+    stages["staged"] = time.perf_counter() - started
+    await watch
+    return total / (time.perf_counter() - started), stages
+
+
+async def event_count(gw: GatewayProcess) -> int:
+    async with gw.couch_admin() as couch:
+        return int((await couch.get("/sync_events")).json()["doc_count"])
 
 
 async def single_write_rate(gw: GatewayProcess, users: list[str], open_db: Opener, seconds: float) -> float:
@@ -173,6 +196,7 @@ class PassResult:
     rate: float = 0.0
     bulk_cpu: dict[str, float] = field(default_factory=dict)  # server CPU ms per transaction, by process
     bulk_gw_ms: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # seconds from the first write until each stage
     single: float = 0.0
     latencies: list[float] = field(default_factory=list)
     gw_cpu_ms: float = 0.0
@@ -192,13 +216,14 @@ async def measure(
 ) -> PassResult:
     assert gw.process is not None
     result = PassResult(name)
+    print(f"... {name}", file=sys.stderr, flush=True)
     async with gw.api_client() as api:
         before, gw_bulk = cpu_by_name(couch_pid), sum(cpu_by_name(gw.process.pid).values())
         requests = await couch_requests(api)
-        result.rate = await pipeline_rate(gw, users, open_db, args.per_user)
+        result.rate, result.stages = await pipeline_rate(gw, users, open_db, args.per_user)
         result.bulk_cpu = _per_tx(before, cpu_by_name(couch_pid), len(users) * args.per_user)
         result.bulk_gw_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_bulk) * 1000 / (len(users) * args.per_user)
-        await settled(gw)  # the grace-period receipts and checkpoint saves of this pass belong to it
+        await settled()  # the grace-period receipts and checkpoint saves of this pass belong to it
         result.bulk_requests = await couch_requests(api) - requests
         result.single = await single_write_rate(gw, users, open_db, args.latency_seconds)
         gw_before, before = sum(cpu_by_name(gw.process.pid).values()), cpu_by_name(couch_pid)
@@ -207,23 +232,15 @@ async def measure(
         n = max(1, len(result.latencies))
         result.gw_cpu_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_before) * 1000 / n
         result.server_cpu = _per_tx(before, cpu_by_name(couch_pid), n)
-        await settled(gw)
+        await settled()
         result.latency_requests = await couch_requests(api) - requests
     return result
 
 
-async def settled(gw: GatewayProcess, quiet_s: float = 7.0) -> None:
-    """Let delayed work of the last pass finish (accepted receipts after their grace period, checkpoint
-    saves after their interval): the gateway's CouchDB request count is still for ``quiet_s``."""
-    async with gw.api_client() as api:
-        last, still_since = await couch_requests(api), time.perf_counter()
-        while time.perf_counter() - still_since < quiet_s:
-            await asyncio.sleep(0.5)
-            now = await couch_requests(api)
-            busy = {k: v for k, v in (now - last).items() if k[1] != "_db_updates"}
-            if busy:
-                still_since = time.perf_counter()
-            last = now
+async def settled(seconds: float = 6.5) -> None:
+    """Let delayed work of the last pass finish, so its CouchDB requests are counted with it: accepted
+    receipts after their grace period (1 s), checkpoint saves after their interval (5 s)."""
+    await asyncio.sleep(seconds)
 
 
 def _cpu_text(per_process: dict[str, float]) -> str:
@@ -243,6 +260,8 @@ def report(server_name: str, args: argparse.Namespace, raw: float, results: list
             f"    pipeline throughput : {r.rate:8.1f} tx/s (device write -> staging row), "
             f"ratio / raw {r.rate / raw:6.3f}"
         )
+        stages = sorted(r.stages.items(), key=lambda kv: kv[1])
+        print("    done after: " + ", ".join(f"{k} {v:5.2f} s" for k, v in stages))
         print(f"    CPU per tx in that run: gateway {r.bulk_gw_ms:5.1f} ms, server {_cpu_text(r.bulk_cpu)}")
         print(f"    one write at a time per device: {r.single:6.1f} tx/s")
         print(
@@ -299,6 +318,7 @@ async def main() -> None:
     parser.add_argument("--per-user", type=int, default=int(os.environ.get("SYNC_BENCH_PER_USER", 100)))
     parser.add_argument("--latency-seconds", type=float, default=15.0)
     parser.add_argument("--no-vdu", action="store_true", default=os.environ.get("SYNC_BENCH_NO_VDU") == "1")
+    parser.add_argument("--only-no-vdu", action="store_true", help="with --no-vdu: run that pass only")
     parser.add_argument("--requests", action="store_true", help="print the CouchDB requests per transaction")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -316,6 +336,12 @@ async def main() -> None:
             await set_vdu(couch, direct + edge, present=True)
             await set_vdu(couch, nvdu, present=False)
             raw = await raw_bulk_rate(couch, args.users * args.per_user)
+            idle: Counter[RequestKey] = Counter()
+            if args.requests:  # what the gateway asks of CouchDB while nothing happens, for comparison
+                async with gw.api_client() as api:
+                    first = await couch_requests(api)
+                    await asyncio.sleep(IDLE_WINDOW_S)
+                    idle = await couch_requests(api) - first
 
             def open_direct(user: str) -> tuple[httpx.AsyncClient, str]:
                 client = httpx.AsyncClient(base_url=couch.url, auth=(user, password(user)), timeout=60)
@@ -330,11 +356,16 @@ async def main() -> None:
             ]
             if nvdu:
                 passes.append(("through the edge, no validate_doc_update", nvdu, open_edge))
+            if args.only_no_vdu:
+                passes = passes[-1:]
             results = [await measure(name, gw, couch_pid, users, opener, args) for name, users, opener in passes]
         finally:
             gw.stop()
             couch.stop()
     report(server_name if not is_couchdb(server_name) else f"{server_name} (wake-ups)", args, raw, results)
+    if args.requests:
+        print(f"  idle gateway, {IDLE_WINDOW_S:.0f} s (per second):")
+        print("\n".join(requests_table(idle, int(IDLE_WINDOW_S), indent="    ")))
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

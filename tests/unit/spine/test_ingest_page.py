@@ -6,6 +6,7 @@ and conflict pipeline are small fakes that record what the stages asked of them.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -51,9 +52,13 @@ class FakeReceipts:
 
 
 class FakeBusiness:
-    def __init__(self, failures: dict[str, list[dict[str, str]]]) -> None:
+    def __init__(self, failures: dict[str, list[dict[str, str]]], stock_at: Iterable[str] = ("VAN-01",)) -> None:
         self.failures = failures
         self.checked: list[str] = []
+        self.stock_at = set(stock_at)
+
+    async def judges_stock_at(self, location: str) -> bool:
+        return location in self.stock_at
 
     async def check(self, payloads: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, str]]]:
         ids = [str(p["_id"]) for p in payloads]
@@ -220,3 +225,48 @@ async def test_a_page_without_candidates_writes_nothing() -> None:
     ingest, events, receipts = _ingest()
     assert await ingest.handle(DB, USER, [_row({**docs.sales_order("x"), "status": "draft"})]) is None
     assert events.stored == {} and receipts.written == []
+
+
+class GatedEvents(FakeEvents):
+    """An event log whose appends wait at a gate, so a test can hold one page inside its locked stages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def append(self, event_docs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        self.waiting += 1
+        await self.gate.wait()
+        return await super().append(event_docs)
+
+
+@pytest.mark.parametrize(
+    ("second_van", "waits"),
+    [("VAN-01", True), ("VAN-02", False), ("SHELF-9", False)],  # SHELF-9: stock not mirrored, not judged
+)
+async def test_pages_taking_stock_from_one_van_are_checked_one_after_the_other(second_van: str, waits: bool) -> None:
+    business = FakeBusiness({}, stock_at=("VAN-01", "VAN-02"))
+    events = GatedEvents()
+    ingest = PageIngest(
+        None,  # type: ignore[arg-type]
+        events,  # type: ignore[arg-type]
+        FakeReceipts(),  # type: ignore[arg-type]
+        DocumentValidator(),
+        business=business,  # type: ignore[arg-type]
+    )
+    first = docs.inventory_movement("kai-phone", quantity=2)
+    second = {**docs.inventory_movement("ana-phone", quantity=2), "from_location": second_van}
+    page_a = asyncio.create_task(ingest.handle(DB, USER, [_row(first)]))
+    while events.waiting < 1:  # page A is inside its locked stages, waiting to append
+        await asyncio.sleep(0)
+    page_b = asyncio.create_task(ingest.handle("userdb-616e61", "ana", [_row(second)]))
+    for _ in range(50):  # let page B run as far as it may
+        await asyncio.sleep(0)
+    # one van: B's rules wait until A's movement is appended (else both could take the last units)
+    assert business.checked == ([first["_id"]] if waits else [first["_id"], second["_id"]])
+    events.gate.set()
+    await asyncio.gather(page_a, page_b)
+    assert business.checked == [first["_id"], second["_id"]]
+    assert len(events.stored) == 2  # both appended
+    assert len(ingest._entity_locks) == 0  # no lock kept for entities nobody waits for
