@@ -221,3 +221,20 @@ def requests_table(delta: Mapping[RequestKey, int], transactions: int, indent: s
         if count > 0:
             lines.append(f"{indent}  {method:6} {endpoint:14} {db:18} {count / max(1, transactions):7.3f}  ({count})")
     return lines
+
+
+SERVER_STATS = ("requests", "database_reads", "database_writes", "document_writes", "commits")
+
+
+async def server_stats(couch: CouchServer, server_name: str) -> Counter[str]:
+    """CouchDB's own counters (``/_node/_local/_stats``): every client's requests (the gateway's, the
+    edge's pass-through, the bench's own), database reads and writes, commits; empty on the dev server."""
+    if not is_couchdb(server_name):
+        return Counter()
+    async with httpx.AsyncClient(base_url=couch.url, auth=(couch.admin_user, couch.admin_password)) as http:
+        stats = (await http.get("/_node/_local/_stats/couchdb")).json()
+    values = {
+        "requests": stats["httpd"]["requests"]["value"],
+        **{name: stats[name]["value"] for name in SERVER_STATS[1:]},
+    }
+    return Counter({k: int(v) for k, v in values.items()})

@@ -44,6 +44,7 @@ from bench.harness import (
     is_couchdb,
     pct,
     requests_table,
+    server_stats,
     server_under_test,
     watch_projected,
 )
@@ -203,6 +204,8 @@ class PassResult:
     server_cpu: dict[str, float] = field(default_factory=dict)
     bulk_requests: Counter[RequestKey] = field(default_factory=Counter)  # the gateway's, in the bulk pass
     latency_requests: Counter[RequestKey] = field(default_factory=Counter)  # ... and in the latency pass
+    bulk_server: Counter[str] = field(default_factory=Counter)  # CouchDB's own counters, bulk pass
+    latency_server: Counter[str] = field(default_factory=Counter)
 
 
 def _per_tx(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
@@ -219,21 +222,23 @@ async def measure(
     print(f"... {name}", file=sys.stderr, flush=True)
     async with gw.api_client() as api:
         before, gw_bulk = cpu_by_name(couch_pid), sum(cpu_by_name(gw.process.pid).values())
-        requests = await couch_requests(api)
+        requests, server = await couch_requests(api), await server_stats(gw.couch, args.server_name)
         result.rate, result.stages = await pipeline_rate(gw, users, open_db, args.per_user)
         result.bulk_cpu = _per_tx(before, cpu_by_name(couch_pid), len(users) * args.per_user)
         result.bulk_gw_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_bulk) * 1000 / (len(users) * args.per_user)
         await settled()  # the grace-period receipts and checkpoint saves of this pass belong to it
         result.bulk_requests = await couch_requests(api) - requests
+        result.bulk_server = await server_stats(gw.couch, args.server_name) - server
         result.single = await single_write_rate(gw, users, open_db, args.latency_seconds)
         gw_before, before = sum(cpu_by_name(gw.process.pid).values()), cpu_by_name(couch_pid)
-        requests = await couch_requests(api)
+        requests, server = await couch_requests(api), await server_stats(gw.couch, args.server_name)
         result.latencies = await latency_at(gw.couch, users, open_db, result.single / 2, args.latency_seconds)
         n = max(1, len(result.latencies))
         result.gw_cpu_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_before) * 1000 / n
         result.server_cpu = _per_tx(before, cpu_by_name(couch_pid), n)
         await settled()
         result.latency_requests = await couch_requests(api) - requests
+        result.latency_server = await server_stats(gw.couch, args.server_name) - server
     return result
 
 
@@ -241,6 +246,13 @@ async def settled(seconds: float = 6.5) -> None:
     """Let delayed work of the last pass finish, so its CouchDB requests are counted with it: accepted
     receipts after their grace period (1 s), checkpoint saves after their interval (5 s)."""
     await asyncio.sleep(seconds)
+
+
+def _server_text(stats: Counter[str], transactions: int) -> str:
+    if not stats:
+        return "CouchDB's own counters: n/a (dev server)"
+    per_tx = ", ".join(f"{k} {v / transactions:.2f}" for k, v in stats.items())
+    return f"CouchDB's own counters per tx (every client): {per_tx}"
 
 
 def _cpu_text(per_process: dict[str, float]) -> str:
@@ -273,8 +285,10 @@ def report(server_name: str, args: argparse.Namespace, raw: float, results: list
         if args.requests:
             print("    bulk pass (device requests through the edge are listed as 'device'):")
             print("\n".join(requests_table(r.bulk_requests, total, indent="      ")))
+            print("      " + _server_text(r.bulk_server, total))
             print("    latency pass:")
             print("\n".join(requests_table(r.latency_requests, max(1, len(r.latencies)), indent="      ")))
+            print("      " + _server_text(r.latency_server, max(1, len(r.latencies))))
     base = results[0]
     for r in results[1:]:
         print(
@@ -323,6 +337,7 @@ async def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         couch, couch_pid, server_name = server_under_test(Path(tmp))
+        args.server_name = server_name
         gw = GatewayProcess(couch, Path(tmp), extra_env=BENCH_ENV)
         try:
             gw.start()
