@@ -11,7 +11,7 @@
 5. **append**: one event per revision, deterministic ids, a replay is a no-op;
 6. **review**: the handlers run on the page's business and stale-base conflicts;
 7. **receipt**: ``rejected`` and ``in_review`` receipts at once, ``accepted`` after a grace period unless the
-   projector answered first.
+   projector answered first (longer while the projector is busy settling others).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -41,6 +42,7 @@ log = structlog.get_logger(__name__)
 
 _INTERNAL_FIELDS = ("_rev", "_attachments", "_conflicts", "_revisions", "_deleted")
 _SETTLED = ("projected", "dead_lettered")
+_PATIENCE = 10  # grace periods an accepted receipt waits at most while the projector is settling others
 # types whose acceptance depends on what was accepted before (stock balances, entity edits): checked and
 # appended under a lock per entity (``state_keys``) so two pages cannot both pass against the same state
 STATEFUL_TYPES = frozenset({"inventory_movement", "work_order_update", "customer_update"})
@@ -313,14 +315,21 @@ class PageIngest:
         task.add_done_callback(self._background.discard)
 
     async def _write_accepted_later(self, db: str, updates: list[ReceiptUpdate]) -> None:
-        """Write ``accepted`` receipts for what is still unprojected after the grace period."""
-        await asyncio.sleep(self._accepted_delay)
-        settled = self._receipts.remembered(db, [u.transaction_id for u in updates])
-        waiting = [u for u in updates if settled.get(u.transaction_id, {}).get("status") not in _SETTLED]
-        if not waiting:
-            return
+        """Write ``accepted`` receipts for what is still unprojected after the grace period. While the projector
+        in this process keeps settling receipts (it is behind, not stuck), wait on, up to ``_PATIENCE`` grace
+        periods: under load every transaction would otherwise get two receipt writes."""
+        deadline = time.monotonic() + self._accepted_delay * _PATIENCE
+        while True:
+            await asyncio.sleep(self._accepted_delay)
+            settled = self._receipts.remembered(db, [u.transaction_id for u in updates])
+            updates = [u for u in updates if settled.get(u.transaction_id, {}).get("status") not in _SETTLED]
+            if not updates:
+                return
+            moving = time.monotonic() - self._receipts.last_settled_at < self._accepted_delay
+            if not moving or time.monotonic() >= deadline:
+                break
         try:
-            await self._receipts.write(db, waiting)
+            await self._receipts.write(db, updates)
         except CouchError as exc:  # a hint for the device only: the event is appended, projection goes on
             log.warning("ingest.accepted_receipts_failed", user_db=db, error=str(exc))
 

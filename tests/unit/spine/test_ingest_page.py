@@ -7,6 +7,7 @@ and conflict pipeline are small fakes that record what the stages asked of them.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -37,6 +38,7 @@ class FakeReceipts:
     def __init__(self, current: dict[str, dict[str, Any]] | None = None) -> None:
         self.current_by_id = current or {}
         self.written: list[ReceiptUpdate] = []
+        self.last_settled_at = 0.0
 
     def remembered(self, db: str, transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         return {i: self.current_by_id[i] for i in transaction_ids if i in self.current_by_id}
@@ -270,3 +272,38 @@ async def test_pages_taking_stock_from_one_van_are_checked_one_after_the_other(s
     assert business.checked == [first["_id"], second["_id"]]
     assert len(events.stored) == 2  # both appended
     assert len(ingest._entity_locks) == 0  # no lock kept for entities nobody waits for
+
+
+class ProjectingReceipts(FakeReceipts):
+    """Receipts beside a projector that settles every transaction at the third look (the page's own look in
+    ``decide`` is the first); ``busy``: it keeps settling other receipts meanwhile."""
+
+    def __init__(self, *, busy: bool) -> None:
+        super().__init__()
+        self.looks = 0
+        self.busy = busy
+
+    def remembered(self, db: str, transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        self.looks += 1
+        if self.busy:
+            self.last_settled_at = time.monotonic()
+        return {t: {"status": "projected"} for t in transaction_ids} if self.looks >= 3 else {}
+
+
+@pytest.mark.parametrize(("busy", "accepted_written"), [(True, False), (False, True)])
+async def test_an_accepted_receipt_waits_while_the_projector_is_busy_settling_others(
+    busy: bool, accepted_written: bool
+) -> None:
+    receipts = ProjectingReceipts(busy=busy)
+    ingest = PageIngest(
+        None,  # type: ignore[arg-type]
+        FakeEvents(),  # type: ignore[arg-type]
+        receipts,  # type: ignore[arg-type]
+        DocumentValidator(),
+        accepted_receipt_delay=0.001,
+    )
+    order = docs.sales_order("kai-phone")
+    await ingest.handle(DB, USER, [_row(order)])
+    await asyncio.gather(*ingest._background)
+    # a projector that is behind but moving answers soon: one receipt write (projected) instead of two
+    assert receipts.status(order["_id"]) == (["accepted"] if accepted_written else [])
