@@ -11,6 +11,7 @@ import asyncio
 import os
 import secrets
 import statistics
+from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.devserver import PouchServer
@@ -189,3 +191,50 @@ async def watch_projected(
             if doc.get("type") == "receipt" and doc.get("status") == "projected":
                 seen.setdefault(str(doc.get("transaction_id")), now)
         since = batch.last_seq
+
+
+RequestKey = tuple[str, str, str]
+"""(method, endpoint, database class) of a CouchDB request, as the gateway's metrics name them."""
+
+
+async def couch_requests(api: httpx.AsyncClient) -> Counter[RequestKey]:
+    """The gateway's CouchDB requests so far by method, endpoint and database class (its ``/metrics``), plus
+    the device requests its edge forwarded, as ``("device", kind, "edge")``."""
+    response = await api.get("/metrics")
+    response.raise_for_status()
+    counts: Counter[RequestKey] = Counter()
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            labels = sample.labels
+            if sample.name == "sync_couch_request_seconds_count":
+                counts[(labels["method"], labels["endpoint"], labels["db"])] += int(sample.value)
+            elif sample.name == "sync_edge_requests_total" and labels.get("outcome") == "ok":
+                counts[("device", labels["kind"], "edge")] += int(sample.value)
+    return counts
+
+
+def requests_table(delta: Mapping[RequestKey, int], transactions: int, indent: str = "    ") -> list[str]:
+    """Lines of a per-transaction table of CouchDB requests, most frequent first."""
+    total = sum(v for k, v in delta.items() if k[0] != "device")
+    lines = [f"{indent}CouchDB requests per tx by the gateway: {total / max(1, transactions):.3f} ({total} in all)"]
+    for (method, endpoint, db), count in sorted(delta.items(), key=lambda kv: (-kv[1], kv[0])):
+        if count > 0:
+            lines.append(f"{indent}  {method:6} {endpoint:14} {db:18} {count / max(1, transactions):7.3f}  ({count})")
+    return lines
+
+
+SERVER_STATS = ("requests", "database_reads", "database_writes", "document_writes", "commits")
+
+
+async def server_stats(couch: CouchServer, server_name: str) -> Counter[str]:
+    """CouchDB's own counters (``/_node/_local/_stats``): every client's requests (the gateway's, the
+    edge's pass-through, the bench's own), database reads and writes, commits; empty on the dev server."""
+    if not is_couchdb(server_name):
+        return Counter()
+    async with httpx.AsyncClient(base_url=couch.url, auth=(couch.admin_user, couch.admin_password)) as http:
+        stats = (await http.get("/_node/_local/_stats/couchdb")).json()
+    values = {
+        "requests": stats["httpd"]["requests"]["value"],
+        **{name: stats[name]["value"] for name in SERVER_STATS[1:]},
+    }
+    return Counter({k: int(v) for k, v in values.items()})

@@ -24,6 +24,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,11 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (
     BENCH_ENV,
+    RequestKey,
+    couch_requests,
     cpu_by_name,
     enrol_with_code,
     gather_limited,
     is_couchdb,
     pct,
+    requests_table,
+    server_stats,
     server_under_test,
     watch_projected,
 )
@@ -52,6 +57,9 @@ from tests.support.gateway import GatewayProcess
 
 #: a device's HTTP client for its own database, and the path prefix of that database
 Opener = Callable[[str], tuple[httpx.AsyncClient, str]]
+
+
+IDLE_WINDOW_S = 10.0
 
 
 def transaction(user: str, i: int) -> dict[str, Any]:
@@ -85,9 +93,15 @@ async def until_staged(gw: GatewayProcess, count: int) -> None:
         await asyncio.sleep(0.02)
 
 
-async def pipeline_rate(gw: GatewayProcess, users: list[str], open_db: Opener, per_user: int, chunk: int = 50) -> float:
+async def pipeline_rate(
+    gw: GatewayProcess, users: list[str], open_db: Opener, per_user: int, chunk: int = 50
+) -> tuple[float, dict[str, float]]:
+    """Throughput from the first device write to the last staging row, and when each stage was done
+    (seconds from the start: devices' writes answered, events appended, rows staged)."""
     before = staged(gw)
     total = len(users) * per_user
+    events_before = await event_count(gw)
+    stages: dict[str, float] = {}
 
     async def write(user: str) -> None:
         device, prefix = open_db(user)
@@ -96,10 +110,24 @@ async def pipeline_rate(gw: GatewayProcess, users: list[str], open_db: Opener, p
             for s in range(0, per_user, chunk):
                 (await device.post(f"{prefix}/_bulk_docs", json={"docs": batch[s : s + chunk]})).raise_for_status()
 
+    async def appended() -> None:
+        while await event_count(gw) < events_before + total:
+            await asyncio.sleep(0.02)
+        stages["appended"] = time.perf_counter() - started
+
     started = time.perf_counter()
+    watch = asyncio.create_task(appended())
     await asyncio.gather(*(write(u) for u in users))
+    stages["written"] = time.perf_counter() - started
     await until_staged(gw, before + total)
-    return total / (time.perf_counter() - started)
+    stages["staged"] = time.perf_counter() - started
+    await watch
+    return total / (time.perf_counter() - started), stages
+
+
+async def event_count(gw: GatewayProcess) -> int:
+    async with gw.couch_admin() as couch:
+        return int((await couch.get("/sync_events")).json()["doc_count"])
 
 
 async def single_write_rate(gw: GatewayProcess, users: list[str], open_db: Opener, seconds: float) -> float:
@@ -169,10 +197,15 @@ class PassResult:
     rate: float = 0.0
     bulk_cpu: dict[str, float] = field(default_factory=dict)  # server CPU ms per transaction, by process
     bulk_gw_ms: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)  # seconds from the first write until each stage
     single: float = 0.0
     latencies: list[float] = field(default_factory=list)
     gw_cpu_ms: float = 0.0
     server_cpu: dict[str, float] = field(default_factory=dict)
+    bulk_requests: Counter[RequestKey] = field(default_factory=Counter)  # the gateway's, in the bulk pass
+    latency_requests: Counter[RequestKey] = field(default_factory=Counter)  # ... and in the latency pass
+    bulk_server: Counter[str] = field(default_factory=Counter)  # CouchDB's own counters, bulk pass
+    latency_server: Counter[str] = field(default_factory=Counter)
 
 
 def _per_tx(before: dict[str, float], after: dict[str, float], count: int) -> dict[str, float]:
@@ -186,17 +219,40 @@ async def measure(
 ) -> PassResult:
     assert gw.process is not None
     result = PassResult(name)
-    before, gw_bulk = cpu_by_name(couch_pid), sum(cpu_by_name(gw.process.pid).values())
-    result.rate = await pipeline_rate(gw, users, open_db, args.per_user)
-    result.bulk_cpu = _per_tx(before, cpu_by_name(couch_pid), len(users) * args.per_user)
-    result.bulk_gw_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_bulk) * 1000 / (len(users) * args.per_user)
-    result.single = await single_write_rate(gw, users, open_db, args.latency_seconds)
-    gw_before, before = sum(cpu_by_name(gw.process.pid).values()), cpu_by_name(couch_pid)
-    result.latencies = await latency_at(gw.couch, users, open_db, result.single / 2, args.latency_seconds)
-    n = max(1, len(result.latencies))
-    result.gw_cpu_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_before) * 1000 / n
-    result.server_cpu = _per_tx(before, cpu_by_name(couch_pid), n)
+    print(f"... {name}", file=sys.stderr, flush=True)
+    async with gw.api_client() as api:
+        before, gw_bulk = cpu_by_name(couch_pid), sum(cpu_by_name(gw.process.pid).values())
+        requests, server = await couch_requests(api), await server_stats(gw.couch, args.server_name)
+        result.rate, result.stages = await pipeline_rate(gw, users, open_db, args.per_user)
+        result.bulk_cpu = _per_tx(before, cpu_by_name(couch_pid), len(users) * args.per_user)
+        result.bulk_gw_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_bulk) * 1000 / (len(users) * args.per_user)
+        await settled()  # the grace-period receipts and checkpoint saves of this pass belong to it
+        result.bulk_requests = await couch_requests(api) - requests
+        result.bulk_server = await server_stats(gw.couch, args.server_name) - server
+        result.single = await single_write_rate(gw, users, open_db, args.latency_seconds)
+        gw_before, before = sum(cpu_by_name(gw.process.pid).values()), cpu_by_name(couch_pid)
+        requests, server = await couch_requests(api), await server_stats(gw.couch, args.server_name)
+        result.latencies = await latency_at(gw.couch, users, open_db, result.single / 2, args.latency_seconds)
+        n = max(1, len(result.latencies))
+        result.gw_cpu_ms = (sum(cpu_by_name(gw.process.pid).values()) - gw_before) * 1000 / n
+        result.server_cpu = _per_tx(before, cpu_by_name(couch_pid), n)
+        await settled()
+        result.latency_requests = await couch_requests(api) - requests
+        result.latency_server = await server_stats(gw.couch, args.server_name) - server
     return result
+
+
+async def settled(seconds: float = 6.5) -> None:
+    """Let delayed work of the last pass finish, so its CouchDB requests are counted with it: accepted
+    receipts after their grace period (1 s), checkpoint saves after their interval (5 s)."""
+    await asyncio.sleep(seconds)
+
+
+def _server_text(stats: Counter[str], transactions: int) -> str:
+    if not stats:
+        return "CouchDB's own counters: n/a (dev server)"
+    per_tx = ", ".join(f"{k} {v / transactions:.2f}" for k, v in stats.items())
+    return f"CouchDB's own counters per tx (every client): {per_tx}"
 
 
 def _cpu_text(per_process: dict[str, float]) -> str:
@@ -216,6 +272,8 @@ def report(server_name: str, args: argparse.Namespace, raw: float, results: list
             f"    pipeline throughput : {r.rate:8.1f} tx/s (device write -> staging row), "
             f"ratio / raw {r.rate / raw:6.3f}"
         )
+        stages = sorted(r.stages.items(), key=lambda kv: kv[1])
+        print("    done after: " + ", ".join(f"{k} {v:5.2f} s" for k, v in stages))
         print(f"    CPU per tx in that run: gateway {r.bulk_gw_ms:5.1f} ms, server {_cpu_text(r.bulk_cpu)}")
         print(f"    one write at a time per device: {r.single:6.1f} tx/s")
         print(
@@ -224,6 +282,13 @@ def report(server_name: str, args: argparse.Namespace, raw: float, results: list
             f"p99 {pct(r.latencies, 99) * 1000:6.0f} ms"
         )
         print(f"    CPU per tx at that rate: gateway {r.gw_cpu_ms:5.1f} ms, server {_cpu_text(r.server_cpu)}")
+        if args.requests:
+            print("    bulk pass (device requests through the edge are listed as 'device'):")
+            print("\n".join(requests_table(r.bulk_requests, total, indent="      ")))
+            print("      " + _server_text(r.bulk_server, total))
+            print("    latency pass:")
+            print("\n".join(requests_table(r.latency_requests, max(1, len(r.latencies)), indent="      ")))
+            print("      " + _server_text(r.latency_server, max(1, len(r.latencies))))
     base = results[0]
     for r in results[1:]:
         print(
@@ -267,9 +332,12 @@ async def main() -> None:
     parser.add_argument("--per-user", type=int, default=int(os.environ.get("SYNC_BENCH_PER_USER", 100)))
     parser.add_argument("--latency-seconds", type=float, default=15.0)
     parser.add_argument("--no-vdu", action="store_true", default=os.environ.get("SYNC_BENCH_NO_VDU") == "1")
+    parser.add_argument("--only-no-vdu", action="store_true", help="with --no-vdu: run that pass only")
+    parser.add_argument("--requests", action="store_true", help="print the CouchDB requests per transaction")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         couch, couch_pid, server_name = server_under_test(Path(tmp))
+        args.server_name = server_name
         gw = GatewayProcess(couch, Path(tmp), extra_env=BENCH_ENV)
         try:
             gw.start()
@@ -283,6 +351,12 @@ async def main() -> None:
             await set_vdu(couch, direct + edge, present=True)
             await set_vdu(couch, nvdu, present=False)
             raw = await raw_bulk_rate(couch, args.users * args.per_user)
+            idle: Counter[RequestKey] = Counter()
+            if args.requests:  # what the gateway asks of CouchDB while nothing happens, for comparison
+                async with gw.api_client() as api:
+                    first = await couch_requests(api)
+                    await asyncio.sleep(IDLE_WINDOW_S)
+                    idle = await couch_requests(api) - first
 
             def open_direct(user: str) -> tuple[httpx.AsyncClient, str]:
                 client = httpx.AsyncClient(base_url=couch.url, auth=(user, password(user)), timeout=60)
@@ -297,11 +371,16 @@ async def main() -> None:
             ]
             if nvdu:
                 passes.append(("through the edge, no validate_doc_update", nvdu, open_edge))
+            if args.only_no_vdu:
+                passes = passes[-1:]
             results = [await measure(name, gw, couch_pid, users, opener, args) for name, users, opener in passes]
         finally:
             gw.stop()
             couch.stop()
     report(server_name if not is_couchdb(server_name) else f"{server_name} (wake-ups)", args, raw, results)
+    if args.requests:
+        print(f"  idle gateway, {IDLE_WINDOW_S:.0f} s (per second):")
+        print("\n".join(requests_table(idle, int(IDLE_WINDOW_S), indent="    ")))
 
 
 def _interrupt(_signum: int, _frame: object) -> None:

@@ -164,8 +164,9 @@ BUILD_INFO = Gauge(
 
 COUCH_REQUESTS = Histogram(
     "sync_couch_request_seconds",
-    "CouchDB requests by method, endpoint (normalised, never a raw path) and status (error: no answer)",
-    ["method", "endpoint", "status"],
+    "CouchDB requests by method, endpoint (normalised, never a raw path), database class (user for every user "
+    "database, else the gateway's own database's name; server for server endpoints) and status (error: no answer)",
+    ["method", "endpoint", "db", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
     registry=REGISTRY,
 )
@@ -260,8 +261,21 @@ def loop_label(name: str) -> str:
     return name if name in _LOOPS else "other"
 
 
+_USER_DB_PREFIX = "userdb-"  # CouchDB's couch_peruser naming, as couch.naming writes it (a layer above this one)
+
+
+def couch_db_class(path: str) -> str:
+    """A bounded name for the database a CouchDB URL path addresses: ``user`` for any user database
+    (``userdb-…``), ``server`` for server endpoints, else the database's own name (the gateway's system
+    databases, ``_users``, ``_global_changes``: a set fixed by configuration)."""
+    first = path.split("?", 1)[0].lstrip("/").split("/", 1)[0]
+    if not first or (first.startswith("_") and first in _SERVER_ENDPOINTS):
+        return "server"
+    return "user" if first.startswith(_USER_DB_PREFIX) else first
+
+
 def observe_couch(method: str, path: str, status: int | str, seconds: float) -> None:
-    COUCH_REQUESTS.labels(method, couch_endpoint(path), str(status)).observe(seconds)
+    COUCH_REQUESTS.labels(method, couch_endpoint(path), couch_db_class(path), str(status)).observe(seconds)
 
 
 def doc_type_label(doc_id: str) -> str:

@@ -9,6 +9,7 @@ at the same moment; the rank check plus a re-read on 409 keeps the highest statu
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -96,6 +97,7 @@ class ReceiptStore:
         self._couch = couch
         self._recent: OrderedDict[tuple[str, str], dict[str, Any]] = OrderedDict()
         self._remember = remember
+        self.last_settled_at = 0.0  # time.monotonic() of the last projected / dead-lettered receipt written here
 
     def _note(self, db: str, doc: dict[str, Any]) -> None:
         key = (db, str(doc["transaction_id"]))
@@ -137,6 +139,8 @@ class ReceiptStore:
                 result = results.get(doc["_id"])
                 if result is not None and result.ok and result.rev is not None:
                     written += 1
+                    if doc["status"] in ("projected", "dead_lettered"):
+                        self.last_settled_at = time.monotonic()
                     metrics.TRANSACTIONS.labels(doc["status"], metrics.doc_type_label(tid)).inc()
                     self._note(db, {**doc, "_rev": result.rev})
                 elif result is not None and result.conflict:

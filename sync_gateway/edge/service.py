@@ -30,6 +30,9 @@ from sync_gateway.errors import SyncGatewayError
 log = structlog.get_logger(__name__)
 
 _STATE_TTL_S = 2.0  # a revocation written by another process is obeyed within this even without the watch
+# while the registry watch follows, each change drops the cached record at once: the TTL only bounds a watch
+# that hangs without failing (device and user records were re-read every 2 s per active device otherwise)
+_WATCHED_TTL_S = 10.0
 # at most one activity write per device in this interval, except the first of each kind (seen, push, pull):
 # every write is a registry change that each registry follower reads
 _ACTIVITY_INTERVAL_S = 30.0
@@ -54,13 +57,12 @@ class _Proof:
 
 
 class _Cache:
-    def __init__(self, ttl: float) -> None:
-        self._ttl = ttl
+    def __init__(self) -> None:
         self._items: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
-    def get(self, key: str) -> tuple[bool, dict[str, Any] | None]:
+    def get(self, key: str, ttl: float) -> tuple[bool, dict[str, Any] | None]:
         hit = self._items.get(key)
-        if hit is None or time.monotonic() - hit[0] > self._ttl:
+        if hit is None or time.monotonic() - hit[0] > ttl:
             return False, None
         return True, hit[1]
 
@@ -71,6 +73,9 @@ class _Cache:
 
     def drop(self, key: str) -> None:
         self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
 
 
 class Edge:
@@ -110,8 +115,9 @@ class Edge:
         self._id_tokens = id_tokens  # OIDC enrolment (None: not configured)
         self._user_claim = user_claim
         self._sessions = httpx.AsyncClient(base_url=couch_url.rstrip("/"), timeout=httpx.Timeout(30.0, connect=5.0))
-        self._device_cache = _Cache(_STATE_TTL_S)
-        self._user_cache = _Cache(_STATE_TTL_S)
+        self._device_cache = _Cache()
+        self._user_cache = _Cache()
+        self._watching = False  # the registry watch is following: cached records are dropped on change
         self._pending: dict[str, dict[str, str]] = {}
         self._flushing: dict[str, asyncio.Task[None]] = {}
         self._last_flush: dict[str, float] = {}
@@ -151,15 +157,19 @@ class Edge:
         self.limiter.take(claims.device_id)
         return Caller(device)
 
+    @property
+    def _state_ttl(self) -> float:
+        return _WATCHED_TTL_S if self._watching else _STATE_TTL_S
+
     async def _device(self, device_id: str) -> dict[str, Any] | None:
-        hit, doc = self._device_cache.get(device_id)
+        hit, doc = self._device_cache.get(device_id, self._state_ttl)
         if not hit:
             doc = await self.devices.get_doc(device_id)
             self._device_cache.put(device_id, doc)
         return doc
 
     async def _user(self, name: str) -> dict[str, Any] | None:
-        hit, doc = self._user_cache.get(name)
+        hit, doc = self._user_cache.get(name, self._state_ttl)
         if not hit:
             doc = await self.couch.get_or_none(self.devices.db, "user:" + name)
             self._user_cache.put(name, doc)
@@ -321,13 +331,20 @@ class Edge:
         """Follow ``sync_registry`` from now: a device that stops being active, or a disabled user, has its
         open feeds in this process closed and its cached state dropped (revocations by any process)."""
         since = (await self._watch_couch.db_info(self.devices.db)).get("update_seq")
-        while True:
-            batch = await self._watch_couch.changes(
-                self.devices.db, since=since, feed="longpoll", timeout=self._read_timeout, include_docs=True
-            )
-            for row in batch.results:
-                self.on_registry_change(row)
-            since = batch.last_seq
+        # what was cached before this position may have changed unseen: read it again, then trust the watch
+        self._device_cache.clear()
+        self._user_cache.clear()
+        self._watching = True
+        try:
+            while True:
+                batch = await self._watch_couch.changes(
+                    self.devices.db, since=since, feed="longpoll", timeout=self._read_timeout, include_docs=True
+                )
+                for row in batch.results:
+                    self.on_registry_change(row)
+                since = batch.last_seq
+        finally:
+            self._watching = False
 
     def on_registry_change(self, row: Mapping[str, Any]) -> None:
         doc_id, doc = str(row.get("id", "")), row.get("doc") or {}

@@ -20,8 +20,10 @@ right for an earlier version of that product (the mirror keeps them as ``history
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any
 
 from sync_gateway.couch.client import CouchClient
@@ -57,6 +59,52 @@ _NEEDS = {
 }
 
 
+def state_keys(doc_type: str, payload: Mapping[str, Any]) -> set[str]:
+    """The mirrored entities whose state judges a transaction of a stateful type (the ids the business rules
+    and the effects view use: ``stock:<location>:<sku>``, ``work_order:<key>``, ``customer:<key>``)."""
+    if doc_type == "inventory_movement":
+        sku = payload.get("sku")
+        return {f"stock:{payload.get(end)}:{sku}" for end in ("from_location", "to_location")}
+    if doc_type == "work_order_update":
+        return {f"work_order:{payload.get('work_order')}"}
+    if doc_type == "customer_update":
+        return {f"customer:{payload.get('customer')}"}
+    return set()
+
+
+class EntityLocks:
+    """One lock per entity key, held while a page checks and appends; a page takes its keys in sorted order,
+    so two pages never wait for each other crosswise. A key's lock is dropped when nobody holds or awaits it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: dict[str, int] = {}  # pages holding, awaiting or about to await each key's lock
+
+    def __len__(self) -> int:
+        return len(self._locks)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, keys: set[str]) -> AsyncIterator[None]:
+        ordered = sorted(keys)
+        for key in ordered:
+            self._users[key] = self._users.get(key, 0) + 1
+        held: list[asyncio.Lock] = []
+        try:
+            for key in ordered:
+                lock = self._locks.setdefault(key, asyncio.Lock())
+                await lock.acquire()
+                held.append(lock)
+            yield
+        finally:
+            for lock in held:
+                lock.release()
+            for key in ordered:
+                self._users[key] -= 1
+                if not self._users[key]:
+                    del self._users[key]
+                    self._locks.pop(key, None)
+
+
 class BusinessRules:
     def __init__(
         self, couch: CouchClient, mirror_db: str, events: EventLog | None = None, enforced: Iterable[str] = RULE_SETS
@@ -76,6 +124,11 @@ class BusinessRules:
         found = bool(rows)
         self._known[prefix] = (found, time.monotonic())
         return found
+
+    async def judges_stock_at(self, location: str) -> bool:
+        """Whether ``insufficient_stock`` is checked at ``location``: availability enforced and the location's
+        stock mirrored (the condition ``check`` applies, from the same cache)."""
+        return "availability" in self._enforced and await self._mirrored(f"stock:{location}:")
 
     async def check(self, docs: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, str]]]:
         """Reasons per transaction id for the documents that break a rule."""

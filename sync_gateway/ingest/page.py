@@ -5,21 +5,21 @@
 2. **validate**: the boundary check, the schema and the size limit decide ``accepted`` or ``rejected``; the
    accepted ones' attachments (signatures) are read inline;
 3. **rules**: stale-base detection and the shared business rules, which may reject or open a business
-   conflict (stateful types run this and the append under one lock, so two pages cannot both take the last
-   units of stock);
+   conflict (stateful types run this and the append under a lock per entity they change, so two pages cannot
+   both take the last units of one van's stock, while pages about other entities go on beside them);
 4. **decide**: a later revision of an accepted transaction is ``edited_after_acceptance``, not accepted again;
 5. **append**: one event per revision, deterministic ids, a replay is a no-op;
 6. **review**: the handlers run on the page's business and stale-base conflicts;
 7. **receipt**: ``rejected`` and ``in_review`` receipts at once, ``accepted`` after a grace period unless the
-   projector answered first.
+   projector answered first (longer while the projector is busy settling others).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
+import time
 from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -33,7 +33,7 @@ from sync_gateway.contracts import TRANSACTION_TYPES, Attachment, Conflict, Even
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import CouchError
 from sync_gateway.eventlog.store import EventLog, event_id_for, event_to_doc
-from sync_gateway.ingest.business import REVIEWABLE, BusinessRules
+from sync_gateway.ingest.business import REVIEWABLE, BusinessRules, EntityLocks, state_keys
 from sync_gateway.receipts import ReceiptStore, ReceiptUpdate
 from sync_gateway.validation.boundary import STRUCTURAL_CODES
 from sync_gateway.validation.documents import DocumentValidator, Reason
@@ -42,9 +42,11 @@ log = structlog.get_logger(__name__)
 
 _INTERNAL_FIELDS = ("_rev", "_attachments", "_conflicts", "_revisions", "_deleted")
 _SETTLED = ("projected", "dead_lettered")
+_PATIENCE = 10  # grace periods an accepted receipt waits at most while the projector is settling others
 # types whose acceptance depends on what was accepted before (stock balances, entity edits): checked and
-# appended under one lock so two pages cannot both pass against the same state
+# appended under a lock per entity (``state_keys``) so two pages cannot both pass against the same state
 STATEFUL_TYPES = frozenset({"inventory_movement", "work_order_update", "customer_update"})
+
 
 ReviewConflicts = dict[str, tuple[Conflict, list[dict[str, str]]]]
 """Conflicts a page opened for review, by transaction id, with the reasons for the device's receipt."""
@@ -106,7 +108,7 @@ class PageIngest:
         self._business = business
         self._stale = stale
         self._accepted_delay = accepted_receipt_delay
-        self._stateful_lock = asyncio.Lock()
+        self._entity_locks = EntityLocks()
         self._background: set[asyncio.Task[None]] = set()
         self.appended = 0
         self.rejected = 0
@@ -121,8 +123,7 @@ class PageIngest:
         conflicted = [d for d in candidates if d.get("_conflicts") and not self._validator.unsafe(d)]
         page.in_review = await self.settle_revision_conflicts(page, conflicted)
         page.decisions = await self.validate(page, [d for d in candidates if not any(d is c for c in conflicted)])
-        stateful = any(d.event.doc_type in STATEFUL_TYPES for d in page.decisions)
-        async with self._stateful_lock if stateful else contextlib.nullcontext():
+        async with self._entity_locks.hold(await self._judged_entities(page)):
             await self.check_rules(page)
             await self.decide(page)
             await self.append(page)
@@ -262,6 +263,21 @@ class PageIngest:
             decision.event = replace(decision.event, kind="transaction.rejected", attachments={})
         return conflicts
 
+    async def _judged_entities(self, page: Page) -> set[str]:
+        """The entities whose state judges the page's accepted stateful transactions: the page checks and
+        appends under their locks. A location whose stock the rules cannot check (not mirrored) needs none."""
+        keys: set[str] = set()
+        for d in page.decisions:
+            if d.accepted and d.event.doc_type in STATEFUL_TYPES:
+                keys |= state_keys(d.event.doc_type, d.event.payload)
+        judged = set()
+        for key in keys:
+            kind, _, rest = key.partition(":")
+            location = rest.rpartition(":")[0]
+            if kind != "stock" or (self._business is not None and await self._business.judges_stock_at(location)):
+                judged.add(key)
+        return judged
+
     async def _detect_stale(self, page: Page) -> dict[str, Conflict]:
         """Accepted edits of ERP-owned entities based on a version that is no longer current."""
         if self._stale is None or self._conflicts is None:
@@ -299,14 +315,21 @@ class PageIngest:
         task.add_done_callback(self._background.discard)
 
     async def _write_accepted_later(self, db: str, updates: list[ReceiptUpdate]) -> None:
-        """Write ``accepted`` receipts for what is still unprojected after the grace period."""
-        await asyncio.sleep(self._accepted_delay)
-        settled = self._receipts.remembered(db, [u.transaction_id for u in updates])
-        waiting = [u for u in updates if settled.get(u.transaction_id, {}).get("status") not in _SETTLED]
-        if not waiting:
-            return
+        """Write ``accepted`` receipts for what is still unprojected after the grace period. While the projector
+        in this process keeps settling receipts (it is behind, not stuck), wait on, up to ``_PATIENCE`` grace
+        periods: under load every transaction would otherwise get two receipt writes."""
+        deadline = time.monotonic() + self._accepted_delay * _PATIENCE
+        while True:
+            await asyncio.sleep(self._accepted_delay)
+            settled = self._receipts.remembered(db, [u.transaction_id for u in updates])
+            updates = [u for u in updates if settled.get(u.transaction_id, {}).get("status") not in _SETTLED]
+            if not updates:
+                return
+            moving = time.monotonic() - self._receipts.last_settled_at < self._accepted_delay
+            if not moving or time.monotonic() >= deadline:
+                break
         try:
-            await self._receipts.write(db, waiting)
+            await self._receipts.write(db, updates)
         except CouchError as exc:  # a hint for the device only: the event is appended, projection goes on
             log.warning("ingest.accepted_receipts_failed", user_db=db, error=str(exc))
 

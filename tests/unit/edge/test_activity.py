@@ -74,3 +74,51 @@ async def test_pushes_wake_ingest_and_first_stamps_are_written_at_once() -> None
     assert len(registry.writes) == 3
     await edge.close()
     assert registry.writes[-1] == ("dev-1", {"last_seen_at", "last_pull_at"})
+
+
+class _WatchCouch:
+    """The registry watch's client: its longpoll answers with whatever the test puts in ``rows``."""
+
+    def __init__(self) -> None:
+        self.rows: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self.polls = 0
+
+    async def db_info(self, db: str) -> dict[str, Any]:
+        return {"update_seq": "1-x"}
+
+    async def changes(self, db: str, **params: Any) -> Any:
+        self.polls += 1
+        row = await self.rows.get()
+        return type("Batch", (), {"results": [row], "last_seq": f"{self.polls + 1}-x"})()
+
+
+class _Devices(_Registry):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    async def get_doc(self, device_id: str) -> dict[str, Any]:
+        self.reads += 1
+        return {"device_id": device_id, "user": "kai", "state": "active", "db": "userdb-6b6169"}
+
+
+async def test_while_the_registry_watch_follows_a_device_record_is_read_again_only_when_it_changes() -> None:
+    devices, watch = _Devices(), _WatchCouch()
+    edge = _edge(devices, [])
+    edge._watch_couch = watch  # type: ignore[assignment]
+    assert edge._state_ttl == 2.0  # no watch yet: a revocation by another process is obeyed within 2 s
+    task = asyncio.create_task(edge.watch_registry())
+    while watch.polls < 1:
+        await asyncio.sleep(0)
+    assert edge._state_ttl == 10.0
+    await edge._device("dev-1")
+    await edge._device("dev-1")
+    assert devices.reads == 1
+    await watch.rows.put({"id": "device:dev-1", "doc": {"state": "revoked"}})
+    while watch.polls < 2:
+        await asyncio.sleep(0)
+    await edge._device("dev-1")
+    assert devices.reads == 2  # the change dropped the cached record at once
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert edge._state_ttl == 2.0

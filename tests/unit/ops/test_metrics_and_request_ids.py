@@ -47,6 +47,23 @@ def test_couch_paths_become_bounded_endpoint_names(path: str, endpoint: str) -> 
     assert metrics.couch_endpoint(path) == endpoint
 
 
+@pytest.mark.parametrize(
+    ("path", "db_class"),
+    [
+        ("/", "server"),
+        ("/_db_updates", "server"),
+        ("/_users/org.couchdb.user%3Aanna", "_users"),
+        ("/userdb-616e6e61/_bulk_docs", "user"),
+        ("/userdb-626f62/receipt%3Asales_order%3A1", "user"),
+        ("/sync_events/_changes?since=3", "sync_events"),
+        (doc_path("sync_checkpoints", "project:staging"), "sync_checkpoints"),
+    ],
+)
+def test_couch_paths_name_a_bounded_database_class(path: str, db_class: str) -> None:
+    # every user database is one class: a label value per user would grow with the users
+    assert metrics.couch_db_class(path) == db_class
+
+
 def test_ingest_lag_is_counted_per_bucket_not_per_user_db() -> None:
     metrics.set_ingest_lag([0.0, 0.0, 0.5, 45.0, 7200.0])
     buckets = {

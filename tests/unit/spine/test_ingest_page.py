@@ -6,6 +6,8 @@ and conflict pipeline are small fakes that record what the stages asked of them.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -36,6 +38,7 @@ class FakeReceipts:
     def __init__(self, current: dict[str, dict[str, Any]] | None = None) -> None:
         self.current_by_id = current or {}
         self.written: list[ReceiptUpdate] = []
+        self.last_settled_at = 0.0
 
     def remembered(self, db: str, transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         return {i: self.current_by_id[i] for i in transaction_ids if i in self.current_by_id}
@@ -51,9 +54,13 @@ class FakeReceipts:
 
 
 class FakeBusiness:
-    def __init__(self, failures: dict[str, list[dict[str, str]]]) -> None:
+    def __init__(self, failures: dict[str, list[dict[str, str]]], stock_at: Iterable[str] = ("VAN-01",)) -> None:
         self.failures = failures
         self.checked: list[str] = []
+        self.stock_at = set(stock_at)
+
+    async def judges_stock_at(self, location: str) -> bool:
+        return location in self.stock_at
 
     async def check(self, payloads: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, str]]]:
         ids = [str(p["_id"]) for p in payloads]
@@ -220,3 +227,83 @@ async def test_a_page_without_candidates_writes_nothing() -> None:
     ingest, events, receipts = _ingest()
     assert await ingest.handle(DB, USER, [_row({**docs.sales_order("x"), "status": "draft"})]) is None
     assert events.stored == {} and receipts.written == []
+
+
+class GatedEvents(FakeEvents):
+    """An event log whose appends wait at a gate, so a test can hold one page inside its locked stages."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = 0
+
+    async def append(self, event_docs: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+        self.waiting += 1
+        await self.gate.wait()
+        return await super().append(event_docs)
+
+
+@pytest.mark.parametrize(
+    ("second_van", "waits"),
+    [("VAN-01", True), ("VAN-02", False), ("SHELF-9", False)],  # SHELF-9: stock not mirrored, not judged
+)
+async def test_pages_taking_stock_from_one_van_are_checked_one_after_the_other(second_van: str, waits: bool) -> None:
+    business = FakeBusiness({}, stock_at=("VAN-01", "VAN-02"))
+    events = GatedEvents()
+    ingest = PageIngest(
+        None,  # type: ignore[arg-type]
+        events,  # type: ignore[arg-type]
+        FakeReceipts(),  # type: ignore[arg-type]
+        DocumentValidator(),
+        business=business,  # type: ignore[arg-type]
+    )
+    first = docs.inventory_movement("kai-phone", quantity=2)
+    second = {**docs.inventory_movement("ana-phone", quantity=2), "from_location": second_van}
+    page_a = asyncio.create_task(ingest.handle(DB, USER, [_row(first)]))
+    while events.waiting < 1:  # page A is inside its locked stages, waiting to append
+        await asyncio.sleep(0)
+    page_b = asyncio.create_task(ingest.handle("userdb-616e61", "ana", [_row(second)]))
+    for _ in range(50):  # let page B run as far as it may
+        await asyncio.sleep(0)
+    # one van: B's rules wait until A's movement is appended (else both could take the last units)
+    assert business.checked == ([first["_id"]] if waits else [first["_id"], second["_id"]])
+    events.gate.set()
+    await asyncio.gather(page_a, page_b)
+    assert business.checked == [first["_id"], second["_id"]]
+    assert len(events.stored) == 2  # both appended
+    assert len(ingest._entity_locks) == 0  # no lock kept for entities nobody waits for
+
+
+class ProjectingReceipts(FakeReceipts):
+    """Receipts beside a projector that settles every transaction at the third look (the page's own look in
+    ``decide`` is the first); ``busy``: it keeps settling other receipts meanwhile."""
+
+    def __init__(self, *, busy: bool) -> None:
+        super().__init__()
+        self.looks = 0
+        self.busy = busy
+
+    def remembered(self, db: str, transaction_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        self.looks += 1
+        if self.busy:
+            self.last_settled_at = time.monotonic()
+        return {t: {"status": "projected"} for t in transaction_ids} if self.looks >= 3 else {}
+
+
+@pytest.mark.parametrize(("busy", "accepted_written"), [(True, False), (False, True)])
+async def test_an_accepted_receipt_waits_while_the_projector_is_busy_settling_others(
+    busy: bool, accepted_written: bool
+) -> None:
+    receipts = ProjectingReceipts(busy=busy)
+    ingest = PageIngest(
+        None,  # type: ignore[arg-type]
+        FakeEvents(),  # type: ignore[arg-type]
+        receipts,  # type: ignore[arg-type]
+        DocumentValidator(),
+        accepted_receipt_delay=0.001,
+    )
+    order = docs.sales_order("kai-phone")
+    await ingest.handle(DB, USER, [_row(order)])
+    await asyncio.gather(*ingest._background)
+    # a projector that is behind but moving answers soon: one receipt write (projected) instead of two
+    assert receipts.status(order["_id"]) == (["accepted"] if accepted_written else [])
