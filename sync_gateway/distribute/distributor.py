@@ -47,6 +47,7 @@ from sync_gateway.errors import CouchError, DocumentNotFound
 from sync_gateway.profiles import Planned, ProfileIndex, ProfileSet, UserContext, content_digest
 from sync_gateway.profiles.model import EntityRule
 from sync_gateway.quarantine import Quarantine
+from sync_gateway.users import UserRegistry
 
 log = structlog.get_logger(__name__)
 
@@ -142,10 +143,10 @@ class Distributor:
         since = await self._checkpoints.load(MIRROR_CHECKPOINT)
         if since is None:  # first start: everything up to here is in the ledger copy below
             since = (await self._couch.db_info(self.mirror_db)).get("update_seq")
-        rows = await self._couch.all_docs(self.registry_db, include_docs=True, startkey="user:", endkey="user:\ufff0")
-        for row in rows:
-            if row.get("doc") and "db" in row["doc"]:
-                self.index.set_user(UserContext.from_record(row["doc"]))
+        async for page in UserRegistry(self._couch, self.registry_db).pages():
+            for doc in page:
+                if "db" in doc:
+                    self.index.set_user(UserContext.from_record(doc))
         created = await self.ledger.open(self.mirror_db)
         state = self.global_state()
         reconciling = created or self.ledger.state != state
