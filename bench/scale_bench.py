@@ -26,8 +26,10 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -67,6 +69,9 @@ class Figures:
     p50_ms: float = 0.0
     p95_ms: float = 0.0
     latency_n: int = 0
+    # the write -> projected latency in stages, p50/p95 ms each (see ``stages``)
+    stage_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
+    accepted_first: int = 0
     kill_projected_s: float = 0.0
 
 
@@ -139,13 +144,20 @@ async def until_projected(couch: CouchClient, user: str, tx_id: str, deadline: f
     raise TimeoutError(f"{tx_id} not projected")
 
 
-async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, seconds: float) -> list[float]:
-    """Write at ``rate`` tx/s spread over the devices, through the edge (open loop); seconds from each write to
-    its ``projected`` receipt, seen on one longpoll ``_changes`` feed per active database (polling documents
-    would load the server more than the writes do)."""
+@dataclass
+class Sample:
+    db: str
+    written: float  # wall clock (time.time), comparable with the gateway's ISO stamps on the same machine
+    seen: float | None = None
+
+
+async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, seconds: float) -> dict[str, Sample]:
+    """Write at ``rate`` tx/s spread over the devices, through the edge (open loop); per transaction when it was
+    written and when its ``projected`` receipt was seen, on one longpoll ``_changes`` feed per active database
+    (polling documents would load the server more than the writes do)."""
     per_device = rate / len(devices)
     count = max(1, int(per_device * seconds))
-    written: dict[str, float] = {}
+    samples: dict[str, Sample] = {}
     seen: dict[str, float] = {}
 
     async def write(device: EdgeDevice, offset: float) -> None:
@@ -155,21 +167,65 @@ async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, 
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += 1 / per_device
                 doc = docs.inventory_movement(f"{device.user}-phone", quantity=1)
-                written[doc["_id"]] = time.monotonic()
+                samples[doc["_id"]] = Sample(user_db_name(device.user), time.time())
                 (await edge.put(f"/{doc['_id']}", json=doc)).raise_for_status()
 
-    watchers = [
-        asyncio.create_task(watch_projected(couch, user_db_name(d.user), seen, time.monotonic)) for d in devices
-    ]
+    watchers = [asyncio.create_task(watch_projected(couch, user_db_name(d.user), seen, time.time)) for d in devices]
     await asyncio.sleep(1.0)  # every feed open before the first write
     await asyncio.gather(*(write(d, i / len(devices) / per_device) for i, d in enumerate(devices)))
     deadline = time.monotonic() + 60
-    while len(seen.keys() & written.keys()) < len(written) and time.monotonic() < deadline:
+    while len(seen.keys() & samples.keys()) < len(samples) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     for task in watchers:
         task.cancel()
     await asyncio.gather(*watchers, return_exceptions=True)
-    return [seen[t] - written[t] for t in written if t in seen]
+    for tx_id, sample in samples.items():
+        sample.seen = seen.get(tx_id)
+    return samples
+
+
+STAGES = (
+    ("write -> ingest reads it", "edge write, wake-up, drain's _changes read (event server_time)"),
+    ("ingest -> projected receipt", "checks, append, projector pick-up, ERP push (receipt history)"),
+    ("receipt -> seen on the feed", "receipt write, _changes delivery to the device's feed"),
+)
+
+
+async def stages(couch: CouchClient, events_db: str, samples: dict[str, Sample]) -> tuple[dict[str, list[float]], int]:
+    """Split each transaction's latency at the stamps the gateway leaves: the event's ``server_time`` (taken
+    when ingest starts on the page that read it) and the receipt history's ``projected`` entry (taken when
+    the projector has the ERP's answer). Also counts receipts that went through ``accepted`` first (the
+    ingest's grace period for an unprojected transaction ran out)."""
+    by_db: dict[str, list[str]] = {}
+    for tx_id, sample in samples.items():
+        if sample.seen is not None:
+            by_db.setdefault(sample.db, []).append(tx_id)
+    receipts: dict[str, dict[str, Any]] = {}
+    for db, ids in by_db.items():
+        for doc in (await couch.docs_by_id(db, [f"receipt:{t}" for t in ids])).values():
+            receipts[str(doc.get("transaction_id"))] = doc
+    event_ids = [str(r.get("event_id")) for r in receipts.values() if r.get("event_id")]
+    events: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(event_ids), 500):
+        events.update(await couch.docs_by_id(events_db, event_ids[start : start + 500]))
+    out: dict[str, list[float]] = {label: [] for label, _ in STAGES}
+    accepted_first = 0
+    for tx_id, receipt in receipts.items():
+        sample, event = samples[tx_id], events.get(str(receipt.get("event_id")))
+        projected = [h["at"] for h in receipt.get("history") or [] if h.get("status") == "projected"]
+        if event is None or not projected or sample.seen is None:
+            continue
+        ingested, receipted = _stamp(event["server_time"]), _stamp(projected[0])
+        accepted_first += any(h.get("status") == "accepted" for h in receipt.get("history") or [])
+        for (label, _), value in zip(
+            STAGES, (ingested - sample.written, receipted - ingested, sample.seen - receipted), strict=True
+        ):
+            out[label].append(value)
+    return out, accepted_first
+
+
+def _stamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
 class TimedGateway(GatewayProcess):
@@ -209,9 +265,12 @@ async def measure(
     figures.connections = connections_to(gw.process.pid, server.url)
     figures.idle_gw_pct, figures.idle_server_pct = await idle(gw, couch_pid, args.idle_seconds)
     async with CouchClient(server.url, server.admin_user, server.admin_password) as couch:
-        values = await latencies(couch, devices, args.rate, args.latency_seconds)
+        samples = await latencies(couch, devices, args.rate, args.latency_seconds)
+        values = [s.seen - s.written for s in samples.values() if s.seen is not None]
         figures.latency_n = len(values)
         figures.p50_ms, figures.p95_ms = pct(values, 50) * 1000, pct(values, 95) * 1000
+        split, figures.accepted_first = await stages(couch, f"{gw.prefix}events", samples)
+        figures.stage_ms = {k: (pct(v, 50) * 1000, pct(v, 95) * 1000) for k, v in split.items()}
         figures.ready_s, figures.first_projected_s = await restart_figures(gw, couch, devices[0], kill=False)
         await settle(gw, timeout=args.settle_timeout)
         _, figures.kill_projected_s = await restart_figures(gw, couch, devices[1 % len(devices)], kill=True)
@@ -239,6 +298,13 @@ def report(server_name: str, args: argparse.Namespace, results: list[Figures]) -
         cells = "".join(f"{format(v, fmt):>14}" for v in values)
         ratio = values[-1] / values[0] if values[0] else float("nan")
         print(f"  {label + (f' ({unit})' if unit else ''):<46}{cells}{ratio:>10.2f}")
+    print("  write -> projected in stages, p50 / p95 (ms):")
+    for label, what in STAGES:
+        pairs = [r.stage_ms.get(label, (float("nan"), float("nan"))) for r in results]
+        cells = "".join(f"{f'{p50:.0f} / {p95:.0f}':>14}" for p50, p95 in pairs)
+        print(f"    {label:<44}{cells}   ({what})")
+    accepted = ", ".join(str(r.accepted_first) for r in results)
+    print(f"  receipts 'accepted' before 'projected' (the grace period ran out): {accepted}")
     print(
         f"  latency samples (of {args.rate * args.latency_seconds:.0f} written): "
         f"{', '.join(str(r.latency_n) for r in results)}; the provisioning and first-start rows"
