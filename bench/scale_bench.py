@@ -13,7 +13,10 @@ gives every database its ``config:`` documents. The bench measures at two sizes 
   * start-up: SIGTERM, start again, seconds until ``/ready`` and until the first transaction written through
     the edge after the start is projected (goal: independent of the users);
   * write → ``projected`` receipt latency p50/p95 for the active users at ``--rate`` transactions/s (goal p95 < 1 s);
-  * SIGKILL of the gateway: seconds until a transaction written after the kill is projected (goal < 5 s).
+  * SIGKILL of the gateway: seconds until a transaction written after the kill is projected (goal < 5 s);
+  * the latency split into stages at the stamps the gateway leaves (event ``server_time``, receipt history);
+  * writes that bypass the edge (found through ``_db_updates`` on CouchDB 3, the sweep on the dev server):
+    write -> projected p50/p95, one at a time (``--direct-writes``).
 Figures of both sizes are printed side by side with their ratio (same run, same machine).
 """
 
@@ -72,6 +75,8 @@ class Figures:
     # the write -> projected latency in stages, p50/p95 ms each (see ``stages``)
     stage_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
     accepted_first: int = 0
+    direct_p50_ms: float = 0.0
+    direct_p95_ms: float = 0.0
     kill_projected_s: float = 0.0
 
 
@@ -228,6 +233,29 @@ def _stamp(iso: str) -> float:
     return datetime.fromisoformat(iso).timestamp()
 
 
+async def direct_writes(couch: CouchClient, devices: list[EdgeDevice], count: int) -> list[float]:
+    """Seconds from a transaction written straight into a user database (as an admin tool would, bypassing
+    the edge: nothing wakes ingest but ``_db_updates`` on CouchDB 3, the sweep on the dev server) to its
+    ``projected`` receipt, one write at a time."""
+    values = []
+    for n in range(count):
+        device = devices[n % len(devices)]
+        doc = docs.inventory_movement(f"{device.user}-phone", quantity=1)
+        seen: dict[str, float] = {}
+        watcher = asyncio.create_task(watch_projected(couch, user_db_name(device.user), seen, time.monotonic))
+        await asyncio.sleep(0.2)  # the feed is open
+        written = time.monotonic()
+        await couch.put(user_db_name(device.user), doc)
+        deadline = written + 30
+        while doc["_id"] not in seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        if doc["_id"] in seen:
+            values.append(seen[doc["_id"]] - written)
+    return values
+
+
 class TimedGateway(GatewayProcess):
     """Remembers when the last start reached ``/ready``."""
 
@@ -271,6 +299,8 @@ async def measure(
         figures.p50_ms, figures.p95_ms = pct(values, 50) * 1000, pct(values, 95) * 1000
         split, figures.accepted_first = await stages(couch, f"{gw.prefix}events", samples)
         figures.stage_ms = {k: (pct(v, 50) * 1000, pct(v, 95) * 1000) for k, v in split.items()}
+        direct = await direct_writes(couch, devices, args.direct_writes)
+        figures.direct_p50_ms, figures.direct_p95_ms = pct(direct, 50) * 1000, pct(direct, 95) * 1000
         figures.ready_s, figures.first_projected_s = await restart_figures(gw, couch, devices[0], kill=False)
         await settle(gw, timeout=args.settle_timeout)
         _, figures.kill_projected_s = await restart_figures(gw, couch, devices[1 % len(devices)], kill=True)
@@ -290,6 +320,8 @@ def report(server_name: str, args: argparse.Namespace, results: list[Figures]) -
         ("write -> projected p50", "p50_ms", "ms", ".0f"),
         ("write -> projected p95 (goal < 1000)", "p95_ms", "ms", ".0f"),
         ("SIGKILL -> first new tx projected (goal < 5)", "kill_projected_s", "s", ".2f"),
+        ("write bypassing the edge -> projected p50", "direct_p50_ms", "ms", ".0f"),
+        ("write bypassing the edge -> projected p95", "direct_p95_ms", "ms", ".0f"),
     ]
     head = "".join(f"{f'{r.users} users':>14}" for r in results)
     print(f"  {'':<46}{head}{'ratio':>10}")
@@ -322,6 +354,9 @@ async def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--settle-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--direct-writes", type=int, default=20, help="writes bypassing the edge (found via _db_updates / sweep)"
+    )
     args = parser.parse_args()
     configure_logging("WARNING", "console")
     with tempfile.TemporaryDirectory() as tmp:
