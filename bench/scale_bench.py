@@ -173,7 +173,7 @@ async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, 
                 next_at += 1 / per_device
                 doc = docs.inventory_movement(f"{device.user}-phone", quantity=1)
                 samples[doc["_id"]] = Sample(user_db_name(device.user), time.time())
-                (await edge.put(f"/{doc['_id']}", json=doc)).raise_for_status()
+                await put_once(edge, doc)
 
     watchers = [asyncio.create_task(watch_projected(couch, user_db_name(d.user), seen, time.time)) for d in devices]
     await asyncio.sleep(1.0)  # every feed open before the first write
@@ -187,6 +187,23 @@ async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, 
     for tx_id, sample in samples.items():
         sample.seen = seen.get(tx_id)
     return samples
+
+
+async def put_once(edge: httpx.AsyncClient, doc: dict[str, Any]) -> None:
+    """Write ``doc`` through the edge. A device writing every few seconds meets the server closing its idle
+    keep-alive connection just as it sends (a transport error): it sends again, and a 409 then means the
+    first attempt had arrived."""
+    for attempt in range(3):
+        try:
+            response = await edge.put(f"/{doc['_id']}", json=doc)
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+            continue
+        if response.status_code == 409 and attempt > 0:
+            return
+        response.raise_for_status()
+        return
 
 
 STAGES = (

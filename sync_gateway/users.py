@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from collections import Counter
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -94,14 +95,13 @@ class UserRegistry:
         records; per user only what CouchDB has no bulk form for (create the database, set its ``_security``),
         ``concurrency`` users at a time. A database created here is known to be empty, so it is not read back.
         Idempotent like :meth:`provision`; everything is validated before anything is written."""
-        names = [u.name for u in users]
         for user in users:
             if not valid_username(user.name):
                 raise InvalidRequest(f"username {user.name!r} is invalid", code="invalid_username")
             _check_roles(user.roles)
-        if len(set(names)) != len(names):
-            twice = sorted({n for n in names if names.count(n) > 1})[:5]
-            raise InvalidRequest(f"users {twice} appear more than once", code="duplicate_username")
+        twice = sorted(name for name, n in Counter(u.name for u in users).items() if n > 1)
+        if twice:
+            raise InvalidRequest(f"users {twice[:5]} appear more than once", code="duplicate_username")
         records: list[dict[str, Any]] = []
         for start in range(0, len(users), _BULK_PAGE):
             records += await self._provision_page(users[start : start + _BULK_PAGE], concurrency)
