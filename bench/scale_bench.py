@@ -29,6 +29,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -77,6 +78,7 @@ class Figures:
     accepted_first: int = 0
     direct_p50_ms: float = 0.0
     direct_p95_ms: float = 0.0
+    machine_busy_pct: float = 0.0  # all processes' share of the machine's CPUs during the latency run
     kill_projected_s: float = 0.0
 
 
@@ -187,6 +189,24 @@ async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, 
     for tx_id, sample in samples.items():
         sample.seen = seen.get(tx_id)
     return samples
+
+
+def machine_busy() -> Callable[[], float]:
+    """Starts a measurement of how busy the machine's CPUs are (every process, the other work sharing the
+    machine included); the returned function gives the percentage since then."""
+
+    def ticks() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+
+    busy0, total0 = ticks()
+
+    def done() -> float:
+        busy1, total1 = ticks()
+        return (busy1 - busy0) / max(1, total1 - total0) * 100
+
+    return done
 
 
 async def put_once(edge: httpx.AsyncClient, doc: dict[str, Any]) -> None:
@@ -307,10 +327,14 @@ async def measure(
     figures = Figures(users)
     await settle(gw, timeout=args.settle_timeout)
     assert gw.process is not None
-    figures.connections = connections_to(gw.process.pid, server.url)
     figures.idle_gw_pct, figures.idle_server_pct = await idle(gw, couch_pid, args.idle_seconds)
+    # at the end of the idle spell: right after a burst the pool still keeps connections httpx closes once
+    # they have been idle for its keep-alive expiry (5 s), at the pool's next use
+    figures.connections = connections_to(gw.process.pid, server.url)
     async with CouchClient(server.url, server.admin_user, server.admin_password) as couch:
+        busy = machine_busy()
         samples = await latencies(couch, devices, args.rate, args.latency_seconds)
+        figures.machine_busy_pct = busy()
         values = [s.seen - s.written for s in samples.values() if s.seen is not None]
         figures.latency_n = len(values)
         figures.p50_ms, figures.p95_ms = pct(values, 50) * 1000, pct(values, 95) * 1000
@@ -334,6 +358,7 @@ def report(server_name: str, args: argparse.Namespace, results: list[Figures]) -
         ("connections gateway -> server, idle", "connections", "", "d"),
         ("restart (SIGTERM) -> /ready", "ready_s", "s", ".2f"),
         ("restart -> first new tx projected", "first_projected_s", "s", ".2f"),
+        ("machine CPU busy during the writes (all work)", "machine_busy_pct", "%", ".0f"),
         ("write -> projected p50", "p50_ms", "ms", ".0f"),
         ("write -> projected p95 (goal < 1000)", "p95_ms", "ms", ".0f"),
         ("SIGKILL -> first new tx projected (goal < 5)", "kill_projected_s", "s", ".2f"),
