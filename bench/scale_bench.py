@@ -13,7 +13,10 @@ gives every database its ``config:`` documents. The bench measures at two sizes 
   * start-up: SIGTERM, start again, seconds until ``/ready`` and until the first transaction written through
     the edge after the start is projected (goal: independent of the users);
   * write → ``projected`` receipt latency p50/p95 for the active users at ``--rate`` transactions/s (goal p95 < 1 s);
-  * SIGKILL of the gateway: seconds until a transaction written after the kill is projected (goal < 5 s).
+  * SIGKILL of the gateway: seconds until a transaction written after the kill is projected (goal < 5 s);
+  * the latency split into stages at the stamps the gateway leaves (event ``server_time``, receipt history);
+  * writes that bypass the edge (found through ``_db_updates`` on CouchDB 3, the sweep on the dev server):
+    write -> projected p50/p95, one at a time (``--direct-writes``).
 Figures of both sizes are printed side by side with their ratio (same run, same machine).
 """
 
@@ -26,8 +29,11 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -39,7 +45,6 @@ from bench.harness import (
     connections_to,
     cpu_seconds,
     enrol_with_code,
-    gather_limited,
     is_couchdb,
     pct,
     server_under_test,
@@ -49,7 +54,7 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.naming import user_db_name
 from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.logging import configure_logging
-from sync_gateway.users import UserRegistry
+from sync_gateway.users import UserRegistry, UserSpec
 from tests.support import docs
 from tests.support.couch import CouchServer
 from tests.support.gateway import GatewayProcess
@@ -68,6 +73,12 @@ class Figures:
     p50_ms: float = 0.0
     p95_ms: float = 0.0
     latency_n: int = 0
+    # the write -> projected latency in stages, p50/p95 ms each (see ``stages``)
+    stage_ms: dict[str, tuple[float, float]] = field(default_factory=dict)
+    accepted_first: int = 0
+    direct_p50_ms: float = 0.0
+    direct_p95_ms: float = 0.0
+    machine_busy_pct: float = 0.0  # all processes' share of the machine's CPUs during the latency run
     kill_projected_s: float = 0.0
 
 
@@ -76,20 +87,20 @@ def name(i: int) -> str:
 
 
 async def provision(server: CouchServer, registry_db: str, first: int, last: int) -> None:
-    """Provision users ``first`` … ``last - 1`` with the gateway's own provisioning (``UserRegistry``), straight
-    against the server while the gateway is stopped: the admin API does the same per user plus an audit record,
-    which at 10,000 users is most of an hour on a shared machine."""
+    """Provision users ``first`` … ``last - 1`` with the gateway's bulk provisioning (``UserRegistry.
+    provision_many``, what ``POST /api/users/import`` and ``sync-gateway users import`` call), straight against
+    the server while the gateway is stopped, 1,000 users per call like an import through the API."""
     async with CouchClient(server.url, server.admin_user, server.admin_password) as couch:
         await couch.ensure_db(registry_db)
         await ensure_security(couch, registry_db)
         registry = UserRegistry(couch, registry_db)
-
-        async def one(i: int) -> None:
-            await registry.provision(
-                name(i), None, roles=["field_technician"], attributes={"van": f"V{i}"}, couch_login=False
+        for start in range(first, last, 1000):
+            await registry.provision_many(
+                [
+                    UserSpec(name(i), roles=["field_technician"], attributes={"van": f"V{i}"})
+                    for i in range(start, min(last, start + 1000))
+                ]
             )
-
-        await gather_limited([one(i) for i in range(first, last)], limit=48)
 
 
 async def settle(gw: GatewayProcess, timeout: float, quiet_pct: float = 3.0) -> float:
@@ -140,13 +151,20 @@ async def until_projected(couch: CouchClient, user: str, tx_id: str, deadline: f
     raise TimeoutError(f"{tx_id} not projected")
 
 
-async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, seconds: float) -> list[float]:
-    """Write at ``rate`` tx/s spread over the devices, through the edge (open loop); seconds from each write to
-    its ``projected`` receipt, seen on one longpoll ``_changes`` feed per active database (polling documents
-    would load the server more than the writes do)."""
+@dataclass
+class Sample:
+    db: str
+    written: float  # wall clock (time.time), comparable with the gateway's ISO stamps on the same machine
+    seen: float | None = None
+
+
+async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, seconds: float) -> dict[str, Sample]:
+    """Write at ``rate`` tx/s spread over the devices, through the edge (open loop); per transaction when it was
+    written and when its ``projected`` receipt was seen, on one longpoll ``_changes`` feed per active database
+    (polling documents would load the server more than the writes do)."""
     per_device = rate / len(devices)
     count = max(1, int(per_device * seconds))
-    written: dict[str, float] = {}
+    samples: dict[str, Sample] = {}
     seen: dict[str, float] = {}
 
     async def write(device: EdgeDevice, offset: float) -> None:
@@ -156,21 +174,123 @@ async def latencies(couch: CouchClient, devices: list[EdgeDevice], rate: float, 
                 await asyncio.sleep(max(0.0, next_at - time.monotonic()))
                 next_at += 1 / per_device
                 doc = docs.inventory_movement(f"{device.user}-phone", quantity=1)
-                written[doc["_id"]] = time.monotonic()
-                (await edge.put(f"/{doc['_id']}", json=doc)).raise_for_status()
+                samples[doc["_id"]] = Sample(user_db_name(device.user), time.time())
+                await put_once(edge, doc)
 
-    watchers = [
-        asyncio.create_task(watch_projected(couch, user_db_name(d.user), seen, time.monotonic)) for d in devices
-    ]
+    watchers = [asyncio.create_task(watch_projected(couch, user_db_name(d.user), seen, time.time)) for d in devices]
     await asyncio.sleep(1.0)  # every feed open before the first write
     await asyncio.gather(*(write(d, i / len(devices) / per_device) for i, d in enumerate(devices)))
     deadline = time.monotonic() + 60
-    while len(seen.keys() & written.keys()) < len(written) and time.monotonic() < deadline:
+    while len(seen.keys() & samples.keys()) < len(samples) and time.monotonic() < deadline:
         await asyncio.sleep(0.1)
     for task in watchers:
         task.cancel()
     await asyncio.gather(*watchers, return_exceptions=True)
-    return [seen[t] - written[t] for t in written if t in seen]
+    for tx_id, sample in samples.items():
+        sample.seen = seen.get(tx_id)
+    return samples
+
+
+def machine_busy() -> Callable[[], float]:
+    """Starts a measurement of how busy the machine's CPUs are (every process, the other work sharing the
+    machine included); the returned function gives the percentage since then."""
+
+    def ticks() -> tuple[int, int]:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        idle = fields[3] + fields[4]
+        return sum(fields) - idle, sum(fields)
+
+    busy0, total0 = ticks()
+
+    def done() -> float:
+        busy1, total1 = ticks()
+        return (busy1 - busy0) / max(1, total1 - total0) * 100
+
+    return done
+
+
+async def put_once(edge: httpx.AsyncClient, doc: dict[str, Any]) -> None:
+    """Write ``doc`` through the edge. A device writing every few seconds meets the server closing its idle
+    keep-alive connection just as it sends (a transport error): it sends again, and a 409 then means the
+    first attempt had arrived."""
+    for attempt in range(3):
+        try:
+            response = await edge.put(f"/{doc['_id']}", json=doc)
+        except httpx.TransportError:
+            if attempt == 2:
+                raise
+            continue
+        if response.status_code == 409 and attempt > 0:
+            return
+        response.raise_for_status()
+        return
+
+
+STAGES = (
+    ("write -> ingest reads it", "edge write, wake-up, drain's _changes read (event server_time)"),
+    ("ingest -> projected receipt", "checks, append, projector pick-up, ERP push (receipt history)"),
+    ("receipt -> seen on the feed", "receipt write, _changes delivery to the device's feed"),
+)
+
+
+async def stages(couch: CouchClient, events_db: str, samples: dict[str, Sample]) -> tuple[dict[str, list[float]], int]:
+    """Split each transaction's latency at the stamps the gateway leaves: the event's ``server_time`` (taken
+    when ingest starts on the page that read it) and the receipt history's ``projected`` entry (taken when
+    the projector has the ERP's answer). Also counts receipts that went through ``accepted`` first (the
+    ingest's grace period for an unprojected transaction ran out)."""
+    by_db: dict[str, list[str]] = {}
+    for tx_id, sample in samples.items():
+        if sample.seen is not None:
+            by_db.setdefault(sample.db, []).append(tx_id)
+    receipts: dict[str, dict[str, Any]] = {}
+    for db, ids in by_db.items():
+        for doc in (await couch.docs_by_id(db, [f"receipt:{t}" for t in ids])).values():
+            receipts[str(doc.get("transaction_id"))] = doc
+    event_ids = [str(r.get("event_id")) for r in receipts.values() if r.get("event_id")]
+    events: dict[str, dict[str, Any]] = {}
+    for start in range(0, len(event_ids), 500):
+        events.update(await couch.docs_by_id(events_db, event_ids[start : start + 500]))
+    out: dict[str, list[float]] = {label: [] for label, _ in STAGES}
+    accepted_first = 0
+    for tx_id, receipt in receipts.items():
+        sample, event = samples[tx_id], events.get(str(receipt.get("event_id")))
+        projected = [h["at"] for h in receipt.get("history") or [] if h.get("status") == "projected"]
+        if event is None or not projected or sample.seen is None:
+            continue
+        ingested, receipted = _stamp(event["server_time"]), _stamp(projected[0])
+        accepted_first += any(h.get("status") == "accepted" for h in receipt.get("history") or [])
+        for (label, _), value in zip(
+            STAGES, (ingested - sample.written, receipted - ingested, sample.seen - receipted), strict=True
+        ):
+            out[label].append(value)
+    return out, accepted_first
+
+
+def _stamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+async def direct_writes(couch: CouchClient, devices: list[EdgeDevice], count: int) -> list[float]:
+    """Seconds from a transaction written straight into a user database (as an admin tool would, bypassing
+    the edge: nothing wakes ingest but ``_db_updates`` on CouchDB 3, the sweep on the dev server) to its
+    ``projected`` receipt, one write at a time."""
+    values = []
+    for n in range(count):
+        device = devices[n % len(devices)]
+        doc = docs.inventory_movement(f"{device.user}-phone", quantity=1)
+        seen: dict[str, float] = {}
+        watcher = asyncio.create_task(watch_projected(couch, user_db_name(device.user), seen, time.monotonic))
+        await asyncio.sleep(0.2)  # the feed is open
+        written = time.monotonic()
+        await couch.put(user_db_name(device.user), doc)
+        deadline = written + 30
+        while doc["_id"] not in seen and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
+        if doc["_id"] in seen:
+            values.append(seen[doc["_id"]] - written)
+    return values
 
 
 class TimedGateway(GatewayProcess):
@@ -207,12 +327,21 @@ async def measure(
     figures = Figures(users)
     await settle(gw, timeout=args.settle_timeout)
     assert gw.process is not None
-    figures.connections = connections_to(gw.process.pid, server.url)
     figures.idle_gw_pct, figures.idle_server_pct = await idle(gw, couch_pid, args.idle_seconds)
+    # at the end of the idle spell: right after a burst the pool still keeps connections httpx closes once
+    # they have been idle for its keep-alive expiry (5 s), at the pool's next use
+    figures.connections = connections_to(gw.process.pid, server.url)
     async with CouchClient(server.url, server.admin_user, server.admin_password) as couch:
-        values = await latencies(couch, devices, args.rate, args.latency_seconds)
+        busy = machine_busy()
+        samples = await latencies(couch, devices, args.rate, args.latency_seconds)
+        figures.machine_busy_pct = busy()
+        values = [s.seen - s.written for s in samples.values() if s.seen is not None]
         figures.latency_n = len(values)
         figures.p50_ms, figures.p95_ms = pct(values, 50) * 1000, pct(values, 95) * 1000
+        split, figures.accepted_first = await stages(couch, f"{gw.prefix}events", samples)
+        figures.stage_ms = {k: (pct(v, 50) * 1000, pct(v, 95) * 1000) for k, v in split.items()}
+        direct = await direct_writes(couch, devices, args.direct_writes)
+        figures.direct_p50_ms, figures.direct_p95_ms = pct(direct, 50) * 1000, pct(direct, 95) * 1000
         figures.ready_s, figures.first_projected_s = await restart_figures(gw, couch, devices[0], kill=False)
         await settle(gw, timeout=args.settle_timeout)
         _, figures.kill_projected_s = await restart_figures(gw, couch, devices[1 % len(devices)], kill=True)
@@ -229,9 +358,12 @@ def report(server_name: str, args: argparse.Namespace, results: list[Figures]) -
         ("connections gateway -> server, idle", "connections", "", "d"),
         ("restart (SIGTERM) -> /ready", "ready_s", "s", ".2f"),
         ("restart -> first new tx projected", "first_projected_s", "s", ".2f"),
+        ("machine CPU busy during the writes (all work)", "machine_busy_pct", "%", ".0f"),
         ("write -> projected p50", "p50_ms", "ms", ".0f"),
         ("write -> projected p95 (goal < 1000)", "p95_ms", "ms", ".0f"),
         ("SIGKILL -> first new tx projected (goal < 5)", "kill_projected_s", "s", ".2f"),
+        ("write bypassing the edge -> projected p50", "direct_p50_ms", "ms", ".0f"),
+        ("write bypassing the edge -> projected p95", "direct_p95_ms", "ms", ".0f"),
     ]
     head = "".join(f"{f'{r.users} users':>14}" for r in results)
     print(f"  {'':<46}{head}{'ratio':>10}")
@@ -240,6 +372,13 @@ def report(server_name: str, args: argparse.Namespace, results: list[Figures]) -
         cells = "".join(f"{format(v, fmt):>14}" for v in values)
         ratio = values[-1] / values[0] if values[0] else float("nan")
         print(f"  {label + (f' ({unit})' if unit else ''):<46}{cells}{ratio:>10.2f}")
+    print("  write -> projected in stages, p50 / p95 (ms):")
+    for label, what in STAGES:
+        pairs = [r.stage_ms.get(label, (float("nan"), float("nan"))) for r in results]
+        cells = "".join(f"{f'{p50:.0f} / {p95:.0f}':>14}" for p50, p95 in pairs)
+        print(f"    {label:<44}{cells}   ({what})")
+    accepted = ", ".join(str(r.accepted_first) for r in results)
+    print(f"  receipts 'accepted' before 'projected' (the grace period ran out): {accepted}")
     print(
         f"  latency samples (of {args.rate * args.latency_seconds:.0f} written): "
         f"{', '.join(str(r.latency_n) for r in results)}; the provisioning and first-start rows"
@@ -257,6 +396,9 @@ async def main() -> None:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--idle-seconds", type=float, default=30.0)
     parser.add_argument("--settle-timeout", type=float, default=600.0)
+    parser.add_argument(
+        "--direct-writes", type=int, default=20, help="writes bypassing the edge (found via _db_updates / sweep)"
+    )
     args = parser.parse_args()
     configure_logging("WARNING", "console")
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -91,24 +91,24 @@ class AuditLog:
         detail: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Write one record; returns it as the API shows it."""
-        now = datetime.now(UTC)
-        doc: dict[str, Any] = {
-            "_id": f"{AUDIT_PREFIX}{_stamp(now)}:{secrets.token_hex(4)}",
-            "type": "audit",
-            "at": now.isoformat(),
-            "actor": actor.name,
-            "actor_kind": actor.kind,
-            "token_id": actor.token_id,
-            "ip": actor.ip,
-            "action": action,
-            "target": target,
-            "before": redact(before),
-            "after": redact(after),
-            "detail": redact(dict(detail or {})),
-        }
+        doc = _record(actor, action, target, before=before, after=after, detail=detail)
         await self._couch.put(self.db, doc)
         log.info("audit.recorded", action=action, target=target, actor=actor.name, actor_kind=actor.kind)
         return public_doc(doc)
+
+    async def append_many(self, actor: Actor, action: str, entries: Sequence[tuple[str, Any, Any]]) -> int:
+        """One record per ``(target, before, after)`` of a bulk operation, written a page at a time; returns
+        how many were written."""
+        written = 0
+        for start in range(0, len(entries), _PAGE):
+            docs = [
+                _record(actor, action, target, before=before, after=after)
+                for target, before, after in entries[start : start + _PAGE]
+            ]
+            results = await self._couch.bulk_docs(self.db, docs)
+            written += sum(1 for r in results.values() if r.ok)
+        log.info("audit.recorded", action=action, records=written, actor=actor.name, actor_kind=actor.kind)
+        return written
 
     async def query(
         self,
@@ -174,3 +174,32 @@ def _decode_cursor(cursor: str) -> str:
         return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError("cursor is not one this API returned") from exc
+
+
+_PAGE = 500
+
+
+def _record(
+    actor: Actor,
+    action: str,
+    target: str,
+    *,
+    before: Any = None,
+    after: Any = None,
+    detail: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    return {
+        "_id": f"{AUDIT_PREFIX}{_stamp(now)}:{secrets.token_hex(4)}",
+        "type": "audit",
+        "at": now.isoformat(),
+        "actor": actor.name,
+        "actor_kind": actor.kind,
+        "token_id": actor.token_id,
+        "ip": actor.ip,
+        "action": action,
+        "target": target,
+        "before": redact(before),
+        "after": redact(after),
+        "detail": redact(dict(detail or {})),
+    }

@@ -3,6 +3,7 @@
 sync-gateway run [--roles ingest,project,api]      run the gateway against SYNC_COUCH_URL
 sync-gateway dev                                    embedded pouchdb-server + gateway + demo user
 sync-gateway users add NAME --password … [--role R] [--attr key=value]
+sync-gateway users import FILE                      provision many users without CouchDB logins (JSON lines)
 sync-gateway users list
 sync-gateway connectors check NAME
 sync-gateway profiles check [FILES]                 validate offline data profiles
@@ -34,7 +35,7 @@ from sync_gateway.couch.client import CouchClient
 from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.errors import SyncGatewayError
 from sync_gateway.logging import configure_logging
-from sync_gateway.users import UserRegistry
+from sync_gateway.users import UserRegistry, UserSpec
 
 
 def _settings(**overrides: Any) -> Settings:
@@ -68,6 +69,34 @@ async def _users_add(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         await couch.close()
     print(json.dumps(record, indent=2))
+    return 0
+
+
+async def _users_import(settings: Settings, path: str) -> int:
+    """One user per line, ``{"name": …, "roles": […], "attributes": {…}}``, provisioned without CouchDB logins
+    (their devices enrol with codes) through the bulk path, audited once per user."""
+    text = sys.stdin.read() if path == "-" else await asyncio.to_thread(Path(path).read_text, encoding="utf-8")
+    users: list[UserSpec] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+            users.append(UserSpec(str(item["name"]), item.get("roles"), item.get("attributes")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise SystemExit(f"error (invalid_import): line {number}: expected a JSON object with a name") from exc
+    couch, registry = await _with_registry(settings)
+    try:
+        records = await registry.provision_many(users)
+        await couch.ensure_db(settings.db("audit"))
+        await ensure_security(couch, settings.db("audit"))
+        actor = Actor(getpass.getuser(), "cli", None)
+        await AuditLog(couch, settings.db("audit")).append_many(
+            actor, "user.provisioned", [(f"user:{r['name']}", None, r) for r in records]
+        )
+    finally:
+        await couch.close()
+    print(f"provisioned {len(records)} users")
     return 0
 
 
@@ -267,6 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--password-env", help="name of an environment variable holding the password")
     add.add_argument("--role", action="append", default=[], help="a role (repeatable)")
     add.add_argument("--attr", action="append", default=[], metavar="KEY=VALUE", help="an attribute (repeatable)")
+    imports = users.add_parser("import", help="provision many users without CouchDB logins (JSON lines, - = stdin)")
+    imports.add_argument("file")
     users.add_parser("list", help="list users")
     connectors = sub.add_parser("connectors", help="ERP connectors").add_subparsers(
         dest="connectors_command", required=True
@@ -334,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "users":
             if args.users_command == "add":
                 return asyncio.run(_users_add(settings, args))
+            if args.users_command == "import":
+                return asyncio.run(_users_import(settings, args.file))
             return asyncio.run(_users_list(settings))
         if args.command == "profiles":
             return asyncio.run(_profiles(settings, args))

@@ -40,10 +40,13 @@ def _same(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
     return norm(current) == norm(wanted)
 
 
-async def ensure_security(couch: CouchClient, db: str, wanted: Mapping[str, Any] = ADMINS_ONLY) -> bool:
+async def ensure_security(
+    couch: CouchClient, db: str, wanted: Mapping[str, Any] = ADMINS_ONLY, *, fresh: bool = False
+) -> bool:
     """Make ``db``'s ``_security`` exactly ``wanted``; True when it had to be changed. Raises CouchError when
-    the server does not keep what was written (the database would stay open)."""
-    if _same(await couch.get_security(db), wanted):
+    the server does not keep what was written (the database would stay open). ``fresh``: the database was just
+    created, so it has no ``_security`` worth reading first."""
+    if not fresh and _same(await couch.get_security(db), wanted):
         return False
     await couch.put_security(db, wanted)
     if not _same(await couch.get_security(db), wanted):

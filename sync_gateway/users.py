@@ -6,9 +6,12 @@ updates password, roles and attributes.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,13 +22,15 @@ from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.naming import user_db_name, valid_username
 from sync_gateway.dbsecurity import ensure_security, user_db_security
-from sync_gateway.errors import InvalidRequest, NotFound, RevisionConflict
+from sync_gateway.errors import DocumentNotFound, InvalidRequest, NotFound, RevisionConflict
 from sync_gateway.fields import strip_metadata
 
 log = structlog.get_logger(__name__)
 
 USER_PREFIX = "user:"
 SYNC_DESIGN_ID = "_design/sync"
+_BULK_PAGE = 500  # users per registry read and _bulk_docs of an import
+_READ_PAGE = 1000  # user records per registry read
 _VALIDATE_SRC = (Path(__file__).parent / "couch" / "validate_doc_update.js").read_text()
 
 
@@ -77,23 +82,67 @@ class UserRegistry:
         await self._couch.ensure_db(db)
         await ensure_security(self._couch, db, user_db_security(name))
         await self._ensure_design(db, wanted=couch_login)
-        now = datetime.now(UTC).isoformat()
-        record: dict[str, Any] = {
-            **(existing or {}),
-            "_id": USER_PREFIX + name,
-            "type": "user",
-            "name": name,
-            "db": db,
-            "roles": roles if roles is not None else (existing or {}).get("roles", []),
-            "attributes": dict(attributes) if attributes is not None else (existing or {}).get("attributes", {}),
-            "disabled": False,
-            "couch_login": couch_login,
-            "created_at": (existing or {}).get("created_at", now),
-            "updated_at": now,
-        }
+        record = _record(name, existing, roles, attributes, couch_login=couch_login)
         record["_rev"] = await self._couch.put(self.db, record)
         log.info("user.provisioned", user=name, created=existing is None, roles=record["roles"])
         return strip_metadata(record)
+
+    async def provision_many(self, users: Sequence[UserSpec], *, concurrency: int = 16) -> list[dict[str, Any]]:
+        """Provision many users without CouchDB logins (an import of a whole workforce); returns their records.
+
+        The same outcome as :meth:`provision` with ``couch_login=False`` for each, in far fewer requests: per
+        page of users one read of their registry records and ``_users`` accounts and one ``_bulk_docs`` of the
+        records; per user only what CouchDB has no bulk form for (create the database, set its ``_security``),
+        ``concurrency`` users at a time. A database created here is known to be empty, so it is not read back.
+        Idempotent like :meth:`provision`; everything is validated before anything is written."""
+        for user in users:
+            if not valid_username(user.name):
+                raise InvalidRequest(f"username {user.name!r} is invalid", code="invalid_username")
+            _check_roles(user.roles)
+        twice = sorted(name for name, n in Counter(u.name for u in users).items() if n > 1)
+        if twice:
+            raise InvalidRequest(f"users {twice[:5]} appear more than once", code="duplicate_username")
+        records: list[dict[str, Any]] = []
+        for start in range(0, len(users), _BULK_PAGE):
+            records += await self._provision_page(users[start : start + _BULK_PAGE], concurrency)
+        log.info("users.provisioned", users=len(records))
+        return records
+
+    async def _provision_page(self, users: Sequence[UserSpec], concurrency: int) -> list[dict[str, Any]]:
+        existing = await self._couch.docs_by_id(self.db, [USER_PREFIX + u.name for u in users])
+        try:
+            accounts = await self._couch.docs_by_id("_users", [f"org.couchdb.user:{u.name}" for u in users])
+        except DocumentNotFound:  # no _users database: nobody has a login
+            accounts = {}
+        if accounts:  # logins these users had before: from now on only the edge lets their devices in
+            await self._couch.bulk_docs("_users", [{**a, "_deleted": True} for a in accounts.values()])
+        slots = asyncio.Semaphore(concurrency)
+
+        async def database(user: UserSpec) -> None:
+            db = user_db_name(user.name)
+            async with slots:
+                created = await self._couch.ensure_db(db)
+                await ensure_security(self._couch, db, user_db_security(user.name), fresh=created)
+                if not created:
+                    await self._ensure_design(db, wanted=False)
+
+        await asyncio.gather(*(database(u) for u in users))
+        docs = [
+            _record(u.name, existing.get(USER_PREFIX + u.name), u.roles, u.attributes, couch_login=False) for u in users
+        ]
+        results = await self._couch.bulk_docs(self.db, docs)
+        records: list[dict[str, Any]] = []
+        for user, doc in zip(users, docs, strict=True):
+            result = results.get(doc["_id"])
+            if result is not None and result.ok:
+                records.append(strip_metadata(doc))
+            else:  # changed meanwhile (or a lost answer): the one-user path reads it again and repairs
+                records.append(
+                    await self.provision(
+                        user.name, None, roles=user.roles, attributes=user.attributes, couch_login=False
+                    )
+                )
+        return records
 
     async def _ensure_design(self, db: str, *, wanted: bool) -> None:
         """``_design/sync`` (the database refusing writes of server-owned documents) where a user can write to
@@ -163,11 +212,57 @@ class UserRegistry:
         doc = await self._couch.get_or_none(self.db, USER_PREFIX + name) if valid_username(name) else None
         return strip_metadata(doc) if doc is not None else None
 
+    async def pages(self, size: int = _READ_PAGE) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every user record, ``size`` at a time in name order (a registry of 10,000 users is not one response)."""
+        startkey: str = USER_PREFIX
+        skip = 0
+        while True:
+            rows = await self._couch.all_docs(
+                self.db, include_docs=True, startkey=startkey, endkey=USER_PREFIX + "\ufff0", limit=size, skip=skip
+            )
+            docs = [row["doc"] for row in rows if row.get("doc")]
+            if docs:
+                yield docs
+            if len(rows) < size:
+                return
+            startkey, skip = str(rows[-1]["id"]), 1
+
     async def list(self) -> list[dict[str, Any]]:
-        rows = await self._couch.all_docs(
-            self.db, include_docs=True, startkey=USER_PREFIX, endkey=USER_PREFIX + "\ufff0"
-        )
-        return [strip_metadata(row["doc"]) for row in rows if row.get("doc")]
+        return [strip_metadata(doc) async for page in self.pages() for doc in page]
+
+
+@dataclass(frozen=True)
+class UserSpec:
+    """One user of a bulk import (:meth:`UserRegistry.provision_many`): no CouchDB login, no password."""
+
+    name: str
+    roles: list[str] | None = None
+    attributes: Mapping[str, Any] | None = None
+
+
+def _record(
+    name: str,
+    existing: Mapping[str, Any] | None,
+    roles: list[str] | None,
+    attributes: Mapping[str, Any] | None,
+    *,
+    couch_login: bool,
+) -> dict[str, Any]:
+    """The registry record of a (re-)provisioned user: what is given replaces, what is not is kept."""
+    now = datetime.now(UTC).isoformat()
+    return {
+        **(existing or {}),
+        "_id": USER_PREFIX + name,
+        "type": "user",
+        "name": name,
+        "db": user_db_name(name),
+        "roles": roles if roles is not None else (existing or {}).get("roles", []),
+        "attributes": dict(attributes) if attributes is not None else (existing or {}).get("attributes", {}),
+        "disabled": False,
+        "couch_login": couch_login,
+        "created_at": (existing or {}).get("created_at", now),
+        "updated_at": now,
+    }
 
 
 _VALID_ROLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

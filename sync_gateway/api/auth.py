@@ -119,6 +119,10 @@ class Auditor:
     ) -> None:
         await self.trail.append(self.who, action, target, before=before, after=after, detail=detail)
 
+    async def record_many(self, action: str, entries: list[tuple[str, Any, Any]]) -> None:
+        """One record per ``(target, before, after)`` of a bulk operation."""
+        await self.trail.append_many(self.who, action, entries)
+
 
 async def auditor(request: Request, principal: PrincipalDep, svc: ServicesDep) -> Auditor:
     return Auditor(svc.people.audit, actor(request, principal))

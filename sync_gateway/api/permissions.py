@@ -52,6 +52,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     # users and their sync status
     ("GET", "/api/users"): "users.read",
     ("POST", "/api/users"): "users.write",
+    ("POST", "/api/users/import"): "users.write",
     ("GET", "/api/users/{name}"): "users.read",
     ("PATCH", "/api/users/{name}"): "users.write",
     ("GET", "/api/users/{name}/status"): "status.read",

@@ -22,6 +22,7 @@ from sync_gateway.api.status import user_sync_status
 from sync_gateway.errors import InvalidRequest, NotFound
 from sync_gateway.eventlog.store import public_event
 from sync_gateway.fields import public_doc
+from sync_gateway.users import UserSpec
 from sync_gateway.validation.boundary import is_valid_text
 
 router = APIRouter(prefix="/api", dependencies=[Depends(require_admin)])
@@ -82,6 +83,34 @@ async def add_user(body: NewUser, gw: ServicesDep, audit: AuditDep) -> dict[str,
     )
     await audit.record("user.provisioned", f"user:{body.name}", before=before, after=record)  # never the password
     return record
+
+
+MAX_IMPORT = 1000  # a page of an import stays well under the API's 1 MiB body limit
+
+
+class ImportedUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Text = Field(min_length=1, max_length=64, examples=["tech.anna"])
+    roles: list[Role] = Field(default_factory=list, max_length=MAX_ROLES, examples=[["field_technician"]])
+    attributes: dict[AttributeName, AttributeValue] = Field(default_factory=dict, max_length=MAX_ATTRIBUTES)
+
+
+class UserImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    users: list[ImportedUser] = Field(min_length=1, max_length=MAX_IMPORT)
+
+
+@router.post(
+    "/users/import",
+    status_code=201,
+    summary="Provision up to 1,000 users without CouchDB logins in one call (their devices enrol with codes)",
+)
+async def import_users(body: UserImport, gw: ServicesDep, audit: AuditDep) -> dict[str, Any]:
+    records = await gw.registry.provision_many([UserSpec(u.name, u.roles, u.attributes) for u in body.users])
+    await audit.record_many("user.provisioned", [(f"user:{r['name']}", None, r) for r in records])
+    return {"provisioned": len(records), "users": records}
 
 
 class UserChange(BaseModel):

@@ -9,6 +9,10 @@ fails for any other reason is handled again one change at a time, and each chang
 ``on_poison`` (quarantine) so the feed moves on: one bad document never stops a database. A checkpoint
 that another process moved meanwhile (a lost 409 race) ends the follower: the other process owns the feed.
 Without ``checkpoints`` it is a watch: it starts where it is told and keeps its position in memory only.
+``save_empty=False`` saves a position only when rows were handled since the last save: a feed whose server
+filter skips most changes (ingest reads transactions only, the gateway's own writes come by too) then pays no
+checkpoint write for pages that held nothing; the price is re-reading those filtered-out changes after a
+restart.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class Follower:
         save_interval: float = 5.0,
         linger: float = 0.0,
         on_poison: PoisonHandler | None = None,
+        save_empty: bool = True,
     ) -> None:
         self.db = db
         self.name = name
@@ -76,6 +81,8 @@ class Follower:
         self._last_save = 0.0
         self._flush: asyncio.Task[None] | None = None
         self._save_lock = asyncio.Lock()
+        self._save_empty = save_empty
+        self._unsaved_rows = False  # rows handled since the last save
         self.lost = False  # another process took this feed's checkpoint
         self.quarantined = 0
 
@@ -94,7 +101,7 @@ class Follower:
         finally:
             if self._flush is not None:
                 self._flush.cancel()
-            if self.since != self._saved and not self.lost:
+            if self.unsaved and not self.lost:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._save())
 
@@ -122,8 +129,13 @@ class Follower:
         """Save a position not saved yet (at shutdown)."""
         if self._flush is not None:
             self._flush.cancel()
-        if self.since != self._saved and not self.lost:
+        if self.unsaved and not self.lost:
             await self._save()
+
+    @property
+    def unsaved(self) -> bool:
+        """The position moved past what is saved, and the move is worth a write (see ``save_empty``)."""
+        return self.since != self._saved and (self._save_empty or self._unsaved_rows)
 
     async def _loop(self) -> None:
         while True:
@@ -162,11 +174,12 @@ class Follower:
         if batch.results:
             await self._handle(batch.results)
             self.last_change_at = time.time()
+            self._unsaved_rows = True
         self.since = batch.last_seq
         self._busy = bool(batch.results)
         self.caught_up = len(batch.results) < self._batch_size
         self.caught_up_at = time.time() if self.caught_up else self.caught_up_at
-        if self.since != self._saved:
+        if self.unsaved:
             if not self.caught_up or time.monotonic() - self._last_save >= self._save_interval:
                 await self._save()
             elif self._flush is None or self._flush.done():
@@ -195,7 +208,7 @@ class Follower:
 
     async def _save_later(self) -> None:
         await asyncio.sleep(max(0.0, self._save_interval - (time.monotonic() - self._last_save)))
-        if self.since != self._saved:
+        if self.unsaved:
             try:
                 await self._save()
             except CheckpointLost:
@@ -208,7 +221,13 @@ class Follower:
             seq = self.since
             if seq == self._saved:
                 return
-            if self._checkpoints is not None:
-                await self._checkpoints.save(self.name, seq, db=self.db)
+            rows = self._unsaved_rows
+            self._unsaved_rows = False
+            try:
+                if self._checkpoints is not None:
+                    await self._checkpoints.save(self.name, seq, db=self.db)
+            except BaseException:
+                self._unsaved_rows = self._unsaved_rows or rows
+                raise
             self._saved = seq
             self._last_save = time.monotonic()

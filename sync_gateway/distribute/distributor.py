@@ -15,9 +15,12 @@ content is unchanged.
 
 A second follower reads ``sync_registry``: a new user, or a change of roles or attributes, reconciles that
 user against the ledger (:mod:`sync_gateway.distribute.reconcile`, the same computation ``profiles plan``
-reports). ``_local/sync-distributor`` in each user database records the state (user, profiles, rules) its
-contents were reconciled with; when the profiles or rules change, every user whose state differs is
-reconciled at start-up, a chunk of users at a time. The mirror position is a checkpoint in
+reports). The ledger's companion database ``<ledger>_users`` records per user the state (user record,
+profiles, rules) its database was reconciled with, read and written a chunk of users per request (an import
+of 10,000 users costs each user database one read of its holdings and one write, nothing more); when the
+profiles or rules change, every user whose state differs is reconciled at start-up, a chunk at a time. The
+state includes the record's ``updated_at``, so re-provisioning a user (perhaps onto a new, empty database)
+reconciles it again. The mirror position is a checkpoint in
 ``sync_checkpoints``; replaying a page is a no-op because unchanged copies are not rewritten.
 
 A row limit is enforced when a page adds a document of a limited entity to a user (the database's count of
@@ -27,7 +30,6 @@ that entity is read then); a related row of a document a limit left out of this 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,6 +42,7 @@ from sync_gateway import metrics
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient, Seq
 from sync_gateway.couch.follower import Follower
+from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.distribute.ledger import Ledger
 from sync_gateway.distribute.mirror import is_master_id
 from sync_gateway.distribute.reconcile import CHUNK_USERS, Change, Held, held_from_doc, reconcile
@@ -47,10 +50,11 @@ from sync_gateway.errors import CouchError, DocumentNotFound
 from sync_gateway.profiles import Planned, ProfileIndex, ProfileSet, UserContext, content_digest
 from sync_gateway.profiles.model import EntityRule
 from sync_gateway.quarantine import Quarantine
+from sync_gateway.users import UserRegistry
 
 log = structlog.get_logger(__name__)
 
-STATE_DOC = "sync-distributor"
+STATE_PREFIX = "user:"
 MIRROR_CHECKPOINT = "distribute:mirror"
 REGISTRY_CHECKPOINT = "distribute:registry"
 _BULK_CHUNK = 500
@@ -92,6 +96,8 @@ class Distributor:
         self.profiles = profiles
         self.index = ProfileIndex(profiles)
         self.ledger = Ledger(couch, ledger_db or f"{mirror_db}_distributed", profiles)
+        self.states_db = f"{self.ledger.db}_users"
+        self._stamps: dict[str, str] = {}  # user -> its registry record's updated_at
         self._config = [dict(doc) for doc in config_docs]
         self._config_digest = content_digest({"config": self._config})
         self._concurrency = concurrency
@@ -142,11 +148,13 @@ class Distributor:
         since = await self._checkpoints.load(MIRROR_CHECKPOINT)
         if since is None:  # first start: everything up to here is in the ledger copy below
             since = (await self._couch.db_info(self.mirror_db)).get("update_seq")
-        rows = await self._couch.all_docs(self.registry_db, include_docs=True, startkey="user:", endkey="user:\ufff0")
-        for row in rows:
-            if row.get("doc") and "db" in row["doc"]:
-                self.index.set_user(UserContext.from_record(row["doc"]))
+        async for page in UserRegistry(self._couch, self.registry_db).pages():
+            for doc in page:
+                if "db" in doc:
+                    self._set_user(doc)
         created = await self.ledger.open(self.mirror_db)
+        await self._couch.ensure_db(self.states_db)
+        await ensure_security(self._couch, self.states_db)
         state = self.global_state()
         reconciling = created or self.ledger.state != state
         if reconciling:  # profiles or rules changed (or a new ledger): every user's target changed
@@ -166,7 +174,11 @@ class Distributor:
         return content_digest({"profiles": [p.digest for p in self.profiles.profiles], "config": self._config_digest})
 
     def _target(self, user: str) -> str:
-        return self.index.state_digest(user, [self._config_digest])
+        return self.index.state_digest(user, [self._config_digest, self._stamps.get(user, "")])
+
+    def _set_user(self, record: Mapping[str, Any]) -> None:
+        self.index.set_user(UserContext.from_record(record))
+        self._stamps[str(record["name"])] = str(record.get("updated_at", ""))
 
     # ------------------------------------------------------------------------------------------ registry
 
@@ -181,8 +193,9 @@ class Distributor:
                 name, doc = doc_id[len("user:") :], row.get("doc")
                 if row.get("deleted") or not doc or doc.get("_deleted") or "db" not in doc:
                     self.index.remove_user(name)
+                    self._stamps.pop(name, None)
                     continue
-                self.index.set_user(UserContext.from_record(doc))
+                self._set_user(doc)
                 changed.append(name)
             await self._reconcile_users(sorted(set(changed)), force=False)
 
@@ -207,17 +220,24 @@ class Distributor:
 
     async def _stale(self, users: list[str]) -> list[str]:
         """The users whose database was reconciled with another state than their target (or never)."""
+        states = await self._couch.docs_by_id(self.states_db, [STATE_PREFIX + u for u in users])
+        return [u for u in users if (states.get(STATE_PREFIX + u) or {}).get("state") != self._target(u)]
 
-        async def state(user: str) -> str | None:
-            async with self._sem:
-                try:
-                    doc = await self._couch.get_local(self.index.users[user].db, STATE_DOC)
-                except DocumentNotFound:
-                    return None
-            return str(doc.get("state")) if doc else None
-
-        states = await asyncio.gather(*(state(u) for u in users))
-        return [u for u, s in zip(users, states, strict=True) if s != self._target(u)]
+    async def _record_states(self, users: list[str]) -> None:
+        """Remember that ``users`` now hold what their target state says (one read and one write per chunk)."""
+        if not users:
+            return
+        current = await self._couch.docs_by_id(self.states_db, [STATE_PREFIX + u for u in users])
+        docs = []
+        for user in users:
+            doc: dict[str, Any] = {"_id": STATE_PREFIX + user, "state": self._target(user)}
+            if STATE_PREFIX + user in current:
+                doc["_rev"] = current[STATE_PREFIX + user]["_rev"]
+            docs.append(doc)
+        results = await self._couch.bulk_docs(self.states_db, docs)
+        lost = [doc_id for doc_id, r in results.items() if not r.ok]
+        if lost:  # another process recorded meanwhile: those users are reconciled again at their next change
+            log.info("distribute.states_not_recorded", users=len(lost))
 
     async def _reconcile_chunk(self, users: list[str]) -> set[str]:
         started = time.perf_counter()
@@ -228,12 +248,7 @@ class Distributor:
             log.warning("distribute.limit_reached", user=user, entity=entity, left_out=extra)
         failed = await self._apply(result.changes)
 
-        async def record(user: str) -> None:
-            async with self._sem:
-                with contextlib.suppress(DocumentNotFound):  # the user's database was deleted meanwhile
-                    await self._couch.put_local(self.index.users[user].db, STATE_DOC, {"state": self._target(user)})
-
-        await asyncio.gather(*(record(user) for user in users if user not in failed))
+        await self._record_states([user for user in users if user not in failed])
         self.stats["reconciled_users"] += len(users) - len(failed)
         log.info("distribute.users_reconciled", users=len(users), seconds=round(time.perf_counter() - started, 3))
         return failed

@@ -148,7 +148,8 @@ class Wakeups:
             return await self._couch.db_updates(since=since, timeout=self._read_timeout)
 
         def named(rows: list[dict[str, Any]]) -> Iterable[str]:
-            return (str(r.get("db_name", "")) for r in rows if r.get("type") in ("updated", "created"))
+            # not "created": a new database holds nothing yet, and its first write comes as "updated"
+            return (str(r.get("db_name", "")) for r in rows if r.get("type") == "updated")
 
         await self._follow("db_updates", DB_UPDATES_CHECKPOINT, start, page, named, wake_all)
 

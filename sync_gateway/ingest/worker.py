@@ -22,7 +22,7 @@ from sync_gateway.contracts import TRANSACTION_TYPES
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.couch.follower import Follower
-from sync_gateway.couch.naming import ingest_checkpoint
+from sync_gateway.couch.naming import ingest_checkpoint, user_db_name
 from sync_gateway.errors import is_outage
 from sync_gateway.eventlog.store import EventLog, event_id_for
 from sync_gateway.ingest.business import BusinessRules
@@ -123,9 +123,11 @@ class IngestWorker:
             self._start_wakeups(self.wakeups)
 
         async def users_changed(rows: list[dict[str, Any]]) -> None:
-            # the registry also holds devices, codes and their activity stamps: only user records matter here
-            if any(str(row.get("id", "")).startswith("user:") for row in rows):
-                await self._sync_users()
+            # the registry also holds devices, codes and their activity stamps: only user records matter here,
+            # and only the ones in this page (an import of 10,000 users is not 10,000 re-reads of everyone)
+            users = [row for row in rows if str(row.get("id", "")).startswith("user:")]
+            if users:
+                await self._users_changed(users)
 
         watch = Follower(
             self._couch,
@@ -135,7 +137,7 @@ class IngestWorker:
             users_changed,
             read_timeout=self._read_timeout,
             max_delay=10.0,
-            changes_params={"include_docs": False},
+            changes_params={"include_docs": True},
         )
         try:
             await watch.run(since, loaded=True)
@@ -166,19 +168,40 @@ class IngestWorker:
         return 0 if self.wakeups is not None else len(self.followers)
 
     async def _sync_users(self) -> Any:
+        """Follow every enabled user's database and no other; returns the registry position read before."""
         info = await self._couch.db_info(self._registry.db)
-        users = await self._registry.list()
-        wanted = {u["db"]: u["name"] for u in users if not u.get("disabled")}
+        wanted: dict[str, str] = {}
+        async for page in self._registry.pages():
+            wanted.update({u["db"]: u["name"] for u in page if not u.get("disabled") and "db" in u})
+            await self._start_new({db: wanted[db] for db in (u.get("db") for u in page) if db in wanted})
         for db in list(self.followers):
             if db not in wanted:
-                self.followers.pop(db, None)
-                await self._supervisor.stop(ingest_checkpoint(db))  # feeds mode: its loop; wake-ups: none
+                await self._stop_following(db)
+        return info.get("update_seq")
+
+    async def _users_changed(self, rows: list[dict[str, Any]]) -> None:
+        """Registry changes of user records: follow new and re-enabled users, stop for disabled/deleted ones."""
+        new: dict[str, str] = {}
+        for row in rows:
+            doc = row.get("doc") or {}
+            name = str(doc.get("name") or str(row.get("id", "")).removeprefix("user:"))
+            db = str(doc.get("db") or user_db_name(name))
+            if row.get("deleted") or doc.get("_deleted") or doc.get("disabled") or "db" not in doc:
+                await self._stop_following(db)
+            else:
+                new[db] = name
+        await self._start_new(new)
+
+    async def _start_new(self, wanted: dict[str, str]) -> None:
         new = [db for db in wanted if db not in self.followers]
         if new:
             saved = await self._checkpoints.load_many([ingest_checkpoint(db) for db in new])
             for db in new:
                 self._start(db, wanted[db], saved.get(ingest_checkpoint(db)))
-        return info.get("update_seq")
+
+    async def _stop_following(self, db: str) -> None:
+        if self.followers.pop(db, None) is not None:
+            await self._supervisor.stop(ingest_checkpoint(db))  # feeds mode: its loop; wake-ups: none
 
     def _start(self, db: str, user: str, since: Any) -> None:
         async def handle(rows: list[dict[str, Any]]) -> None:
@@ -196,6 +219,7 @@ class IngestWorker:
             changes_params={"style": "all_docs", "conflicts": True, "selector": TRANSACTION_SELECTOR},
             linger=self._linger,
             on_poison=lambda row, exc: self._quarantine_change(db, user, row, exc),
+            save_empty=self.wakeups is None,  # drained on wake-ups: the gateway's own writes need no save
         )
         self.followers[db] = follower
         if self.wakeups is not None:

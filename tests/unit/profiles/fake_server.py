@@ -24,6 +24,7 @@ class FakeServer:
         self.dbs: dict[str, dict[str, dict[str, Any]]] = {}
         self.seq: Counter[str] = Counter()
         self.reads: Counter[str] = Counter()  # database -> requests that read it
+        self.requests: Counter[str] = Counter()  # database -> requests of any kind
         self._revs = itertools.count(1)
 
     def client(self) -> CouchClient:
@@ -39,6 +40,7 @@ class FakeServer:
         db = unquote(parts[1])
         rest = unquote(parts[2]) if len(parts) > 2 else ""
         method = request.method
+        self.requests[db] += 1
         if method == "GET":
             self.reads[db] += 1
         if not rest:

@@ -1,8 +1,9 @@
 """The distributor without per-user state: who held a document is whom the ledger's previous version matched.
 
 Against an in-memory server (``fake_server``): a reassignment moves a work order and its customer, a restart
-reads no user database and still evicts correctly, a row limit holds on incremental adds, and the dry run
-reports exactly what reconciling then writes.
+reads no user database and still evicts correctly, a row limit holds on incremental adds, the dry run
+reports exactly what reconciling then writes, an import of many users costs each new database one read and
+one write, and a re-provisioned user is reconciled again.
 """
 
 from __future__ import annotations
@@ -174,3 +175,49 @@ async def test_the_dry_run_reports_what_reconciling_then_writes(server: FakeServ
     assert changes[("anna", "work_order")]["changed"] == 2  # internal_notes no longer stripped
     assert server.dbs[user_db_name("anna")]["work_order:W1"]["internal_notes"] == "not for phones"
     assert report.totals().added == sum(len(after[u] - before[u]) for u in after) == 0
+
+
+def user_record(name: str, updated_at: str = "2026-01-01T00:00:00+00:00") -> dict[str, Any]:
+    return {
+        "_id": f"user:{name}",
+        "_rev": "1-a",
+        "type": "user",
+        "name": name,
+        "db": user_db_name(name),
+        "roles": ["tech"],
+        "attributes": {},
+        "updated_at": updated_at,
+    }
+
+
+async def test_an_import_costs_each_new_database_one_read_and_one_write(server: FakeServer) -> None:
+    names = [f"new{i:03d}" for i in range(250)]  # more than one chunk of users
+    async with server.client() as couch:
+        dist = distributor(couch)
+        await dist.start()
+        rows = []
+        for name in names:
+            server.dbs[user_db_name(name)] = {}
+            server.dbs["registry"][f"user:{name}"] = user_record(name)
+            rows.append({"id": f"user:{name}", "doc": server.dbs["registry"][f"user:{name}"]})
+        server.requests.clear()
+        await dist.on_registry(rows)
+        assert {name: server.requests[user_db_name(name)] for name in names} == dict.fromkeys(names, 2)
+        assert server.requests[dist.states_db] == 3 * 2  # per chunk: which are stale, revisions, the write
+        assert all(held(server, name) == ALWAYS for name in names)
+
+        server.requests.clear()
+        await dist.on_registry(rows)  # the same records again: nothing to do, no user database touched
+        assert not [db for db in server.requests if db.startswith("userdb-")]
+
+
+async def test_a_user_provisioned_again_onto_an_empty_database_gets_its_data_again(server: FakeServer) -> None:
+    async with server.client() as couch:
+        dist = distributor(couch)
+        await dist.start()
+        assert held(server, "ben") == ALWAYS
+        server.dbs[user_db_name("ben")] = {}  # the database was deleted and created again
+        record = user_record("ben", updated_at="2026-02-02T00:00:00+00:00")
+        server.dbs["registry"]["user:ben"] = record
+        await dist.on_registry([{"id": "user:ben", "doc": record}])
+    assert held(server, "ben") == ALWAYS

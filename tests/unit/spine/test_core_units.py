@@ -234,3 +234,45 @@ async def test_a_follower_resumes_from_its_checkpoint_and_hands_every_change_onc
     assert await second.drain() == 1
 
     assert seen == [f"doc:{n}" for n in range(6)]
+
+
+async def test_a_drained_follower_saves_no_checkpoint_for_pages_that_held_nothing(couch: MemoryCouch) -> None:
+    """``save_empty=False`` (ingest on wake-ups): the gateway's own writes pass the filter by, cost no save."""
+    client = couch.client()
+    seen: list[str] = []
+
+    async def handle(rows: list[dict[str, Any]]) -> None:
+        seen.extend(r["id"] for r in rows)
+
+    def follower() -> Follower:
+        return Follower(
+            client,
+            Checkpoints(client, "sync_checkpoints"),
+            "db",
+            "test:db",
+            handle,
+            changes_params={"selector": {"kind": "tx"}},
+            save_empty=False,
+        )
+
+    for n in range(3):
+        couch.put_doc("db", {"_id": f"config:{n}", "kind": "config"})
+    first = follower()
+    assert await first.drain() == 0
+    await first.flush()
+    assert await Checkpoints(client, "sync_checkpoints").load("test:db") is None  # nothing written
+
+    couch.put_doc("db", {"_id": "tx:1", "kind": "tx"})
+    assert await first.drain() == 1
+    await first.flush()
+    saved = await Checkpoints(client, "sync_checkpoints").load("test:db")
+    assert saved is not None and saved == first.since
+
+    couch.put_doc("db", {"_id": "config:3", "kind": "config"})
+    assert await first.drain() == 0
+    await first.flush()
+    assert await Checkpoints(client, "sync_checkpoints").load("test:db") == saved  # not moved for nothing
+    second = follower()  # a restart re-reads from there and finds nothing new to hand over
+    second.position(saved)
+    assert await second.drain() == 0
+    assert seen == ["tx:1"]

@@ -114,7 +114,11 @@ async def test_the_db_updates_watch_wakes_known_databases_and_saves_when_nothing
     server = _Server(
         [
             [{"db_name": "userdb-a", "type": "updated", "seq": "1"}, {"db_name": "sync_events", "type": "updated"}],
-            [{"db_name": "userdb-b", "type": "created", "seq": "2"}, {"db_name": "userdb-a", "type": "deleted"}],
+            [
+                {"db_name": "userdb-c", "type": "created"},  # nothing in it yet: no drain
+                {"db_name": "userdb-b", "type": "updated", "seq": "2"},
+                {"db_name": "userdb-a", "type": "deleted"},
+            ],
         ]
     )
     drained: list[str] = []
@@ -124,7 +128,7 @@ async def test_the_db_updates_watch_wakes_known_databases_and_saves_when_nothing
 
     woken_all: list[bool] = []
     async with CouchClient("http://couch.test", "a", "b", transport=httpx.MockTransport(server.handle)) as couch:
-        known = {"userdb-a", "userdb-b"}
+        known = {"userdb-a", "userdb-b", "userdb-c"}
         wakeups = Wakeups(couch, Checkpoints(couch, "sync_checkpoints"), drain, known=known.__contains__)
         wakeups._save_interval = 0
         dispatch = asyncio.create_task(wakeups.dispatch())
