@@ -19,11 +19,15 @@ function fakePouchDB() {
 
 const client = { on: () => () => {}, remote: () => ({ close: async () => {} }) };
 
-test('a live sync asks for the batch size it is given, and for PouchDB\'s own default otherwise', () => {
+test('a live sync pulls 500 documents per batch and pushes PouchDB\'s default unless told otherwise', () => {
   const PouchDB = fakePouchDB();
-  new EdgeSync({ client, PouchDB, local: {}, batchSize: 500 }).start();
+  new EdgeSync({ client, PouchDB, local: {}, batchSize: 50 }).start();
   new EdgeSync({ client, PouchDB, local: {} }).start();
-  assert.equal(PouchDB.seen[0].batch_size, 500);
+  new EdgeSync({ client, PouchDB, local: {}, pullBatchSize: 0 }).start();
+  assert.equal(PouchDB.seen[0].batch_size, 50);
+  assert.deepEqual(PouchDB.seen[0].pull, { batch_size: 500 });
   assert.equal('batch_size' in PouchDB.seen[1], false);
+  assert.deepEqual(PouchDB.seen[1].pull, { batch_size: 500 });
+  assert.equal('pull' in PouchDB.seen[2], false);
   assert.equal(PouchDB.seen[0].live, true);
 });
