@@ -88,12 +88,8 @@ async def _users_import(settings: Settings, path: str) -> int:
     couch, registry = await _with_registry(settings)
     try:
         records = await registry.provision_many(users)
-        await couch.ensure_db(settings.db("audit"))
-        await ensure_security(couch, settings.db("audit"))
-        actor = Actor(getpass.getuser(), "cli", None)
-        await AuditLog(couch, settings.db("audit")).append_many(
-            actor, "user.provisioned", [(f"user:{r['name']}", None, r) for r in records]
-        )
+        trail, actor = await _cli_trail(couch, settings)
+        await trail.append_many(actor, "user.provisioned", [(f"user:{r['name']}", None, r) for r in records])
     finally:
         await couch.close()
     print(f"provisioned {len(records)} users")
@@ -102,10 +98,15 @@ async def _users_import(settings: Settings, path: str) -> int:
 
 async def _audit_cli(couch: CouchClient, settings: Settings, action: str, target: str, before: Any, after: Any) -> None:
     """Changes made with this command are audited too: the actor is the operating-system user running it."""
+    trail, actor = await _cli_trail(couch, settings)
+    await trail.append(actor, action, target, before=before, after=after)
+
+
+async def _cli_trail(couch: CouchClient, settings: Settings) -> tuple[AuditLog, Actor]:
+    """The audit trail (created if missing) and the operating-system user running this command as its actor."""
     await couch.ensure_db(settings.db("audit"))
     await ensure_security(couch, settings.db("audit"))
-    actor = Actor(getpass.getuser(), "cli", None)
-    await AuditLog(couch, settings.db("audit")).append(actor, action, target, before=before, after=after)
+    return AuditLog(couch, settings.db("audit")), Actor(getpass.getuser(), "cli", None)
 
 
 async def _users_list(settings: Settings) -> int:

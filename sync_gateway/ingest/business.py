@@ -59,17 +59,19 @@ _NEEDS = {
 }
 
 
-def state_keys(doc_type: str, payload: Mapping[str, Any]) -> set[str]:
+def state_keys(doc_type: str, payload: Mapping[str, Any]) -> dict[str, str | None]:
     """The mirrored entities whose state judges a transaction of a stateful type (the ids the business rules
-    and the effects view use: ``stock:<location>:<sku>``, ``work_order:<key>``, ``customer:<key>``)."""
+    and the effects view use: ``stock:<location>:<sku>``, ``work_order:<key>``, ``customer:<key>``), each with
+    the location whose stock it is (None for the other entities)."""
     if doc_type == "inventory_movement":
         sku = payload.get("sku")
-        return {f"stock:{payload.get(end)}:{sku}" for end in ("from_location", "to_location")}
+        ends = (payload.get(end) for end in ("from_location", "to_location"))
+        return {f"stock:{location}:{sku}": str(location) for location in ends if location}
     if doc_type == "work_order_update":
-        return {f"work_order:{payload.get('work_order')}"}
+        return {f"work_order:{payload.get('work_order')}": None}
     if doc_type == "customer_update":
-        return {f"customer:{payload.get('customer')}"}
-    return set()
+        return {f"customer:{payload.get('customer')}": None}
+    return {}
 
 
 class EntityLocks:

@@ -266,15 +266,13 @@ class PageIngest:
     async def _judged_entities(self, page: Page) -> set[str]:
         """The entities whose state judges the page's accepted stateful transactions: the page checks and
         appends under their locks. A location whose stock the rules cannot check (not mirrored) needs none."""
-        keys: set[str] = set()
+        keys: dict[str, str | None] = {}
         for d in page.decisions:
             if d.accepted and d.event.doc_type in STATEFUL_TYPES:
-                keys |= state_keys(d.event.doc_type, d.event.payload)
+                keys.update(state_keys(d.event.doc_type, d.event.payload))
         judged = set()
-        for key in keys:
-            kind, _, rest = key.partition(":")
-            location = rest.rpartition(":")[0]
-            if kind != "stock" or (self._business is not None and await self._business.judges_stock_at(location)):
+        for key, location in keys.items():
+            if location is None or (self._business is not None and await self._business.judges_stock_at(location)):
                 judged.add(key)
         return judged
 
