@@ -153,6 +153,7 @@ class Gateway:
                 db_updates=self._has_db_updates,
                 marks_db=None if self._has_db_updates else s.db(WAKEMARKS_DB),
                 sweep_interval=0.0 if self._has_db_updates else s.ingest_sweep_interval_s,
+                sweep_rate=s.ingest_sweep_rate,
             )
         if "project" in s.roles and self.connector is not None:
             self.projector = Projector(

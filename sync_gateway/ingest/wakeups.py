@@ -10,9 +10,11 @@ What marks a database dirty:
   (admin tools, other replicators);
 - on a server without ``_db_updates`` (pouchdb-server), the edge's wake-up marks
   (:mod:`sync_gateway.couch.wakemarks`), one shared database followed with one feed, for edges in other
-  processes; and a slow **sweep** for writes that bypass the edge: every ``sweep_interval`` seconds each
-  known database's ``update_seq`` is compared with what the sweep saw last (at first: the ingest position),
-  at most ``concurrency`` requests at once, and a database that moved is woken;
+  processes; and a slow **sweep** for writes that bypass the edge: each known database's ``update_seq`` is
+  compared with what the sweep saw last (at first: the ingest position), and a database that moved is woken.
+  A pass reads the databases one by one, spread evenly over ``sweep_interval`` seconds and never faster than
+  ``sweep_rate`` reads per second, so the server sees a steady trickle that does not grow past that rate
+  with the number of users (a pass over N databases takes ``max(interval, N / rate)``);
 - a newly provisioned user (its database may already hold documents).
 
 The position of ``_db_updates`` or of the marks feed is kept in ``sync_checkpoints`` and saved only while
@@ -200,33 +202,65 @@ class Wakeups:
                 await self._checkpoints.save(checkpoint, since)
                 saved, last_save = since, time.monotonic()
 
-    async def sweep(self, interval: float, databases: Callable[[], list[str]], position: Callable[[str], Seq]) -> None:
-        """Run until cancelled: every ``interval`` seconds, :meth:`sweep_once`."""
+    async def sweep(
+        self,
+        interval: float,
+        databases: Callable[[], list[str]],
+        position: Callable[[str], Seq],
+        *,
+        max_rate: float | None = None,
+    ) -> None:
+        """Run until cancelled: pass after pass of :meth:`sweep_once` over ``databases()``, each pass spread
+        over ``interval`` seconds (and at most ``max_rate`` reads per second); a pass with nothing to read
+        waits the interval out."""
         while True:
-            await asyncio.sleep(interval)
-            await self.sweep_once(databases(), position)
+            started = time.monotonic()
+            await self.sweep_once(databases(), position, spread=interval, max_rate=max_rate)
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - started)))
 
-    async def sweep_once(self, dbs: list[str], position: Callable[[str], Seq]) -> int:
+    async def sweep_once(
+        self,
+        dbs: list[str],
+        position: Callable[[str], Seq],
+        *,
+        spread: float = 0.0,
+        max_rate: float | None = None,
+    ) -> int:
         """Wake each of ``dbs`` whose ``update_seq`` moved since the sweep last saw it (never seen: differs
-        from its ingest position ``position(db)``), at most ``concurrency`` reads at once; returns how many it
-        woke. Sequences are compared for equality only (opaque on CouchDB). An outage raises."""
+        from its ingest position ``position(db)``); returns how many it woke. The reads start evenly spaced
+        over ``spread`` seconds, at least ``1 / max_rate`` apart, at most ``concurrency`` in flight.
+        Sequences are compared for equality only (opaque on CouchDB). An outage raises."""
         slots = asyncio.Semaphore(self._concurrency)
+        gap = spread / len(dbs) if dbs else 0.0
+        if max_rate:
+            gap = max(gap, 1.0 / max_rate)
         woken = 0
 
         async def look(db: str) -> None:
             nonlocal woken
-            async with slots:
-                try:
-                    seq = (await self._couch.db_info(db)).get("update_seq")
-                except DocumentNotFound:  # deleted meanwhile: the registry watch drops it
-                    return
+            try:
+                seq = (await self._couch.db_info(db)).get("update_seq")
+            except DocumentNotFound:  # deleted meanwhile: the registry watch drops it
+                return
+            finally:
+                slots.release()
             before = self._swept.get(db, position(db))
             self._swept[db] = seq
             if seq != before:
                 woken += 1
                 self.wake(db, "sweep")
 
-        await asyncio.gather(*(look(db) for db in dbs))
+        reads: list[asyncio.Task[None]] = []
+        try:
+            for n, db in enumerate(dbs):
+                if n and gap:
+                    await asyncio.sleep(gap)
+                await slots.acquire()
+                reads.append(asyncio.create_task(look(db)))
+            await asyncio.gather(*reads)
+        finally:
+            for task in reads:
+                task.cancel()
         for db in set(self._swept) - set(dbs):
             self._swept.pop(db, None)
         return woken

@@ -47,8 +47,8 @@ class IngestWorker:
     ``wakeups=True`` (the default mode): followers are drained only when their database is woken, see
     :mod:`sync_gateway.ingest.wakeups`: by the edge (``wake``), by ``_db_updates`` (``db_updates=True``,
     CouchDB 3), else by the edge's wake-up marks in ``marks_db`` and a sweep every ``sweep_interval``
-    seconds (0: none). ``wakeups=False``: each follower holds its own longpoll feed (``SYNC_INGEST_WAKEUPS=
-    feeds``, one connection per user).
+    seconds (0: none) reading at most ``sweep_rate`` databases per second. ``wakeups=False``: each follower
+    holds its own longpoll feed (``SYNC_INGEST_WAKEUPS=feeds``, one connection per user).
     """
 
     def __init__(
@@ -74,6 +74,7 @@ class IngestWorker:
         db_updates: bool = True,
         marks_db: str | None = None,
         sweep_interval: float = 0.0,
+        sweep_rate: float | None = None,
     ) -> None:
         self._supervisor = supervisor or Supervisor()
         self._quarantine = quarantine
@@ -87,6 +88,7 @@ class IngestWorker:
         self._db_updates = db_updates
         self._marks_db = marks_db
         self._sweep_interval = sweep_interval
+        self._sweep_rate = sweep_rate
         self.pages = PageIngest(
             couch,
             events,
@@ -156,7 +158,12 @@ class IngestWorker:
             self._wake_all()
         interval = self._sweep_interval
         if interval > 0:
-            sup.start("ingest:sweep", lambda: wakeups.sweep(interval, lambda: list(self.followers), self._position))
+            sup.start(
+                "ingest:sweep",
+                lambda: wakeups.sweep(
+                    interval, lambda: list(self.followers), self._position, max_rate=self._sweep_rate
+                ),
+            )
 
     def _position(self, db: str) -> Any:
         follower = self.followers.get(db)

@@ -5,6 +5,7 @@ only databases that moved, and the worker picks its wake-up sources by what the 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from typing import Any
 
@@ -175,6 +176,30 @@ async def test_the_sweep_wakes_only_databases_whose_update_seq_moved() -> None:
     assert sorted(woken[:2]) == ["userdb-b", "userdb-c"] and woken[2] == "userdb-a"
     assert wakeups.woken == {"sweep": 3}
     assert reads.count("userdb-gone") == 3  # a missing database is skipped, not an error
+
+
+async def test_the_sweep_spreads_its_reads_over_the_pass_and_never_exceeds_its_rate() -> None:
+    started: list[float] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        started.append(asyncio.get_running_loop().time())
+        return httpx.Response(200, json={"db_name": request.url.path.strip("/"), "update_seq": 1})
+
+    async def drain(db: str) -> None:
+        return None
+
+    dbs = [f"userdb-{n}" for n in range(6)]
+    async with CouchClient("http://couch.test", "a", "b", transport=httpx.MockTransport(handle)) as couch:
+        wakeups = Wakeups(couch, None, drain, known=lambda db: True, concurrency=16)  # type: ignore[arg-type]
+        await wakeups.sweep_once(dbs, {}.get, spread=0.3)  # six reads over 0.3 s: 0.05 s apart
+        spread = [b - a for a, b in itertools.pairwise(started)]
+        started.clear()
+        await wakeups.sweep_once(dbs, {}.get, spread=0.0, max_rate=40.0)  # no spread asked, the rate caps it
+        capped = [b - a for a, b in itertools.pairwise(started)]
+        started.clear()
+        await wakeups.sweep_once(dbs, {}.get)  # neither: all at once, as the tests' quick sweep does
+    assert len(spread) == len(capped) == 5 and len(started) == 6
+    assert min(spread) >= 0.045 and min(capped) >= 0.0225  # never sooner than the pace (a timer may be late)
 
 
 class _Loops:
