@@ -171,7 +171,10 @@ async def enrol_with_code(api: httpx.AsyncClient, edge_url: str, user: str) -> E
 #: gateway settings every bench uses: quiet logs, long-lived device tokens, no per-device rate limit in the way
 # the sweep for writes that bypass the edge (servers without _db_updates) runs as the product ships it, not
 # at the test harness's quick interval: its cost is part of what the benches measure
-SWEEP_INTERVAL_S = float(Settings.model_fields["ingest_sweep_interval_s"].default)
+# (SYNC_BENCH_SWEEP_INTERVAL_S shortens it for a quick look)
+SWEEP_INTERVAL_S = float(
+    os.environ.get("SYNC_BENCH_SWEEP_INTERVAL_S") or Settings.model_fields["ingest_sweep_interval_s"].default
+)
 SWEEP_RATE = float(Settings.model_fields["ingest_sweep_rate"].default)
 
 BENCH_ENV = {

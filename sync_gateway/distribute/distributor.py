@@ -11,17 +11,17 @@ Who holds a document is not remembered per user: it is whom the document's previ
 ledger (:mod:`sync_gateway.distribute.ledger`), was selected for. So start-up reads no user database and
 memory does not grow with the users' holdings; a page reads, per user database it touches, the current
 revisions of just the documents it is about to write (one ``_all_docs`` with keys), and skips copies whose
-content is unchanged.
+content is unchanged (:mod:`sync_gateway.distribute.writer` writes them).
 
 A second follower reads ``sync_registry``: a new user, or a change of roles or attributes, reconciles that
 user against the ledger (:mod:`sync_gateway.distribute.reconcile`, the same computation ``profiles plan``
-reports). The ledger's companion database ``<ledger>_users`` records per user the state (user record,
-profiles, rules) its database was reconciled with, read and written a chunk of users per request (an import
-of 10,000 users costs each user database one read of its holdings and one write, nothing more); when the
-profiles or rules change, every user whose state differs is reconciled at start-up, a chunk at a time. The
-state includes the record's ``updated_at``, so re-provisioning a user (perhaps onto a new, empty database)
-reconciles it again. The mirror position is a checkpoint in
-``sync_checkpoints``; replaying a page is a no-op because unchanged copies are not rewritten.
+reports). The ledger's companion database ``<ledger>_users`` (:mod:`sync_gateway.distribute.states`)
+records per user the state (user record, profiles, rules) its database was reconciled with, a chunk of users
+per request (an import of 10,000 users costs each user database one read of its holdings and one write,
+nothing more); when the profiles or rules change, every user whose state differs is reconciled at start-up,
+a chunk at a time. The state includes the record's ``updated_at``, so re-provisioning a user (perhaps onto a
+new, empty database) reconciles it again. The mirror position is a checkpoint in ``sync_checkpoints``;
+replaying a page is a no-op because unchanged copies are not rewritten.
 
 A row limit is enforced when a page adds a document of a limited entity to a user (the database's count of
 that entity is read then); a related row of a document a limit left out of this page may still be written.
@@ -33,19 +33,19 @@ import asyncio
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
 
-from sync_gateway import metrics
 from sync_gateway.couch.checkpoints import Checkpoints
 from sync_gateway.couch.client import CouchClient, Seq
 from sync_gateway.couch.follower import Follower
-from sync_gateway.dbsecurity import ensure_security
 from sync_gateway.distribute.ledger import Ledger
 from sync_gateway.distribute.mirror import is_master_id
 from sync_gateway.distribute.reconcile import CHUNK_USERS, Change, Held, held_from_doc, reconcile
+from sync_gateway.distribute.states import UserStates
+from sync_gateway.distribute.writer import UserDbWriter
 from sync_gateway.errors import CouchError, DocumentNotFound
 from sync_gateway.profiles import Planned, ProfileIndex, ProfileSet, UserContext, content_digest
 from sync_gateway.profiles.model import EntityRule
@@ -54,10 +54,8 @@ from sync_gateway.users import UserRegistry
 
 log = structlog.get_logger(__name__)
 
-STATE_PREFIX = "user:"
 MIRROR_CHECKPOINT = "distribute:mirror"
 REGISTRY_CHECKPOINT = "distribute:registry"
-_BULK_CHUNK = 500
 
 
 @dataclass
@@ -96,7 +94,8 @@ class Distributor:
         self.profiles = profiles
         self.index = ProfileIndex(profiles)
         self.ledger = Ledger(couch, ledger_db or f"{mirror_db}_distributed", profiles)
-        self.states_db = f"{self.ledger.db}_users"
+        self.states = UserStates(couch, f"{self.ledger.db}_users")
+        self.states_db = self.states.db
         self._stamps: dict[str, str] = {}  # user -> its registry record's updated_at
         self._config = [dict(doc) for doc in config_docs]
         self._config_digest = content_digest({"config": self._config})
@@ -104,6 +103,7 @@ class Distributor:
         self._lock = asyncio.Lock()
         self._sem = asyncio.Semaphore(concurrency)
         self.stats: Counter[str] = Counter()
+        self.writer = UserDbWriter(couch, self._sem, self.stats)
         self.ready = asyncio.Event()
         follower_opts: dict[str, Any] = {
             "batch_size": batch_size,
@@ -153,8 +153,7 @@ class Distributor:
                 if "db" in doc:
                     self._set_user(doc)
         created = await self.ledger.open(self.mirror_db)
-        await self._couch.ensure_db(self.states_db)
-        await ensure_security(self._couch, self.states_db)
+        await self.states.open()
         state = self.global_state()
         reconciling = created or self.ledger.state != state
         if reconciling:  # profiles or rules changed (or a new ledger): every user's target changed
@@ -212,32 +211,11 @@ class Distributor:
         for start in range(0, len(users), CHUNK_USERS):
             chunk = [u for u in users[start : start + CHUNK_USERS] if u in self.index.users]
             if not force:
-                chunk = await self._stale(chunk)
+                chunk = await self.states.stale(chunk, self._target)
             if chunk:
                 failed |= await self._reconcile_chunk(chunk)
         if failed:
             raise CouchError(f"reconciling failed for {len(failed)} user databases, e.g. {sorted(failed)[0]}")
-
-    async def _stale(self, users: list[str]) -> list[str]:
-        """The users whose database was reconciled with another state than their target (or never)."""
-        states = await self._couch.docs_by_id(self.states_db, [STATE_PREFIX + u for u in users])
-        return [u for u in users if (states.get(STATE_PREFIX + u) or {}).get("state") != self._target(u)]
-
-    async def _record_states(self, users: list[str]) -> None:
-        """Remember that ``users`` now hold what their target state says (one read and one write per chunk)."""
-        if not users:
-            return
-        current = await self._couch.docs_by_id(self.states_db, [STATE_PREFIX + u for u in users])
-        docs = []
-        for user in users:
-            doc: dict[str, Any] = {"_id": STATE_PREFIX + user, "state": self._target(user)}
-            if STATE_PREFIX + user in current:
-                doc["_rev"] = current[STATE_PREFIX + user]["_rev"]
-            docs.append(doc)
-        results = await self._couch.bulk_docs(self.states_db, docs)
-        lost = [doc_id for doc_id, r in results.items() if not r.ok]
-        if lost:  # another process recorded meanwhile: those users are reconciled again at their next change
-            log.info("distribute.states_not_recorded", users=len(lost))
 
     async def _reconcile_chunk(self, users: list[str]) -> set[str]:
         started = time.perf_counter()
@@ -248,7 +226,7 @@ class Distributor:
             log.warning("distribute.limit_reached", user=user, entity=entity, left_out=extra)
         failed = await self._apply(result.changes)
 
-        await self._record_states([user for user in users if user not in failed])
+        await self.states.record([user for user in users if user not in failed], self._target)
         self.stats["reconciled_users"] += len(users) - len(failed)
         log.info("distribute.users_reconciled", users=len(users), seconds=round(time.perf_counter() - started, 3))
         return failed
@@ -391,63 +369,7 @@ class Distributor:
 
     async def _write_user(self, user: str, changes: Mapping[str, Change]) -> bool:
         context = self.index.users.get(user)
-        if context is None:
-            return True
-        docs: list[dict[str, Any]] = []
-        for doc_id, (planned, current) in changes.items():
-            if planned is None:
-                if current is not None:
-                    docs.append({"_id": doc_id, "_rev": current.rev, "_deleted": True})
-            elif current is None or current.digest != planned.digest:
-                body = dict(planned.doc)
-                if current is not None:
-                    body["_rev"] = current.rev
-                docs.append(body)
-        if not docs:
-            return True
-        try:
-            async with self._sem:
-                for start in range(0, len(docs), _BULK_CHUNK):
-                    await self._bulk(context.db, docs[start : start + _BULK_CHUNK])
-        except DocumentNotFound:
-            log.warning("distribute.user_db_missing", user_db=context.db)
-            return True
-        except CouchError as exc:
-            log.warning("distribute.write_failed", user_db=context.db, error=str(exc))
-            return False
-        return True
-
-    async def _bulk(self, db: str, docs: list[dict[str, Any]]) -> None:
-        results = await self._couch.bulk_docs(db, docs)
-        conflicts = [doc for doc in docs if results.get(doc["_id"]) is not None and results[doc["_id"]].conflict]
-        if conflicts:  # our view of the database was stale (e.g. a write whose answer was lost): use its revs
-            rows = await self._couch.all_docs(db, keys=[d["_id"] for d in conflicts])
-            revs = {r["id"]: r.get("value", {}) for r in rows if "value" in r}
-            retry = []
-            for doc in conflicts:
-                value = revs.get(doc["_id"], {})
-                fresh = {k: v for k, v in doc.items() if k != "_rev"}
-                if value.get("deleted"):
-                    if doc.get("_deleted"):
-                        results[doc["_id"]] = replace(results[doc["_id"]], error=None, rev=value.get("rev"))
-                        continue
-                elif value.get("rev"):
-                    fresh["_rev"] = value["rev"]
-                retry.append(fresh)
-            results.update(await self._couch.bulk_docs(db, retry))
-        failed = [doc_id for doc_id, r in results.items() if not r.ok]
-        for doc in docs:
-            result = results.get(doc["_id"])
-            if result is None or not result.ok:
-                continue
-            if doc.get("_deleted"):
-                self.stats["evicted"] += 1
-                metrics.DISTRIBUTED.labels("eviction").inc()
-            else:
-                self.stats["written"] += 1
-                metrics.DISTRIBUTED.labels("copy").inc()
-        if failed:
-            raise CouchError(f"{len(failed)} writes into {db} failed, e.g. {failed[0]}: {results[failed[0]].error}")
+        return True if context is None else await self.writer.write(context.db, changes)
 
 
 def _copy(rule: EntityRule, doc: Mapping[str, Any]) -> Planned:
