@@ -230,6 +230,21 @@ class UserRegistry:
     async def list(self) -> list[dict[str, Any]]:
         return [strip_metadata(doc) async for page in self.pages() for doc in page]
 
+    async def page(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+        """Up to ``limit`` records in name order after the user named ``after`` (None: from the first), and
+        the name to continue after (None: this was the last page). One registry read."""
+        rows = await self._couch.all_docs(
+            self.db,
+            include_docs=True,
+            startkey=USER_PREFIX + (after or ""),
+            endkey=USER_PREFIX + "\ufff0",
+            limit=limit + 2,  # the row of ``after`` itself, and one to tell whether another page follows
+        )
+        docs = [r["doc"] for r in rows if r.get("doc") and r["id"] != USER_PREFIX + (after or "")]
+        more = len(docs) > limit
+        records = [strip_metadata(doc) for doc in docs[:limit]]
+        return records, str(records[-1]["name"]) if more and records else None
+
 
 @dataclass(frozen=True)
 class UserSpec:

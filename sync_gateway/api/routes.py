@@ -70,9 +70,14 @@ class NewUser(BaseModel):
         return self
 
 
-@router.get("/users", summary="List provisioned users")
-async def list_users(gw: ServicesDep) -> dict[str, Any]:
-    return {"users": await gw.registry.list()}
+@router.get("/users", summary="List provisioned users, in name order, a page at a time")
+async def list_users(
+    gw: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    cursor: Annotated[Text | None, Query(description="`next_cursor` of the page before", max_length=64)] = None,
+) -> dict[str, Any]:
+    users, next_cursor = await gw.registry.page(cursor, limit)
+    return {"users": users, "next_cursor": next_cursor}
 
 
 @router.post("/users", status_code=201, summary="Provision a user: database, CouchDB user, security, rules")

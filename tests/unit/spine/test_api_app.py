@@ -94,6 +94,30 @@ async def test_the_registry_is_read_through_the_services(api: httpx.AsyncClient,
     assert missing.status_code == 404 and missing.json()["error"]["code"]
 
 
+async def test_the_user_list_comes_a_page_at_a_time_in_name_order(api: httpx.AsyncClient, couch: MemoryCouch) -> None:
+    names = [f"tech{n:02d}" for n in range(7)]
+    for name in reversed(names):
+        couch.put_doc("sync_registry", {"_id": f"user:{name}", "type": "user", "name": name, "db": f"userdb-{name}"})
+
+    seen: list[str] = []
+    cursor: str | None = None
+    pages = 0
+    while True:
+        params = {"limit": 3, **({"cursor": cursor} if cursor else {})}
+        body = (await api.get("/api/users", headers=AUTH, params=params)).json()
+        seen += [u["name"] for u in body["users"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    whole = (await api.get("/api/users", headers=AUTH)).json()
+    too_many = await api.get("/api/users", headers=AUTH, params={"limit": 1001})
+
+    assert seen == names and pages == 3
+    assert [u["name"] for u in whole["users"]] == names and whole["next_cursor"] is None
+    assert too_many.status_code == 422 and too_many.json()["error"]["code"] == "invalid_request"
+
+
 async def test_resolving_without_an_applier_is_503_through_the_error_table(
     api: httpx.AsyncClient, couch: MemoryCouch
 ) -> None:
