@@ -31,6 +31,7 @@ USER_PREFIX = "user:"
 SYNC_DESIGN_ID = "_design/sync"
 _BULK_PAGE = 500  # users per registry read and _bulk_docs of an import
 _READ_PAGE = 1000  # user records per registry read
+Records = list[dict[str, Any]]  # (named here: inside UserRegistry, ``list`` is its method)
 _VALIDATE_SRC = (Path(__file__).parent / "couch" / "validate_doc_update.js").read_text()
 
 
@@ -230,7 +231,7 @@ class UserRegistry:
     async def list(self) -> list[dict[str, Any]]:
         return [strip_metadata(doc) async for page in self.pages() for doc in page]
 
-    async def page(self, after: str | None, limit: int) -> tuple[list[dict[str, Any]], str | None]:
+    async def page(self, after: str | None, limit: int) -> tuple[Records, str | None]:
         """Up to ``limit`` records in name order after the user named ``after`` (None: from the first), and
         the name to continue after (None: this was the last page). One registry read."""
         rows = await self._couch.all_docs(
