@@ -67,7 +67,9 @@ class CouchPassThrough:
                 content = self._limited_stream(request)  # attachments, multipart/related: streamed through
             elif route.kind in _READ_BODIES:
                 content = await self.read_body(request)
-                self.parse_json(content)
+                parsed = self.parse_json(content)
+                if route.kind == "bulk_get" and isinstance(parsed, dict) and parsed.get("docs") == []:
+                    return JSONResponse({"results": []})  # nothing asked (pouchdb-server never answers this)
             else:
                 body = await self.read_json(request)
                 if route.kind == "bulk_docs":

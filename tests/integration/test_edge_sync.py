@@ -208,4 +208,6 @@ async def test_documents_and_attachments_pass_through_as_json_multipart_and_raw(
         assert {k: v["missing"] for k, v in missing.json().items()} == {doc["_id"]: ["9-zzz"]}
         bulk_get = await edge.post("/sync/_bulk_get", json={"docs": [{"id": doc["_id"]}]})
         assert bulk_get.status_code == 200 and doc["_id"] in bulk_get.text
+        nothing = await edge.post("/sync/_bulk_get", json={"docs": []})
+        assert nothing.status_code == 200 and nothing.json() == {"results": []}
         assert (await edge.post("/sync/_ensure_full_commit", json={})).status_code in (200, 201)
