@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from sync_gateway import __version__, metrics
 from sync_gateway.edge.devices import refuse_inactive
 from sync_gateway.edge.errors import EdgeRefusal
+from sync_gateway.edge.proxy import StreamCut
 from sync_gateway.edge.routes import UPLOAD_KINDS, classify, own_endpoint
 from sync_gateway.edge.service import Edge
 from sync_gateway.errors import CouchError
@@ -65,7 +66,10 @@ def create_edge_app(edge: Edge) -> ASGIApp:
                 metrics.EDGE_REQUESTS.labels("unknown", "internal_error").inc()
                 failed = EdgeRefusal(500, "internal_error", "the sync service failed; retry later")
                 response = JSONResponse(failed.body(), status_code=500)
-        await response(scope, receive, send)
+        try:
+            await response(scope, receive, send)
+        except StreamCut:
+            return  # logged where it happened; the response stays incomplete, so the server drops the connection
 
     if not edge.cors_origins:
         return app

@@ -36,6 +36,11 @@ _READ_BODIES = ("bulk_get", "revs_diff", "all_docs")
 _BUFFERED_RESPONSE = 1024 * 1024  # a (non-feed) response up to this is sent whole, larger ones stream on
 
 
+class StreamCut(Exception):
+    """CouchDB broke off a response the device was already receiving: too late for a 503, so the connection
+    is cut (the device sees a broken transfer, never a short body that looks whole, and retries)."""
+
+
 class CouchPassThrough:
     """Forwards allowed requests to ``/<user db>/…`` on CouchDB; devices never see its address or account."""
 
@@ -194,9 +199,15 @@ async def _relay(upstream: UpstreamResponse, headers: dict[str, str], device: Ma
         raise EdgeRefusal(503, "upstream_unavailable", "the sync service is unavailable; retry later") from exc
 
     async def rest() -> AsyncIterator[bytes]:
-        yield b"".join(held)
-        async for piece in pieces:
-            yield piece
+        try:
+            yield b"".join(held)
+            async for piece in pieces:
+                yield piece
+        except CouchUnavailable as exc:
+            log.warning("edge.upstream_cut", device=device["device_id"], error=type(exc).__name__)
+            raise StreamCut from exc
+        finally:
+            await upstream.aclose()
 
     return StreamingResponse(
         rest(), status_code=upstream.status_code, headers=headers, background=BackgroundTask(upstream.aclose)

@@ -4,10 +4,12 @@ a 503 when CouchDB breaks off while the edge is still reading."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 import pytest
 from starlette.responses import StreamingResponse
 
+from sync_gateway.edge import app as edge_app
 from sync_gateway.edge import proxy
 from sync_gateway.edge.errors import EdgeRefusal
 from sync_gateway.edge.upstream import Upstream
@@ -63,3 +65,50 @@ async def test_an_upstream_failure_while_reading_is_a_503() -> None:
         await upstream.aclose()
         server.close()
     assert (refused.value.status, refused.value.code) == (503, "upstream_unavailable")
+
+
+async def test_a_break_after_the_response_started_cuts_the_connection_without_a_crash(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(proxy, "_BUFFERED_RESPONSE", 4)
+
+    async def breaks_midway(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader, seen)
+        writer.write(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{"rows":\r\n')
+        await writer.drain()  # and the server goes away
+
+    server, url, _ = await serve(breaks_midway)
+    upstream = Upstream(url)
+
+    async def handle(edge: object, request: object, raw_path: str) -> StreamingResponse:
+        return await proxy._relay(await upstream.request("GET", "/db/_all_docs"), {}, DEVICE)  # type: ignore[return-value]
+
+    monkeypatch.setattr(edge_app, "_handle", handle)
+    app = edge_app.create_edge_app(SimpleNamespace(cors_origins=[]))  # type: ignore[arg-type]
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        await asyncio.Event().wait()  # the device never disconnects first
+        return {}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/sync/_all_docs",
+        "raw_path": b"/sync/_all_docs",
+        "query_string": b"",
+        "headers": [],
+        "asgi": {"spec_version": "2.4"},
+    }
+    try:
+        await app(scope, receive, send)  # returns: nothing for the server to log as a crash
+        assert upstream.connections == 0
+    finally:
+        await upstream.aclose()
+        server.close()
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert all(m.get("more_body") for m in sent[1:])  # never completed: the server drops the connection
+    assert b"".join(bytes(m.get("body", b"")) for m in sent[1:]) == b'{"rows":'  # type: ignore[arg-type]
