@@ -3,6 +3,9 @@
 SyncGatewayError
 ├── CouchError
 │   ├── CouchUnavailable        (connection refused, timeout, 5xx: retry with backoff)
+│   │   ├── UpstreamTimeout     (the server sent nothing for the read timeout)
+│   │   ├── UpstreamConnectFailed (no connection could be made: refused, unreachable, TLS)
+│   │   └── StreamCut           (broke off a response the device was already receiving; sync_gateway.edge.errors)
 │   ├── DocumentNotFound
 │   ├── RevisionConflict
 │   └── Unauthorized
@@ -64,6 +67,14 @@ class CouchUnavailable(CouchError):
     """CouchDB is unreachable or answered 5xx; the caller may retry."""
 
     code = "couch_unavailable"
+
+
+class UpstreamTimeout(CouchUnavailable):
+    """The server sent nothing for the read timeout (the gateway's own HTTP client)."""
+
+
+class UpstreamConnectFailed(CouchUnavailable):
+    """No connection to the server could be made (refused, unreachable, TLS, connect timeout)."""
 
 
 class DocumentNotFound(CouchError):

@@ -13,13 +13,15 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync_gateway import errors as e
 from sync_gateway.api.ui.session import PageForbidden
-from sync_gateway.edge.errors import EdgeRefusal
+from sync_gateway.edge.errors import EdgeRefusal, StreamCut
 
 #: one row per class of the error tree (``sync_gateway.errors``); an error takes the row of its nearest class
 STATUS_BY_ERROR: dict[type[e.SyncGatewayError], int] = {
     e.SyncGatewayError: 500,
     e.CouchError: 500,
     e.CouchUnavailable: 503,
+    e.UpstreamTimeout: 503,
+    e.UpstreamConnectFailed: 503,
     e.DocumentNotFound: 404,
     e.RevisionConflict: 409,
     e.Unauthorized: 503,  # CouchDB refused the gateway's own account
@@ -48,6 +50,7 @@ STATUS_BY_ERROR: dict[type[e.SyncGatewayError], int] = {
     e.NotAuthenticated: 401,
     e.Forbidden: 403,
     PageForbidden: 403,  # rendered as a page by its own handler
+    StreamCut: 503,
     EdgeRefusal: 400,  # the edge answers with the refusal's own status; here, where the admin API meets one
 }
 

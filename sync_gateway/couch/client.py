@@ -1,4 +1,5 @@
-"""Async CouchDB 3 client over httpx.
+"""Async CouchDB 3 client: httpx's requests and responses over the gateway's own pooled HTTP/1.1 connections
+(:mod:`sync_gateway.couch.transport`).
 
 Transient failures (connection refused, timeouts, 5xx) are retried with the shared backoff
 (``sync_gateway.retry``), so a worker survives a CouchDB restart. ``retries=None`` retries forever
@@ -22,6 +23,8 @@ import structlog
 
 from sync_gateway import jsontext, metrics
 from sync_gateway.couch.capabilities import ServerCapabilities
+from sync_gateway.couch.transport import UpstreamTransport
+from sync_gateway.couch.upstream import Upstream
 from sync_gateway.errors import (
     AccountLocked,
     CouchError,
@@ -100,12 +103,19 @@ class CouchClient:
         self.url = url.rstrip("/")
         self._retries = retries
         self._backoff = Backoff(base=0.2, cap=max_delay)
+        auth: httpx.BasicAuth | None = None
+        if transport is None:  # the gateway's own pool, which sends the credentials itself
+            origin = urlsplit(self.url)._replace(path="", query="", fragment="")
+            transport = UpstreamTransport(
+                Upstream(urlunsplit(origin), user, password, max_connections=2000, max_idle=32, read_timeout=timeout)
+            )
+        elif user:  # a given transport (tests): httpx adds them
+            auth = httpx.BasicAuth(user, password)
         self._http = httpx.AsyncClient(
             base_url=self.url,
-            auth=httpx.BasicAuth(user, password) if user else None,
+            auth=auth,
             headers=_HEADERS,
             timeout=httpx.Timeout(timeout, connect=5.0),
-            limits=httpx.Limits(max_connections=2000, max_keepalive_connections=32),
             transport=transport,
         )
         self._caps: ServerCapabilities | None = None

@@ -12,8 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync_gateway import __version__, metrics
 from sync_gateway.edge.devices import refuse_inactive
-from sync_gateway.edge.errors import EdgeRefusal
-from sync_gateway.edge.proxy import StreamCut
+from sync_gateway.edge.errors import EdgeRefusal, StreamCut
 from sync_gateway.edge.routes import UPLOAD_KINDS, classify, own_endpoint
 from sync_gateway.edge.service import Edge
 from sync_gateway.errors import CouchError

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync_gateway.errors import ApiError
+from sync_gateway.errors import ApiError, CouchUnavailable
 
 _COUCH_ERROR = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}
 _COUCH_ERROR |= {409: "conflict", 413: "too_large", 415: "bad_content_type", 429: "too_many_requests"}
@@ -34,3 +34,8 @@ class EdgeRefusal(ApiError):
         if self.status == 503:
             return {"Retry-After": "5"}
         return {}
+
+
+class StreamCut(CouchUnavailable):
+    """CouchDB broke off a response the device was already receiving: too late for a 503, so the connection
+    is cut (the device sees a broken transfer, never a short body that looks whole, and retries)."""

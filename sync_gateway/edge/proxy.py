@@ -18,11 +18,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from sync_gateway import jsontext
-from sync_gateway.edge.errors import EdgeRefusal
+from sync_gateway.couch.upstream import Upstream, UpstreamResponse
+from sync_gateway.edge.errors import EdgeRefusal, StreamCut
 from sync_gateway.edge.feeds import OpenFeeds, until_closed
 from sync_gateway.edge.multipart import multipart_to_json
 from sync_gateway.edge.routes import Route, device_may_write, refuse_server_owned
-from sync_gateway.edge.upstream import Upstream, UpstreamResponse
 from sync_gateway.errors import CouchUnavailable
 
 log = structlog.get_logger(__name__)
@@ -34,11 +34,6 @@ _CHANGES_FILTERS = ("", "_doc_ids")
 # JSON bodies that only read the device's own database: checked to be JSON, then sent on as they came
 _READ_BODIES = ("bulk_get", "revs_diff", "all_docs")
 _BUFFERED_RESPONSE = 1024 * 1024  # a (non-feed) response up to this is sent whole, larger ones stream on
-
-
-class StreamCut(Exception):
-    """CouchDB broke off a response the device was already receiving: too late for a 503, so the connection
-    is cut (the device sees a broken transfer, never a short body that looks whole, and retries)."""
 
 
 class CouchPassThrough:
@@ -205,7 +200,7 @@ async def _relay(upstream: UpstreamResponse, headers: dict[str, str], device: Ma
                 yield piece
         except CouchUnavailable as exc:
             log.warning("edge.upstream_cut", device=device["device_id"], error=type(exc).__name__)
-            raise StreamCut from exc
+            raise StreamCut(f"the upstream broke off a response: {type(exc).__name__}") from exc
         finally:
             await upstream.aclose()
 

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 from starlette.responses import StreamingResponse
 
+from sync_gateway.couch.upstream import Upstream
 from sync_gateway.edge import app as edge_app
 from sync_gateway.edge import proxy
 from sync_gateway.edge.errors import EdgeRefusal
-from sync_gateway.edge.upstream import Upstream
 from tests.support.scripted_http import Seen, answering, chunked, read_request, serve
 
 DEVICE = {"device_id": "dev-abc", "user": "anna"}

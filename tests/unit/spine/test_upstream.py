@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from sync_gateway.edge.upstream import Upstream
+from sync_gateway.couch.upstream import Upstream
 from sync_gateway.errors import CouchUnavailable
 from tests.support.scripted_http import Seen, answering, chunked, ok, read_request, serve
 

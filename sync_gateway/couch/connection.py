@@ -16,7 +16,7 @@ from typing import cast
 
 import httptools
 
-from sync_gateway.errors import CouchUnavailable
+from sync_gateway.errors import CouchUnavailable, UpstreamTimeout
 
 _HIGH_WATER = 256 * 1024  # stop reading from CouchDB while this much is waiting for the device
 _IDLE_KEEP_S = 30.0  # an idle pooled connection older than this is closed rather than reused
@@ -250,7 +250,7 @@ class Connection(asyncio.Protocol):
         elif silent < timeout:
             self._timer = self._loop.call_later(timeout - silent, self._check_timeout)
         else:
-            self._abort(CouchUnavailable(f"no data from the upstream for {timeout:g} s"))
+            self._abort(UpstreamTimeout(f"no data from the upstream for {timeout:g} s"))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:

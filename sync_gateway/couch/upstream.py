@@ -1,7 +1,9 @@
-"""The edge's own HTTP/1.1 client towards CouchDB: pooled keep-alive connections, responses parsed by
-``httptools`` (llhttp, in C), bodies handed on as they arrive with back-pressure both ways.
+"""The gateway's own HTTP/1.1 client towards CouchDB: pooled keep-alive connections, responses parsed by
+``httptools`` (llhttp, in C), bodies handed on as they arrive with back-pressure both ways. The edge forwards
+device requests through it, and :class:`~sync_gateway.couch.client.CouchClient` sends every request of the
+gateway's own through it (:mod:`sync_gateway.couch.transport`).
 
-Every forwarded device request goes through here, so it does as little per request as it can: one write for the
+Every request goes through here, so it does as little per request as it can: one write for the
 request head and a small body, chunked transfer decoded in C, the pieces that arrived together handed on as one,
 no per-request task or timer object beyond one ``call_later`` for the read timeout. A connection goes back to
 the pool only when its response was read to the end and both sides keep it alive; anything else closes it.
@@ -18,8 +20,8 @@ from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from urllib.parse import quote, unquote, urlsplit
 
-from sync_gateway.edge.connection import Connection
-from sync_gateway.errors import CouchUnavailable
+from sync_gateway.couch.connection import Connection
+from sync_gateway.errors import CouchUnavailable, UpstreamConnectFailed
 
 _QUERY_SAFE = "%/:=&?~+!$,;'@()*[]-._"  # characters a query passes on as they are; anything else is escaped
 
@@ -104,10 +106,12 @@ class Upstream:
         headers: Iterable[tuple[str, str]] = (),
         body: bytes | AsyncIterator[bytes] | None = None,
         feed: bool = False,
+        read_timeout: float | None = None,
     ) -> UpstreamResponse:
         """Send one request (``path`` already percent-encoded, below the URL's own path) and return once the
-        response's status and headers are in; a ``feed`` has no read timeout (it lasts as long as it lasts)."""
-        timeout = None if feed else self.read_timeout
+        response's status and headers are in; a ``feed`` has no read timeout (it lasts as long as it lasts),
+        ``read_timeout`` replaces the pool's for this request."""
+        timeout = None if feed else (read_timeout or self.read_timeout)
         target = self.prefix + path + ("?" + quote(query, safe=_QUERY_SAFE) if query else "")
         lines = [f"{method} {target} HTTP/1.1\r\n", self._fixed]
         for name, value in headers:
@@ -189,6 +193,6 @@ class Upstream:
                 self._connect_timeout,
             )
         except (OSError, TimeoutError, ssl.SSLError) as exc:
-            raise CouchUnavailable(f"cannot connect to the upstream: {type(exc).__name__}") from exc
+            raise UpstreamConnectFailed(f"cannot connect to the upstream: {type(exc).__name__}") from exc
         self._open.add(conn)
         return conn, False
