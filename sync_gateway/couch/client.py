@@ -107,7 +107,15 @@ class CouchClient:
         if transport is None:  # the gateway's own pool, which sends the credentials itself
             origin = urlsplit(self.url)._replace(path="", query="", fragment="")
             transport = UpstreamTransport(
-                Upstream(urlunsplit(origin), user, password, max_connections=2000, max_idle=32, read_timeout=timeout)
+                Upstream(
+                    urlunsplit(origin),
+                    user,
+                    password,
+                    max_connections=2000,
+                    max_idle=32,
+                    read_timeout=timeout,
+                    keep_idle=5.0,
+                )
             )
         elif user:  # a given transport (tests): httpx adds them
             auth = httpx.BasicAuth(user, password)

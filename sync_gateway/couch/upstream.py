@@ -68,6 +68,7 @@ class Upstream:
         max_idle: int = 64,
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
+        keep_idle: float = 30.0,
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -90,6 +91,7 @@ class Upstream:
         self._max_idle = max_idle
         self._connect_timeout = connect_timeout
         self.read_timeout = read_timeout
+        self._keep_idle = keep_idle
         self._closed = False
 
     @property
@@ -145,7 +147,10 @@ class Upstream:
             return UpstreamResponse(self, conn)
 
     def release(self, conn: Connection) -> None:
-        """Back into the pool if its response ended and it stays alive, else closed."""
+        """Back into the pool if its response ended and it stays alive, else closed. Idle connections past
+        their time are closed here too, oldest first, so a burst's extra connections do not stay open."""
+        now = asyncio.get_running_loop().time()
+        self._expire(now)
         if (
             conn.complete
             and conn.keep_alive
@@ -153,10 +158,16 @@ class Upstream:
             and not self._closed
             and len(self._idle) < self._max_idle
         ):
-            conn.idle_since = asyncio.get_running_loop().time()
+            conn.idle_since = now
+            conn.keep_for = min(conn.keep_for, self._keep_idle)
             self._idle.append(conn)
         else:
             self._discard(conn)
+
+    def _expire(self, now: float) -> None:
+        idle = self._idle  # most recently used on the right: the oldest are on the left
+        while idle and not idle[0].usable(now):
+            self._discard(idle.popleft())
 
     async def aclose(self) -> None:
         self._closed = True
@@ -174,6 +185,7 @@ class Upstream:
             raise CouchUnavailable("the upstream client is closed")
         loop = asyncio.get_running_loop()
         now = loop.time()
+        self._expire(now)
         while self._idle and not fresh:
             conn = self._idle.pop()  # the most recently used: the least likely to have been closed
             if conn.usable(now):

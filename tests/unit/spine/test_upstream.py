@@ -234,3 +234,20 @@ async def test_a_connection_is_not_reused_past_the_servers_keep_alive_timeout() 
         await upstream.aclose()
         server.close()
     assert seen.connections == 2
+
+
+async def test_the_extra_connections_of_a_burst_are_closed_once_idle_past_their_time() -> None:
+    server, url, seen = await serve(answering(*[ok(b"{}")] * 10))
+    upstream = Upstream(url, keep_idle=0.05)
+    try:
+        burst = await asyncio.gather(*(upstream.request("GET", f"/db{n}") for n in range(4)))
+        for response in burst:
+            await response.aread()
+        assert upstream.connections == 4  # all idle in the pool now
+        await asyncio.sleep(0.1)
+        await (await upstream.request("GET", "/db")).aread()  # the pool's next use closes the expired ones
+        assert upstream.connections == 1
+    finally:
+        await upstream.aclose()
+        server.close()
+    assert seen.connections == 5
