@@ -55,6 +55,7 @@ class GatewayProcess:
             # devices go through the edge, which wakes ingest; the few writes that bypass it on purpose (admin
             # tools, hostile HTTP clients) are found by the sweep, quick here (default 300 s)
             "SYNC_INGEST_SWEEP_INTERVAL_S": "2",
+            "SYNC_INGEST_SWEEP_RATE": "50",
             "SYNC_LOG_FORMAT": "json",
             **(extra_env or {}),
         }
