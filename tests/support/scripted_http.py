@@ -83,3 +83,14 @@ def answering(*responses: bytes) -> Script:
         await reader.read()  # until the client closes
 
     return script
+
+
+def breaking_off(partial: bytes) -> Script:
+    """Read one request, send ``partial`` (the start of a response) and close the connection."""
+
+    async def script(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader, seen)
+        writer.write(partial)
+        await writer.drain()
+
+    return script

@@ -13,7 +13,7 @@ from sync_gateway.couch.upstream import Upstream
 from sync_gateway.edge import app as edge_app
 from sync_gateway.edge import proxy
 from sync_gateway.edge.errors import EdgeRefusal
-from tests.support.scripted_http import Seen, answering, chunked, read_request, serve
+from tests.support.scripted_http import answering, breaking_off, chunked, serve
 
 DEVICE = {"device_id": "dev-abc", "user": "anna"}
 
@@ -50,12 +50,7 @@ async def test_a_large_response_streams_on_in_full(monkeypatch: pytest.MonkeyPat
 
 
 async def test_an_upstream_failure_while_reading_is_a_503() -> None:
-    async def broken(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader, seen)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n")
-        await writer.drain()
-
-    server, url, _ = await serve(broken)
+    server, url, _ = await serve(breaking_off(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\n{\r\n"))
     upstream = Upstream(url)
     try:
         with pytest.raises(EdgeRefusal) as refused:
@@ -72,12 +67,9 @@ async def test_a_break_after_the_response_started_cuts_the_connection_without_a_
 ) -> None:
     monkeypatch.setattr(proxy, "_BUFFERED_RESPONSE", 4)
 
-    async def breaks_midway(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader, seen)
-        writer.write(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{"rows":\r\n')
-        await writer.drain()  # and the server goes away
-
-    server, url, _ = await serve(breaks_midway)
+    server, url, _ = await serve(
+        breaking_off(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\n{"rows":\r\n')
+    )
     upstream = Upstream(url)
 
     async def handle(edge: object, request: object, raw_path: str) -> StreamingResponse:

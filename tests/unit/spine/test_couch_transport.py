@@ -13,7 +13,7 @@ import pytest
 
 from sync_gateway.couch.client import CouchClient
 from sync_gateway.errors import CouchUnavailable
-from tests.support.scripted_http import Seen, answering, ok, read_request, serve
+from tests.support.scripted_http import Seen, answering, breaking_off, ok, read_request, serve
 
 
 async def test_requests_reach_the_server_as_httpx_would_send_them_with_the_credentials_once() -> None:
@@ -61,12 +61,7 @@ async def test_a_refused_connection_is_an_httpx_connect_error() -> None:
 
 
 async def test_a_response_broken_off_is_an_httpx_read_error() -> None:
-    async def broken(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader, seen)
-        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"rows":')
-        await writer.drain()
-
-    server, url, _ = await serve(broken)
+    server, url, _ = await serve(breaking_off(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"rows":'))
     try:
         async with CouchClient(url, "svc", "pw") as couch:
             with pytest.raises(CouchUnavailable) as failed:

@@ -10,7 +10,7 @@ import pytest
 
 from sync_gateway.couch.upstream import Upstream
 from sync_gateway.errors import CouchUnavailable
-from tests.support.scripted_http import Seen, answering, chunked, ok, read_request, serve
+from tests.support.scripted_http import Seen, answering, breaking_off, chunked, ok, read_request, serve
 
 
 async def test_a_chunked_response_is_decoded_and_the_connection_reused() -> None:
@@ -109,12 +109,7 @@ async def test_a_malformed_response_is_an_upstream_error(reply: bytes) -> None:
 
 
 async def test_a_response_broken_off_mid_body_is_an_upstream_error() -> None:
-    async def broken(seen: Seen, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader, seen)
-        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-        await writer.drain()
-
-    server, url, _ = await serve(broken)
+    server, url, _ = await serve(breaking_off(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"))
     upstream = Upstream(url)
     try:
         response = await upstream.request("GET", "/db/_all_docs")
