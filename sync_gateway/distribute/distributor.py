@@ -95,7 +95,6 @@ class Distributor:
         self.index = ProfileIndex(profiles)
         self.ledger = Ledger(couch, ledger_db or f"{mirror_db}_distributed", profiles)
         self.states = UserStates(couch, f"{self.ledger.db}_users")
-        self.states_db = self.states.db
         self._stamps: dict[str, str] = {}  # user -> its registry record's updated_at
         self._config = [dict(doc) for doc in config_docs]
         self._config_digest = content_digest({"config": self._config})

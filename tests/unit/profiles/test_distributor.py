@@ -203,7 +203,7 @@ async def test_an_import_costs_each_new_database_one_read_and_one_write(server: 
         server.requests.clear()
         await dist.on_registry(rows)
         assert {name: server.requests[user_db_name(name)] for name in names} == dict.fromkeys(names, 2)
-        assert server.requests[dist.states_db] == 3 * 2  # per chunk: which are stale, revisions, the write
+        assert server.requests[dist.states.db] == 3 * 2  # per chunk: which are stale, revisions, the write
         assert all(held(server, name) == ALWAYS for name in names)
 
         server.requests.clear()
